@@ -1,0 +1,44 @@
+/* Layout of what the sampler hands to user space. Mirrored in
+ * profiler/src/collect/record.rs; both sides assert the sizes. */
+#ifndef SMOLDER_SAMPLER_H
+#define SMOLDER_SAMPLER_H
+
+#define SMOLDER_MAX_KERNEL_FRAMES 127
+#define SMOLDER_MAX_USER_FRAMES 127
+#define SMOLDER_COMM_LEN 16
+#define SMOLDER_MAX_TARGETS 16384
+
+/* Indexes into the per-CPU `stats` array. */
+enum smolder_stat {
+	STAT_SAMPLES = 0,          /* samples taken for a target */
+	STAT_RINGBUF_FULL = 1,     /* samples lost: ring buffer full */
+	STAT_KSTACK_ERROR = 2,     /* kernel stack could not be read */
+	STAT_USTACK_ERROR = 3,     /* user stack could not be read */
+	STAT_TARGETS_FULL = 4,     /* a child could not be added to `targets` */
+	STAT_COUNT = 5,
+};
+
+/* sample.flags */
+#define SAMPLE_KERNEL_TRUNCATED (1u << 0)
+#define SAMPLE_USER_TRUNCATED (1u << 1)
+
+/* One on-CPU sample. Frame arrays hold `*_len` valid entries; a negative
+ * length is the kernel's error code from bpf_get_stack. */
+struct smolder_sample {
+	__u32 pid;          /* thread group id */
+	__u32 tid;          /* thread id */
+	__u64 time_ns;      /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u32 cpu;
+	__s32 kernel_len;
+	__s32 user_len;
+	__u32 flags;
+	char comm[SMOLDER_COMM_LEN];        /* process (group leader) name */
+	char thread_comm[SMOLDER_COMM_LEN]; /* thread name */
+	__u64 kernel_stack[SMOLDER_MAX_KERNEL_FRAMES];
+	__u64 user_stack[SMOLDER_MAX_USER_FRAMES];
+};
+
+_Static_assert(sizeof(struct smolder_sample) == 64 + 8 * (SMOLDER_MAX_KERNEL_FRAMES + SMOLDER_MAX_USER_FRAMES),
+	       "struct smolder_sample layout changed: update the Rust mirror");
+
+#endif

@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: GPL-2.0
+/* On-CPU sampler: a perf-event program on every CPU that streams one record
+ * per sample (pid, tid, names, kernel and user stacks) through a ring buffer.
+ * User space aggregates; see docs/architecture.md for why. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "sampler.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Set by the loader before load. */
+const volatile __u32 self_tgid = 0;       /* never sample smolder itself */
+const volatile __u8 filter_targets = 0;   /* 0: every process; 1: only `targets` */
+const volatile __u8 follow_children = 0;  /* add forked children of targets */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024);
+} samples SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SMOLDER_MAX_TARGETS);
+	__type(key, __u32);   /* tgid */
+	__type(value, __u8);
+} targets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+static __always_inline void count(__u32 stat)
+{
+	__u64 *value = bpf_map_lookup_elem(&stats, &stat);
+	if (value)
+		*value += 1;
+}
+
+static __always_inline int is_target(__u32 tgid)
+{
+	if (tgid == 0 || tgid == self_tgid)
+		return 0; /* idle task, or smolder */
+	if (!filter_targets)
+		return 1;
+	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
+}
+
+SEC("perf_event")
+int sample_cpu(struct bpf_perf_event_data *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	if (!is_target(tgid))
+		return 0;
+
+	struct smolder_sample *s = bpf_ringbuf_reserve(&samples, sizeof(*s), 0);
+	if (!s) {
+		count(STAT_RINGBUF_FULL);
+		return 0;
+	}
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	s->pid = tgid;
+	s->tid = (__u32)id;
+	s->time_ns = bpf_ktime_get_ns();
+	s->cpu = bpf_get_smp_processor_id();
+	s->flags = 0;
+	bpf_get_current_comm(s->thread_comm, sizeof(s->thread_comm));
+	BPF_CORE_READ_STR_INTO(&s->comm, task, group_leader, comm);
+
+	long klen = bpf_get_stack(ctx, s->kernel_stack, sizeof(s->kernel_stack), 0);
+	if (klen < 0) {
+		count(STAT_KSTACK_ERROR);
+		s->kernel_len = (__s32)klen;
+	} else {
+		s->kernel_len = (__s32)(klen / sizeof(__u64));
+		if (s->kernel_len == SMOLDER_MAX_KERNEL_FRAMES)
+			s->flags |= SAMPLE_KERNEL_TRUNCATED;
+	}
+
+	/* Kernel threads have no user stack. */
+	if (BPF_CORE_READ(task, mm) == NULL) {
+		s->user_len = 0;
+	} else {
+		long ulen = bpf_get_stack(ctx, s->user_stack, sizeof(s->user_stack), BPF_F_USER_STACK);
+		if (ulen < 0) {
+			count(STAT_USTACK_ERROR);
+			s->user_len = (__s32)ulen;
+		} else {
+			s->user_len = (__s32)(ulen / sizeof(__u64));
+			if (s->user_len == SMOLDER_MAX_USER_FRAMES)
+				s->flags |= SAMPLE_USER_TRUNCATED;
+		}
+	}
+
+	count(STAT_SAMPLES);
+	/* User space drains the buffer on a timer: no wakeup per sample. */
+	bpf_ringbuf_submit(s, BPF_RB_NO_WAKEUP);
+	return 0;
+}
+
+/* Follow children of target processes (for `smolder record -- COMMAND`). */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(follow_fork, struct task_struct *parent, struct task_struct *child)
+{
+	if (!filter_targets || !follow_children)
+		return 0;
+	__u32 parent_tgid = BPF_CORE_READ(parent, tgid);
+	__u32 child_tgid = BPF_CORE_READ(child, tgid);
+	if (parent_tgid == child_tgid)
+		return 0; /* a new thread, already covered */
+	if (!bpf_map_lookup_elem(&targets, &parent_tgid))
+		return 0;
+	__u8 one = 1;
+	if (bpf_map_update_elem(&targets, &child_tgid, &one, BPF_ANY) != 0)
+		count(STAT_TARGETS_FULL);
+	return 0;
+}

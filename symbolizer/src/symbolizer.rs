@@ -1,0 +1,389 @@
+//! The long-lived symbolizer: one per profiler, with bounded caches.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use blazesym::symbolize::source::{Elf, Source};
+use blazesym::symbolize::{Input, Reason, Sym, Symbolized};
+use lru::LruCache;
+
+use crate::frame::{FunctionFrame, Resolution, UnknownReason};
+use crate::kernel::KernelSymbols;
+use crate::module::{BuildId, FileId, Module};
+use crate::perf_map::PerfMap;
+use crate::proc_maps::{parse_maps, MapEntry, MapPath};
+use crate::process::{ExecRegion, ProcessMaps, RegionKind};
+use crate::{Error, FrameAddress};
+
+/// Limits and locations. Defaults suit a host-wide profiler.
+#[derive(Debug, Clone)]
+pub struct SymbolizerConfig {
+    /// Symbolized addresses kept, keyed by (file, offset).
+    pub cache_entries: NonZeroUsize,
+    /// Mapped files kept open.
+    pub max_modules: NonZeroUsize,
+    /// procfs root (tests point it elsewhere).
+    pub proc_root: PathBuf,
+    /// Kernel symbol table.
+    pub kallsyms: PathBuf,
+}
+
+impl Default for SymbolizerConfig {
+    fn default() -> Self {
+        Self {
+            cache_entries: NonZeroUsize::new(256 * 1024).expect("non-zero"),
+            max_modules: NonZeroUsize::new(1024).expect("non-zero"),
+            proc_root: PathBuf::from("/proc"),
+            kallsyms: PathBuf::from("/proc/kallsyms"),
+        }
+    }
+}
+
+/// Counters, for the profiler's own metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SymbolizerStats {
+    pub lookups: u64,
+    pub cache_hits: u64,
+    pub unknown: u64,
+    /// Mapped files that could not be opened.
+    pub modules_unavailable: u64,
+    /// Files blazesym could not parse.
+    pub bad_modules: u64,
+    /// Malformed lines in `/proc/PID/maps` and perf maps.
+    pub rejected_lines: u64,
+}
+
+/// A user-space address and what it resolved to.
+#[derive(Debug, Clone)]
+pub struct UserLocation {
+    pub address: FrameAddress,
+    /// The region it fell into; `None` when unmapped.
+    pub region: Option<ExecRegion>,
+    pub resolution: Resolution,
+}
+
+/// Resolves addresses of processes and of the kernel.
+pub struct Symbolizer {
+    config: SymbolizerConfig,
+    blaze: blazesym::symbolize::Symbolizer,
+    modules: LruCache<FileId, Arc<Module>>,
+    cache: LruCache<(FileId, u64), Resolution>,
+    kernel: Option<Result<Arc<KernelSymbols>, String>>,
+    stats: SymbolizerStats,
+    /// Files already reported as broken, so each is reported once.
+    reported: std::collections::HashSet<FileId>,
+}
+
+impl Symbolizer {
+    pub fn new(config: SymbolizerConfig) -> Self {
+        let blaze = blazesym::symbolize::Symbolizer::builder()
+            .enable_code_info(true)
+            .enable_inlined_fns(true)
+            // blazesym demangles plain C names (`a` -> `signed char`): we demangle.
+            .enable_demangling(false)
+            .build();
+        Self {
+            modules: LruCache::new(config.max_modules),
+            cache: LruCache::new(config.cache_entries),
+            config,
+            blaze,
+            kernel: None,
+            stats: SymbolizerStats::default(),
+            reported: Default::default(),
+        }
+    }
+
+    pub fn stats(&self) -> SymbolizerStats {
+        self.stats
+    }
+
+    /// Reads the executable mappings of a live process and opens every file
+    /// it maps (through `/proc/PID/map_files`, so deleted files and files in
+    /// other mount namespaces work). Call it while the process lives: the
+    /// result stays usable after it exits.
+    pub fn snapshot_process(&mut self, pid: u32) -> Result<ProcessMaps, Error> {
+        let proc_dir = self.config.proc_root.join(pid.to_string());
+        let maps_path = proc_dir.join("maps");
+        let text = match std::fs::read_to_string(&maps_path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NoSuchProcess { pid })
+            }
+            Err(e) => return Err(Error::read(maps_path, e)),
+        };
+        let (entries, rejected) = parse_maps(&text);
+        self.stats.rejected_lines += rejected as u64;
+        let mut regions: Vec<ExecRegion> = entries
+            .iter()
+            .filter(|e| e.perms.exec)
+            .map(|e| ExecRegion {
+                start: e.start,
+                end: e.end,
+                offset: e.offset,
+                kind: self.region_kind(&proc_dir, e),
+            })
+            .collect();
+        regions.sort_by_key(|r| r.start);
+        Ok(ProcessMaps {
+            pid,
+            regions,
+            perf_map_paths: perf_map_paths(&proc_dir, pid),
+        })
+    }
+
+    fn region_kind(&mut self, proc_dir: &Path, entry: &MapEntry) -> RegionKind {
+        match &entry.path {
+            MapPath::Anonymous => RegionKind::Anonymous,
+            MapPath::Pseudo(name) => RegionKind::Pseudo(name.clone()),
+            MapPath::File { path, .. } => {
+                let id = FileId {
+                    dev_major: entry.dev_major,
+                    dev_minor: entry.dev_minor,
+                    inode: entry.inode,
+                };
+                if let Some(module) = self.modules.get(&id) {
+                    return RegionKind::Module(Arc::clone(module));
+                }
+                let module = Arc::new(self.open_module(proc_dir, entry, id, path));
+                self.modules.put(id, Arc::clone(&module));
+                RegionKind::Module(module)
+            }
+        }
+    }
+
+    fn open_module(&mut self, proc_dir: &Path, entry: &MapEntry, id: FileId, path: &Path) -> Module {
+        let map_files = proc_dir
+            .join("map_files")
+            .join(format!("{:x}-{:x}", entry.start, entry.end));
+        let in_root = proc_dir.join("root").join(path.strip_prefix("/").unwrap_or(path));
+        let file = File::open(&map_files).or_else(|_| File::open(&in_root)).ok();
+        if file.is_none() {
+            self.stats.modules_unavailable += 1;
+            log::debug!("cannot open {} (mapped by {})", path.display(), proc_dir.display());
+        }
+        let mut module = Module {
+            id,
+            path: path.to_owned(),
+            build_id: None,
+            file,
+        };
+        if let Some(open_path) = module.open_path() {
+            module.build_id = blazesym::helper::read_elf_build_id(&open_path)
+                .ok()
+                .flatten()
+                .map(|b| BuildId(b.to_vec()));
+        }
+        module
+    }
+
+    /// Symbolizes user-space addresses of one process. The result has one
+    /// entry per input address, in order.
+    pub fn symbolize_user(&mut self, process: &ProcessMaps, addresses: &[FrameAddress]) -> Vec<UserLocation> {
+        let mut out: Vec<UserLocation> = Vec::with_capacity(addresses.len());
+        // Cache misses, batched per module: (output index, file offset).
+        let mut misses: HashMap<FileId, (Arc<Module>, Vec<(usize, u64)>)> = HashMap::new();
+        let mut perf_map: Option<Option<PerfMap>> = None;
+
+        for (idx, &address) in addresses.iter().enumerate() {
+            self.stats.lookups += 1;
+            let lookup = address.lookup();
+            let region = process.find(lookup).cloned();
+            let resolution = match &region {
+                None => self.perf_map_lookup(&mut perf_map, process, lookup),
+                Some(r) => match &r.kind {
+                    RegionKind::Anonymous => self.perf_map_lookup(&mut perf_map, process, lookup),
+                    RegionKind::Pseudo(_) => Resolution::Unknown(UnknownReason::NoSymbol),
+                    RegionKind::Module(module) if !module.is_available() => {
+                        Resolution::Unknown(UnknownReason::ModuleUnavailable)
+                    }
+                    RegionKind::Module(module) => {
+                        let offset = r.file_offset(lookup);
+                        match self.cache.get(&(module.id, offset)) {
+                            Some(hit) => {
+                                self.stats.cache_hits += 1;
+                                hit.clone()
+                            }
+                            None => {
+                                misses
+                                    .entry(module.id)
+                                    .or_insert_with(|| (Arc::clone(module), Vec::new()))
+                                    .1
+                                    .push((idx, offset));
+                                Resolution::Unknown(UnknownReason::NoSymbol)
+                            }
+                        }
+                    }
+                },
+            };
+            out.push(UserLocation {
+                address,
+                region,
+                resolution,
+            });
+        }
+
+        for (_, (module, wanted)) in misses {
+            let offsets: Vec<u64> = wanted.iter().map(|&(_, off)| off).collect();
+            let resolved = self.symbolize_module(&module, &offsets);
+            for ((idx, offset), resolution) in wanted.into_iter().zip(resolved) {
+                self.cache.put((module.id, offset), resolution.clone());
+                out[idx].resolution = resolution;
+            }
+        }
+        self.stats.unknown += out
+            .iter()
+            .filter(|l| matches!(l.resolution, Resolution::Unknown(_)))
+            .count() as u64;
+        out
+    }
+
+    fn perf_map_lookup(&mut self, loaded: &mut Option<Option<PerfMap>>, process: &ProcessMaps, address: u64) -> Resolution {
+        let map = loaded.get_or_insert_with(|| {
+            let text = process
+                .perf_map_paths
+                .iter()
+                .find_map(|p| std::fs::read_to_string(p).ok())?;
+            let map = PerfMap::parse(&text);
+            self.stats.rejected_lines += map.rejected_lines as u64;
+            Some(map)
+        });
+        match map.as_ref().and_then(|m| m.lookup(address)) {
+            Some(symbol) => Resolution::Symbols(vec![FunctionFrame::named(&symbol.name)]),
+            None => Resolution::Unknown(UnknownReason::Unmapped),
+        }
+    }
+
+    fn symbolize_module(&mut self, module: &Module, offsets: &[u64]) -> Vec<Resolution> {
+        let Some(path) = module.open_path() else {
+            return vec![Resolution::Unknown(UnknownReason::ModuleUnavailable); offsets.len()];
+        };
+        self.symbolize_elf(module.id, &module.path, &path, Input::FileOffset(offsets))
+    }
+
+    /// Symbolizes virtual addresses (as in the ELF file, like `addr2line`) of
+    /// one file. Results are not cached.
+    pub fn symbolize_elf_file(&mut self, path: &Path, addresses: &[u64]) -> Vec<Resolution> {
+        let id = FileId {
+            dev_major: u32::MAX,
+            dev_minor: u32::MAX,
+            inode: 0,
+        };
+        self.stats.lookups += addresses.len() as u64;
+        self.symbolize_elf(id, path, path, Input::VirtOffset(addresses))
+    }
+
+    fn symbolize_elf(&mut self, id: FileId, shown: &Path, path: &Path, input: Input<&[u64]>) -> Vec<Resolution> {
+        let count = match input {
+            Input::AbsAddr(a) | Input::VirtOffset(a) | Input::FileOffset(a) => a.len(),
+        };
+        let source = Source::Elf(Elf::new(path));
+        match self.blaze.symbolize(&source, input) {
+            Ok(symbolized) => symbolized.into_iter().map(convert).collect(),
+            Err(err) => {
+                self.stats.bad_modules += 1;
+                if self.reported.insert(id) {
+                    log::warn!("cannot symbolize {}: {err:#}", shown.display());
+                }
+                vec![Resolution::Unknown(UnknownReason::BadModule); count]
+            }
+        }
+    }
+
+    /// The kernel symbol table, loaded on first use.
+    pub fn kernel_symbols(&mut self) -> Result<Arc<KernelSymbols>, String> {
+        self.kernel
+            .get_or_insert_with(|| {
+                KernelSymbols::load(&self.config.kallsyms)
+                    .map(Arc::new)
+                    .map_err(|e| {
+                        log::warn!("kernel frames stay unnamed: {e}");
+                        e.to_string()
+                    })
+            })
+            .clone()
+    }
+
+    /// Symbolizes kernel addresses; returns the frame and the module (for
+    /// addresses in loadable modules).
+    pub fn symbolize_kernel(&mut self, addresses: &[FrameAddress]) -> Vec<(Resolution, Option<String>)> {
+        let symbols = self.kernel_symbols().ok();
+        addresses
+            .iter()
+            .map(|a| {
+                self.stats.lookups += 1;
+                match symbols.as_ref().and_then(|s| s.lookup(a.lookup())) {
+                    Some(sym) => (
+                        Resolution::Symbols(vec![FunctionFrame::named(&sym.name)]),
+                        sym.module.clone(),
+                    ),
+                    None => {
+                        self.stats.unknown += 1;
+                        (Resolution::Unknown(UnknownReason::NoSymbol), None)
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+fn perf_map_paths(proc_dir: &Path, pid: u32) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    // A process in a pid namespace writes the map under its own pid.
+    if let Some(ns_pid) = namespace_pid(proc_dir) {
+        paths.push(proc_dir.join("root/tmp").join(format!("perf-{ns_pid}.map")));
+    }
+    paths.push(PathBuf::from(format!("/tmp/perf-{pid}.map")));
+    paths
+}
+
+/// The innermost pid from `NSpid:` in `/proc/PID/status`.
+fn namespace_pid(proc_dir: &Path) -> Option<u32> {
+    let status = std::fs::read_to_string(proc_dir.join("status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
+    line.split_ascii_whitespace().last()?.parse().ok()
+}
+
+fn convert(symbolized: Symbolized<'_>) -> Resolution {
+    match symbolized {
+        Symbolized::Sym(sym) => Resolution::Symbols(frames_of(sym)),
+        Symbolized::Unknown(reason) => Resolution::Unknown(match reason {
+            Reason::Unmapped | Reason::InvalidFileOffset => UnknownReason::Unmapped,
+            _ => UnknownReason::NoSymbol,
+        }),
+    }
+}
+
+fn code_location(info: Option<&blazesym::symbolize::CodeInfo<'_>>) -> (Option<String>, Option<u32>) {
+    match info {
+        Some(info) => (Some(info.to_path().display().to_string()), info.line),
+        None => (None, None),
+    }
+}
+
+/// blazesym reports the outer function first and its inlined callees after,
+/// each with its own location; pprof wants the innermost first.
+fn frames_of(sym: Sym<'_>) -> Vec<FunctionFrame> {
+    let mut frames = Vec::with_capacity(sym.inlined.len() + 1);
+    for inlined in sym.inlined.iter().rev() {
+        let (file, line) = code_location(inlined.code_info.as_ref());
+        frames.push(FunctionFrame {
+            name: crate::demangle(&inlined.name),
+            system_name: inlined.name.to_string(),
+            file,
+            line,
+            inlined: true,
+        });
+    }
+    let (file, line) = code_location(sym.code_info.as_deref());
+    frames.push(FunctionFrame {
+        name: crate::demangle(&sym.name),
+        system_name: sym.name.to_string(),
+        file,
+        line,
+        inlined: false,
+    });
+    frames
+}
