@@ -28,6 +28,7 @@ struct smolder_sample {
 	__u32 pid;          /* thread group id */
 	__u32 tid;          /* thread id */
 	__u64 time_ns;      /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u64 mm_id;        /* identity of the address space: changes at exec */
 	__u32 cpu;
 	__s32 kernel_len;
 	__s32 user_len;
@@ -38,7 +39,7 @@ struct smolder_sample {
 	__u64 user_stack[SMOLDER_MAX_USER_FRAMES];
 };
 
-_Static_assert(sizeof(struct smolder_sample) == 64 + 8 * (SMOLDER_MAX_KERNEL_FRAMES + SMOLDER_MAX_USER_FRAMES),
+_Static_assert(sizeof(struct smolder_sample) == 72 + 8 * (SMOLDER_MAX_KERNEL_FRAMES + SMOLDER_MAX_USER_FRAMES),
 	       "struct smolder_sample layout changed: update the Rust mirror");
 
 #endif

@@ -84,7 +84,9 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	}
 
 	/* Kernel threads have no user stack. */
-	if (BPF_CORE_READ(task, mm) == NULL) {
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	s->mm_id = (__u64)mm;
+	if (mm == NULL) {
 		s->user_len = 0;
 	} else {
 		long ulen = bpf_get_stack(ctx, s->user_stack, sizeof(s->user_stack), BPF_F_USER_STACK);

@@ -1,0 +1,158 @@
+//! The sample record written by `profiler-ebpf/src/sampler.bpf.c`, and its
+//! decoding. Bytes from the kernel are untrusted: every length is checked.
+
+use std::mem::size_of;
+
+pub(crate) const MAX_KERNEL_FRAMES: usize = 127;
+pub(crate) const MAX_USER_FRAMES: usize = 127;
+const COMM_LEN: usize = 16;
+
+const FLAG_KERNEL_TRUNCATED: u32 = 1 << 0;
+const FLAG_USER_TRUNCATED: u32 = 1 << 1;
+
+/// Mirror of `struct smolder_sample` (profiler-ebpf/include/sampler.h).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawSample {
+    pid: u32,
+    tid: u32,
+    time_ns: u64,
+    mm_id: u64,
+    cpu: u32,
+    kernel_len: i32,
+    user_len: i32,
+    flags: u32,
+    comm: [u8; COMM_LEN],
+    thread_comm: [u8; COMM_LEN],
+    kernel_stack: [u64; MAX_KERNEL_FRAMES],
+    user_stack: [u64; MAX_USER_FRAMES],
+}
+
+pub(crate) const RAW_SAMPLE_SIZE: usize = 72 + 8 * (MAX_KERNEL_FRAMES + MAX_USER_FRAMES);
+const _: () = assert!(size_of::<RawSample>() == RAW_SAMPLE_SIZE);
+
+/// One on-CPU sample, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    pub pid: u32,
+    pub tid: u32,
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub time_ns: u64,
+    /// Identity of the address space (changes when the process execs).
+    pub mm_id: u64,
+    pub cpu: u32,
+    pub comm: String,
+    pub thread_name: String,
+    /// Kernel stack, innermost first (empty for samples in user mode).
+    pub kernel: Vec<u64>,
+    /// User stack, innermost first.
+    pub user: Vec<u64>,
+    pub kernel_truncated: bool,
+    pub user_truncated: bool,
+    /// The kernel's error when a stack could not be read (negative errno).
+    pub kernel_error: Option<i32>,
+    pub user_error: Option<i32>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("sample record of {got} bytes, expected {RAW_SAMPLE_SIZE}")]
+    Size { got: usize },
+    #[error("stack length {0} out of range")]
+    StackLength(i32),
+}
+
+impl TryFrom<&[u8]> for Sample {
+    type Error = DecodeError;
+
+    fn try_from(bytes: &[u8]) -> Result<Self, Self::Error> {
+        if bytes.len() != RAW_SAMPLE_SIZE {
+            return Err(DecodeError::Size { got: bytes.len() });
+        }
+        // SAFETY: the length was checked; RawSample is plain old data valid for
+        // any bit pattern, and read_unaligned copes with any alignment.
+        let raw: RawSample = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let (kernel, kernel_error) = frames(&raw.kernel_stack, raw.kernel_len)?;
+        let (user, user_error) = frames(&raw.user_stack, raw.user_len)?;
+        Ok(Sample {
+            pid: raw.pid,
+            tid: raw.tid,
+            time_ns: raw.time_ns,
+            mm_id: raw.mm_id,
+            cpu: raw.cpu,
+            comm: c_string(&raw.comm),
+            thread_name: c_string(&raw.thread_comm),
+            kernel,
+            user,
+            kernel_truncated: raw.flags & FLAG_KERNEL_TRUNCATED != 0,
+            user_truncated: raw.flags & FLAG_USER_TRUNCATED != 0,
+            kernel_error,
+            user_error,
+        })
+    }
+}
+
+fn frames(stack: &[u64], len: i32) -> Result<(Vec<u64>, Option<i32>), DecodeError> {
+    if len < 0 {
+        return Ok((Vec::new(), Some(len)));
+    }
+    let n = usize::try_from(len).map_err(|_| DecodeError::StackLength(len))?;
+    let frames = stack.get(..n).ok_or(DecodeError::StackLength(len))?;
+    Ok((frames.to_vec(), None))
+}
+
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn encode(pid: u32, kernel: &[u64], user: &[u64], user_len: i32) -> Vec<u8> {
+        let mut raw = RawSample {
+            pid,
+            tid: pid + 1,
+            time_ns: 42,
+            mm_id: 7,
+            cpu: 1,
+            kernel_len: kernel.len() as i32,
+            user_len,
+            flags: FLAG_USER_TRUNCATED,
+            comm: [0; COMM_LEN],
+            thread_comm: *b"worker-thread-01",
+            kernel_stack: [0; MAX_KERNEL_FRAMES],
+            user_stack: [0; MAX_USER_FRAMES],
+        };
+        raw.comm[..4].copy_from_slice(b"prog");
+        raw.kernel_stack[..kernel.len()].copy_from_slice(kernel);
+        raw.user_stack[..user.len()].copy_from_slice(user);
+        // SAFETY: RawSample is repr(C) plain old data without padding.
+        unsafe { std::slice::from_raw_parts((&raw as *const RawSample).cast::<u8>(), RAW_SAMPLE_SIZE) }.to_vec()
+    }
+
+    #[test]
+    fn decodes_a_record() {
+        let bytes = encode(10, &[0xffff_1], &[0x401000, 0x401100], 2);
+        let s = Sample::try_from(bytes.as_slice()).unwrap();
+        assert_eq!((s.pid, s.tid, s.cpu, s.mm_id), (10, 11, 1, 7));
+        assert_eq!(s.comm, "prog");
+        assert_eq!(s.thread_name, "worker-thread-01");
+        assert_eq!(s.kernel, vec![0xffff_1]);
+        assert_eq!(s.user, vec![0x401000, 0x401100]);
+        assert!(s.user_truncated && !s.kernel_truncated);
+    }
+
+    #[test]
+    fn rejects_bad_lengths() {
+        let short = vec![0u8; 10];
+        assert_eq!(Sample::try_from(short.as_slice()), Err(DecodeError::Size { got: 10 }));
+        let bytes = encode(10, &[], &[], 500);
+        assert_eq!(Sample::try_from(bytes.as_slice()), Err(DecodeError::StackLength(500)));
+        let bytes = encode(10, &[], &[], -14);
+        let s = Sample::try_from(bytes.as_slice()).unwrap();
+        assert_eq!(s.user_error, Some(-14));
+        assert!(s.user.is_empty());
+    }
+}

@@ -1,0 +1,228 @@
+//! Loads `sampler.bpf.o`, attaches it to a cpu-clock perf event on every
+//! online CPU and drains its ring buffer.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf};
+use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
+use aya::programs::{BtfTracePoint, PerfEvent, ProgramError};
+use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
+
+use super::record::Sample;
+
+static SAMPLER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sampler.bpf.o"));
+
+/// Which processes to sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SamplerTargets {
+    /// Every process but smolder itself.
+    All,
+    /// Only processes in the `targets` map (filled with [`Sampler::add_target`]).
+    Listed { follow_children: bool },
+}
+
+#[derive(Debug, Clone)]
+pub struct SamplerConfig {
+    pub frequency: NonZeroU32,
+    pub targets: SamplerTargets,
+    /// Never sampled (smolder's own tgid).
+    pub self_tgid: u32,
+}
+
+/// Counters kept by the BPF program and by the decoder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SamplerStats {
+    pub samples: u64,
+    /// Lost because the ring buffer was full.
+    pub ring_buffer_full: u64,
+    pub kernel_stack_errors: u64,
+    pub user_stack_errors: u64,
+    /// Children that could not be followed (target map full).
+    pub targets_full: u64,
+    /// Records that did not decode.
+    pub decode_errors: u64,
+    /// BPF run time of the sampler program, when BPF stats are enabled.
+    pub bpf_run_time: Option<Duration>,
+    pub bpf_run_count: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read kernel BTF from /sys/kernel/btf/vmlinux (kernel built without CONFIG_DEBUG_INFO_BTF?)")]
+    Btf(#[source] BtfError),
+    #[error("the kernel refused the BPF object")]
+    Load(#[source] EbpfError),
+    #[error("BPF program `{name}`: {action} failed")]
+    Program {
+        name: &'static str,
+        action: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("BPF map `{name}`")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("BPF object has no `{0}`")]
+    Missing(&'static str),
+    #[error("cannot list online CPUs from {0}")]
+    Cpus(&'static str, #[source] std::io::Error),
+}
+
+/// Maps indexes of the `stats` array (enum smolder_stat in sampler.h).
+const STAT_SAMPLES: u32 = 0;
+const STAT_RINGBUF_FULL: u32 = 1;
+const STAT_KSTACK_ERROR: u32 = 2;
+const STAT_USTACK_ERROR: u32 = 3;
+const STAT_TARGETS_FULL: u32 = 4;
+
+pub struct Sampler {
+    ebpf: Ebpf,
+    ring: RingBuf<MapData>,
+    config: SamplerConfig,
+    decode_errors: u64,
+    decode_error_reported: bool,
+    _stats_fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Sampler {
+    /// Loads the programs and maps; nothing is sampled until [`Sampler::start`].
+    pub fn load(config: SamplerConfig, bpf_stats: bool) -> Result<Self, LoadError> {
+        let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
+        let filter: u8 = matches!(config.targets, SamplerTargets::Listed { .. }).into();
+        let follow: u8 = matches!(config.targets, SamplerTargets::Listed { follow_children: true }).into();
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .override_global("self_tgid", &config.self_tgid, true)
+            .override_global("filter_targets", &filter, true)
+            .override_global("follow_children", &follow, true)
+            .load(SAMPLER_OBJECT)
+            .map_err(LoadError::Load)?;
+        let ring = RingBuf::try_from(ebpf.take_map("samples").ok_or(LoadError::Missing("samples"))?)
+            .map_err(|source| LoadError::Map { name: "samples", source })?;
+        let perf: &mut PerfEvent = program(&mut ebpf, "sample_cpu")?;
+        perf.load().map_err(|source| LoadError::Program { name: "sample_cpu", action: "load", source })?;
+        if follow == 1 {
+            let fork: &mut BtfTracePoint = program(&mut ebpf, "follow_fork")?;
+            fork.load("sched_process_fork", &btf)
+                .map_err(|source| LoadError::Program { name: "follow_fork", action: "load", source })?;
+        }
+        // Keeping the fd open keeps the kernel's BPF run-time accounting on.
+        let stats_fd = if bpf_stats {
+            aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                .map_err(|e| log::warn!("cannot enable BPF run-time stats: {e}"))
+                .ok()
+        } else {
+            None
+        };
+        Ok(Self {
+            ebpf,
+            ring,
+            config,
+            decode_errors: 0,
+            decode_error_reported: false,
+            _stats_fd: stats_fd,
+        })
+    }
+
+    /// Adds a process to the sampled set (for [`SamplerTargets::Listed`]).
+    pub fn add_target(&mut self, pid: u32) -> Result<(), LoadError> {
+        let map = self.ebpf.map_mut("targets").ok_or(LoadError::Missing("targets"))?;
+        let mut targets: BpfHashMap<_, u32, u8> =
+            BpfHashMap::try_from(map).map_err(|source| LoadError::Map { name: "targets", source })?;
+        targets
+            .insert(pid, 1, 0)
+            .map_err(|source| LoadError::Map { name: "targets", source })
+    }
+
+    /// Removes a process from the sampled set.
+    pub fn remove_target(&mut self, pid: u32) -> Result<(), LoadError> {
+        let map = self.ebpf.map_mut("targets").ok_or(LoadError::Missing("targets"))?;
+        let mut targets: BpfHashMap<_, u32, u8> =
+            BpfHashMap::try_from(map).map_err(|source| LoadError::Map { name: "targets", source })?;
+        match targets.remove(&pid) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(LoadError::Map { name: "targets", source }),
+        }
+    }
+
+    /// Attaches to every online CPU: sampling starts now.
+    pub fn start(&mut self) -> Result<(), LoadError> {
+        if matches!(self.config.targets, SamplerTargets::Listed { follow_children: true }) {
+            let fork: &mut BtfTracePoint = program(&mut self.ebpf, "follow_fork")?;
+            fork.attach()
+                .map_err(|source| LoadError::Program { name: "follow_fork", action: "attach", source })?;
+        }
+        let cpus = aya::util::online_cpus().map_err(|(what, e)| LoadError::Cpus(what, e))?;
+        let frequency = u64::from(self.config.frequency.get());
+        let perf: &mut PerfEvent = program(&mut self.ebpf, "sample_cpu")?;
+        for cpu in cpus {
+            perf.attach(
+                PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                PerfEventScope::AllProcessesOneCpu { cpu },
+                SamplePolicy::Frequency(frequency),
+                false,
+            )
+            .map_err(|source| LoadError::Program { name: "sample_cpu", action: "attach", source })?;
+        }
+        Ok(())
+    }
+
+    /// Hands every buffered sample to `sink`; returns how many.
+    pub fn drain(&mut self, mut sink: impl FnMut(Sample)) -> usize {
+        let mut n = 0;
+        while let Some(item) = self.ring.next() {
+            match Sample::try_from(&*item) {
+                Ok(sample) => {
+                    sink(sample);
+                    n += 1;
+                }
+                Err(e) => {
+                    self.decode_errors += 1;
+                    if !self.decode_error_reported {
+                        self.decode_error_reported = true;
+                        log::warn!("dropping undecodable sample records: {e}");
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    pub fn stats(&self) -> SamplerStats {
+        let mut stats = SamplerStats {
+            decode_errors: self.decode_errors,
+            ..Default::default()
+        };
+        if let Some(map) = self.ebpf.map("stats") {
+            if let Ok(array) = PerCpuArray::<_, u64>::try_from(map) {
+                let sum = |index: u32| array.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0);
+                stats.samples = sum(STAT_SAMPLES);
+                stats.ring_buffer_full = sum(STAT_RINGBUF_FULL);
+                stats.kernel_stack_errors = sum(STAT_KSTACK_ERROR);
+                stats.user_stack_errors = sum(STAT_USTACK_ERROR);
+                stats.targets_full = sum(STAT_TARGETS_FULL);
+            }
+        }
+        if self._stats_fd.is_some() {
+            if let Some(Ok(info)) = self.ebpf.program("sample_cpu").map(|p| p.info()) {
+                stats.bpf_run_time = Some(info.run_time());
+                stats.bpf_run_count = Some(info.run_count());
+            }
+        }
+        stats
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let program = ebpf.program_mut(name).ok_or(LoadError::Missing(name))?;
+    program
+        .try_into()
+        .map_err(|source| LoadError::Program { name, action: "lookup", source })
+}

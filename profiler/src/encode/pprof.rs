@@ -1,0 +1,250 @@
+//! pprof encoding: gzipped `profile.proto`, readable by `go tool pprof` and
+//! Pyroscope.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::UNIX_EPOCH;
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use prost::Message;
+
+use super::proto;
+use super::EncodeError;
+use crate::profile::Profile;
+
+/// Interns strings; index 0 is the empty string, as pprof requires.
+#[derive(Default)]
+struct Strings {
+    table: Vec<String>,
+    index: HashMap<String, i64>,
+}
+
+impl Strings {
+    fn new() -> Self {
+        let mut s = Self::default();
+        s.get("");
+        s
+    }
+
+    fn get(&mut self, s: &str) -> i64 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.table.len() as i64;
+        self.table.push(s.to_owned());
+        self.index.insert(s.to_owned(), i);
+        i
+    }
+}
+
+/// Builds the pprof message (not yet serialized).
+pub(crate) fn to_proto(profile: &Profile) -> proto::Profile {
+    let mut strings = Strings::new();
+    let value_type = |strings: &mut Strings, t: &str, u: &str| proto::ValueType {
+        r#type: strings.get(t),
+        unit: strings.get(u),
+    };
+    let sample_type = vec![
+        value_type(&mut strings, "samples", "count"),
+        value_type(&mut strings, "cpu", "nanoseconds"),
+    ];
+    let period_type = Some(value_type(&mut strings, "cpu", "nanoseconds"));
+    let period = profile.period_ns() as i64;
+
+    let mapping = profile
+        .mappings
+        .iter()
+        .enumerate()
+        .map(|(i, m)| proto::Mapping {
+            id: i as u64 + 1,
+            memory_start: m.start,
+            memory_limit: m.limit,
+            file_offset: m.offset,
+            filename: strings.get(&m.file),
+            build_id: m.build_id.as_deref().map_or(0, |b| strings.get(b)),
+            has_functions: true,
+            has_filenames: true,
+            has_line_numbers: true,
+            has_inline_frames: true,
+        })
+        .collect();
+
+    let mut functions: Vec<proto::Function> = Vec::new();
+    let mut function_ids: HashMap<(i64, i64, i64), u64> = HashMap::new();
+    let location = profile
+        .locations
+        .iter()
+        .enumerate()
+        .map(|(i, loc)| {
+            let line = loc
+                .frames
+                .iter()
+                .map(|frame| {
+                    let key = (
+                        strings.get(&frame.name),
+                        strings.get(&frame.system_name),
+                        strings.get(frame.file.as_deref().unwrap_or("")),
+                    );
+                    let function_id = *function_ids.entry(key).or_insert_with(|| {
+                        let id = functions.len() as u64 + 1;
+                        functions.push(proto::Function {
+                            id,
+                            name: key.0,
+                            system_name: key.1,
+                            filename: key.2,
+                            start_line: 0,
+                        });
+                        id
+                    });
+                    proto::Line {
+                        function_id,
+                        line: frame.line.map_or(0, i64::from),
+                        column: 0,
+                    }
+                })
+                .collect();
+            proto::Location {
+                id: i as u64 + 1,
+                mapping_id: loc.mapping.map_or(0, |m| m as u64 + 1),
+                address: loc.address,
+                line,
+                is_folded: false,
+            }
+        })
+        .collect();
+
+    let keys = [strings.get("pid"), strings.get("tid"), strings.get("comm"), strings.get("thread_name")];
+    let sample = profile
+        .samples
+        .iter()
+        .map(|s| {
+            let label = |key: i64, value: &str, strings: &mut Strings| proto::Label {
+                key,
+                str: strings.get(value),
+                num: 0,
+                num_unit: 0,
+            };
+            proto::Sample {
+                location_id: s.locations.iter().map(|&l| l as u64 + 1).collect(),
+                value: vec![s.count as i64, s.count as i64 * period],
+                label: vec![
+                    label(keys[0], &s.pid.to_string(), &mut strings),
+                    label(keys[1], &s.tid.to_string(), &mut strings),
+                    label(keys[2], &s.comm, &mut strings),
+                    label(keys[3], &s.thread_name, &mut strings),
+                ],
+            }
+        })
+        .collect();
+
+    let time_nanos = profile
+        .start
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    proto::Profile {
+        sample_type,
+        sample,
+        mapping,
+        location,
+        function: functions,
+        string_table: strings.table,
+        drop_frames: 0,
+        keep_frames: 0,
+        time_nanos,
+        duration_nanos: profile.duration.as_nanos() as i64,
+        period_type,
+        period,
+        comment: Vec::new(),
+        default_sample_type: 0,
+    }
+}
+
+/// Serializes and gzips the profile.
+pub fn encode_pprof(profile: &Profile) -> Result<Vec<u8>, EncodeError> {
+    let bytes = to_proto(profile).encode_to_vec();
+    let mut gz = GzEncoder::new(Vec::with_capacity(bytes.len() / 4), Compression::default());
+    gz.write_all(&bytes)?;
+    Ok(gz.finish()?)
+}
+
+pub fn write_pprof(profile: &Profile, out: &mut impl Write) -> Result<(), EncodeError> {
+    out.write_all(&encode_pprof(profile)?)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::time::{Duration, SystemTime};
+
+    use symbolizer::FunctionFrame;
+
+    use super::*;
+    use crate::profile::{Location, Mapping, ProfileSample};
+
+    fn frame(name: &str, line: u32, inlined: bool) -> FunctionFrame {
+        FunctionFrame {
+            name: name.into(),
+            system_name: name.into(),
+            file: Some("x.c".into()),
+            line: Some(line),
+            inlined,
+        }
+    }
+
+    pub(crate) fn small_profile() -> Profile {
+        Profile {
+            start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            duration: Duration::from_secs(2),
+            frequency_hz: 100,
+            samples: vec![ProfileSample {
+                pid: 7,
+                tid: 8,
+                comm: "prog".into(),
+                thread_name: "worker".into(),
+                locations: vec![0, 1],
+                count: 3,
+            }],
+            locations: vec![
+                Location {
+                    mapping: Some(0),
+                    address: 0x1010,
+                    frames: vec![frame("leaf_inlined", 3, true), frame("leaf", 9, false)],
+                },
+                Location {
+                    mapping: Some(0),
+                    address: 0x1100,
+                    frames: vec![frame("main", 20, false)],
+                },
+            ],
+            mappings: vec![Mapping {
+                start: 0x1000,
+                limit: 0x2000,
+                offset: 0,
+                file: "/bin/prog".into(),
+                build_id: Some("abcd".into()),
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trips_through_gzip_and_protobuf() {
+        let bytes = encode_pprof(&small_profile()).unwrap();
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(bytes.as_slice()).read_to_end(&mut raw).unwrap();
+        let p = proto::Profile::decode(raw.as_slice()).unwrap();
+        let s = |i: i64| p.string_table[i as usize].as_str();
+        assert_eq!(s(0), "");
+        assert_eq!(p.period, 10_000_000);
+        assert_eq!((s(p.sample_type[1].r#type), s(p.sample_type[1].unit)), ("cpu", "nanoseconds"));
+        assert_eq!(p.sample[0].value, vec![3, 30_000_000]);
+        assert_eq!(p.sample[0].location_id, vec![1, 2]);
+        assert_eq!(p.location[0].line.len(), 2);
+        assert_eq!(s(p.function[(p.location[0].line[0].function_id - 1) as usize].name), "leaf_inlined");
+        assert_eq!(s(p.mapping[0].build_id), "abcd");
+        let labels: Vec<(&str, &str)> = p.sample[0].label.iter().map(|l| (s(l.key), s(l.str))).collect();
+        assert_eq!(labels, vec![("pid", "7"), ("tid", "8"), ("comm", "prog"), ("thread_name", "worker")]);
+        assert_eq!(p.duration_nanos, 2_000_000_000);
+    }
+}

@@ -1,0 +1,23 @@
+//! smolder: an eBPF profiler for Linux.
+//!
+//! The pipeline, one module per stage: [`collect`] (BPF sampler) ->
+//! [`aggregate`] (raw stack counts) -> [`symbolize`] (names, via the
+//! `symbolizer` crate) -> [`encode`] (pprof, collapsed, SVG). [`record`] runs
+//! it once for `smolder record`. See docs/architecture.md.
+//!
+//! Non-goals of this crate: symbol file parsing (the `symbolizer` crate does it).
+
+pub mod aggregate;
+pub mod cli;
+pub mod collect;
+pub mod config;
+pub mod encode;
+pub mod preflight;
+pub mod processes;
+pub mod profile;
+pub mod progress;
+pub mod record;
+pub mod report;
+pub mod signals;
+pub mod symbolize;
+pub mod target;

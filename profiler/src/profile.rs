@@ -1,0 +1,73 @@
+//! The symbolized profile: what every encoder reads.
+
+use std::time::{Duration, SystemTime};
+
+use symbolizer::FunctionFrame;
+
+/// A mapped file (or a pseudo-mapping like `[kernel.kallsyms]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    /// Address range in the process's address space.
+    pub start: u64,
+    pub limit: u64,
+    /// File offset of `start`.
+    pub offset: u64,
+    pub file: String,
+    /// Lower-case hex build-id.
+    pub build_id: Option<String>,
+}
+
+/// One address and the functions at it, innermost (inlined) first. Never
+/// empty: an address without a name has one frame named `module+0xoffset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// Index into [`Profile::mappings`].
+    pub mapping: Option<usize>,
+    pub address: u64,
+    pub frames: Vec<FunctionFrame>,
+}
+
+/// One distinct stack of one thread and how often it was seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileSample {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub thread_name: String,
+    /// Indexes into [`Profile::locations`], leaf first.
+    pub locations: Vec<usize>,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub start: SystemTime,
+    pub duration: Duration,
+    pub frequency_hz: u32,
+    pub samples: Vec<ProfileSample>,
+    pub locations: Vec<Location>,
+    pub mappings: Vec<Mapping>,
+}
+
+impl Profile {
+    /// CPU time one sample stands for.
+    pub fn period_ns(&self) -> u64 {
+        1_000_000_000 / u64::from(self.frequency_hz.max(1))
+    }
+
+    pub fn total_samples(&self) -> u64 {
+        self.samples.iter().map(|s| s.count).sum()
+    }
+
+    /// Function names of a sample from the root to the leaf, inlined frames
+    /// included.
+    pub fn stack_names(&self, sample: &ProfileSample) -> Vec<&str> {
+        let mut names = Vec::new();
+        for &loc in sample.locations.iter().rev() {
+            for frame in self.locations[loc].frames.iter().rev() {
+                names.push(frame.name.as_str());
+            }
+        }
+        names
+    }
+}

@@ -1,0 +1,280 @@
+//! Symbolize stage: turns raw aggregated stacks into a [`Profile`].
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use symbolizer::{ExecRegion, FrameAddress, FunctionFrame, RegionKind, Resolution, Symbolizer, UserLocation};
+
+use crate::aggregate::{Aggregate, StackKey, ThreadNames};
+use crate::processes::ProcessTracker;
+use crate::profile::{Location, Mapping, Profile, ProfileSample};
+
+/// Frames the BPF machinery itself adds at the top of kernel stacks.
+const BPF_FRAME_PREFIXES: &[&str] = &["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "bpf_overflow_handler"];
+
+/// Window facts the profile records.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub start: SystemTime,
+    pub duration: Duration,
+    pub frequency_hz: u32,
+}
+
+#[derive(Hash, PartialEq, Eq)]
+enum LocationKey {
+    User { pid: u32, mm_id: u64, address: u64 },
+    Kernel(u64),
+    Truncated,
+}
+
+#[derive(Hash, PartialEq, Eq)]
+enum MappingKey {
+    User { pid: u32, mm_id: u64, start: u64 },
+    Kernel(Option<String>),
+}
+
+struct Builder<'a> {
+    symbolizer: &'a mut Symbolizer,
+    locations: Vec<Location>,
+    location_ids: HashMap<LocationKey, usize>,
+    mappings: Vec<Mapping>,
+    mapping_ids: HashMap<MappingKey, usize>,
+}
+
+/// Symbolizes every stack of `aggregate`.
+pub fn symbolize(aggregate: &Aggregate, processes: &mut ProcessTracker, symbolizer: &mut Symbolizer, window: Window) -> Profile {
+    refresh_stale_snapshots(aggregate, processes, symbolizer);
+    let mut builder = Builder {
+        symbolizer,
+        locations: Vec::new(),
+        location_ids: HashMap::new(),
+        mappings: Vec::new(),
+        mapping_ids: HashMap::new(),
+    };
+    let unnamed = ThreadNames {
+        comm: String::new(),
+        thread_name: String::new(),
+    };
+    let mut samples: Vec<ProfileSample> = aggregate
+        .stacks
+        .iter()
+        .map(|(key, &count)| {
+            let names = aggregate.threads.get(&key.tid).unwrap_or(&unnamed);
+            ProfileSample {
+                pid: key.pid,
+                tid: key.tid,
+                comm: names.comm.clone(),
+                thread_name: names.thread_name.clone(),
+                locations: builder.stack(key, processes),
+                count,
+            }
+        })
+        .collect();
+    samples.sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)).then(a.locations.cmp(&b.locations)));
+    Profile {
+        start: window.start,
+        duration: window.duration,
+        frequency_hz: window.frequency_hz,
+        samples,
+        locations: builder.locations,
+        mappings: builder.mappings,
+    }
+}
+
+/// A process that loaded a library after its snapshot has addresses outside
+/// every known mapping: read its maps again while it still lives.
+fn refresh_stale_snapshots(aggregate: &Aggregate, processes: &mut ProcessTracker, symbolizer: &mut Symbolizer) {
+    let mut stale: Vec<(u32, u64)> = aggregate
+        .stacks
+        .keys()
+        .filter(|k| match processes.maps(k.pid, k.mm_id) {
+            Some(maps) => k.user.iter().any(|&a| maps.find(a.saturating_sub(1)).is_none()),
+            None => false,
+        })
+        .map(|k| (k.pid, k.mm_id))
+        .collect();
+    stale.sort_unstable();
+    stale.dedup();
+    for (pid, mm_id) in stale {
+        processes.refresh(pid, mm_id, symbolizer);
+    }
+}
+
+impl Builder<'_> {
+    /// Location ids of a stack, leaf first: kernel frames, then user frames.
+    fn stack(&mut self, key: &StackKey, processes: &ProcessTracker) -> Vec<usize> {
+        let mut ids = Vec::with_capacity(key.kernel.len() + key.user.len() + 1);
+        self.kernel_frames(&key.kernel, &mut ids);
+        self.user_frames(key, processes, &mut ids);
+        if key.truncated {
+            let id = self.location(LocationKey::Truncated, |_| Location {
+                mapping: None,
+                address: 0,
+                frames: vec![FunctionFrame::named("[truncated]")],
+            });
+            ids.push(id);
+        }
+        ids
+    }
+
+    fn kernel_frames(&mut self, stack: &[u64], ids: &mut Vec<usize>) {
+        let addresses: Vec<FrameAddress> = stack.iter().enumerate().map(|(d, &a)| FrameAddress::at_depth(a, d)).collect();
+        let mut skipping_bpf = true;
+        for (address, (resolution, module)) in addresses.iter().zip(self.symbolizer.symbolize_kernel(&addresses)) {
+            if skipping_bpf {
+                if let Resolution::Symbols(frames) = &resolution {
+                    if frames.iter().any(|f| BPF_FRAME_PREFIXES.iter().any(|p| f.name.starts_with(p))) {
+                        continue;
+                    }
+                }
+                skipping_bpf = false;
+            }
+            let raw = address.raw();
+            let id = self.location(LocationKey::Kernel(raw), |b| {
+                let mapping = Some(b.kernel_mapping(module.clone()));
+                let frames = match resolution {
+                    Resolution::Symbols(frames) => frames,
+                    Resolution::Unknown(_) => vec![FunctionFrame::named(&format!("[kernel]+0x{raw:x}"))],
+                };
+                Location {
+                    mapping,
+                    address: raw,
+                    frames,
+                }
+            });
+            ids.push(id);
+        }
+    }
+
+    fn user_frames(&mut self, key: &StackKey, processes: &ProcessTracker, ids: &mut Vec<usize>) {
+        let addresses: Vec<FrameAddress> = key.user.iter().enumerate().map(|(d, &a)| FrameAddress::at_depth(a, d)).collect();
+        // Only addresses not yet in the profile need the symbolizer.
+        let needed: Vec<bool> = addresses
+            .iter()
+            .map(|a| !self.location_ids.contains_key(&user_key(key, a.raw())))
+            .collect();
+        let resolved: Vec<UserLocation> = match processes.maps(key.pid, key.mm_id) {
+            Some(maps) => {
+                let fresh: Vec<FrameAddress> =
+                    addresses.iter().zip(&needed).filter(|(_, &n)| n).map(|(a, _)| *a).collect();
+                self.symbolizer.symbolize_user(maps, &fresh)
+            }
+            None => Vec::new(),
+        };
+        let mut resolved = resolved.into_iter();
+        for (address, needed) in addresses.into_iter().zip(needed) {
+            let location = if needed { resolved.next() } else { None };
+            let raw = address.raw();
+            let id = self.location(user_key(key, raw), |b| b.user_location(key, raw, location));
+            ids.push(id);
+        }
+    }
+
+    fn user_location(&mut self, key: &StackKey, raw: u64, location: Option<UserLocation>) -> Location {
+        let Some(location) = location else {
+            return Location {
+                mapping: None,
+                address: raw,
+                frames: vec![FunctionFrame::named(&format!("[unknown]+0x{raw:x}"))],
+            };
+        };
+        let mapping = location.region.as_ref().map(|r| self.user_mapping(key, r));
+        let frames = match location.resolution {
+            Resolution::Symbols(frames) => frames,
+            Resolution::Unknown(_) => vec![FunctionFrame::named(&unknown_name(location.region.as_ref(), raw))],
+        };
+        Location {
+            mapping,
+            address: raw,
+            frames,
+        }
+    }
+
+    fn location(&mut self, key: LocationKey, make: impl FnOnce(&mut Self) -> Location) -> usize {
+        if let Some(&id) = self.location_ids.get(&key) {
+            return id;
+        }
+        let location = make(self);
+        let id = self.locations.len();
+        self.locations.push(location);
+        self.location_ids.insert(key, id);
+        id
+    }
+
+    fn user_mapping(&mut self, key: &StackKey, region: &ExecRegion) -> usize {
+        let mkey = MappingKey::User {
+            pid: key.pid,
+            mm_id: key.mm_id,
+            start: region.start,
+        };
+        if let Some(&id) = self.mapping_ids.get(&mkey) {
+            return id;
+        }
+        let (file, build_id) = match &region.kind {
+            RegionKind::Module(m) => (m.path.display().to_string(), m.build_id.as_ref().map(|b| b.to_string())),
+            RegionKind::Anonymous => ("[anon]".to_owned(), None),
+            RegionKind::Pseudo(name) => (name.clone(), None),
+        };
+        self.push_mapping(
+            mkey,
+            Mapping {
+                start: region.start,
+                limit: region.end,
+                offset: region.offset,
+                file,
+                build_id,
+            },
+        )
+    }
+
+    fn kernel_mapping(&mut self, module: Option<String>) -> usize {
+        let file = match &module {
+            Some(name) => format!("[{name}]"),
+            None => "[kernel.kallsyms]".to_owned(),
+        };
+        let mkey = MappingKey::Kernel(module);
+        if let Some(&id) = self.mapping_ids.get(&mkey) {
+            return id;
+        }
+        self.push_mapping(
+            mkey,
+            Mapping {
+                start: 0,
+                limit: 0,
+                offset: 0,
+                file,
+                build_id: None,
+            },
+        )
+    }
+
+    fn push_mapping(&mut self, key: MappingKey, mapping: Mapping) -> usize {
+        let id = self.mappings.len();
+        self.mappings.push(mapping);
+        self.mapping_ids.insert(key, id);
+        id
+    }
+}
+
+fn user_key(key: &StackKey, address: u64) -> LocationKey {
+    LocationKey::User {
+        pid: key.pid,
+        mm_id: key.mm_id,
+        address,
+    }
+}
+
+/// `libc.so.6+0x2a1c0` (file offset), `[vdso]+0x9d0`, `[anon]+0x7f...`.
+fn unknown_name(region: Option<&ExecRegion>, address: u64) -> String {
+    match region {
+        Some(r) => {
+            let offset = r.file_offset(address);
+            match &r.kind {
+                RegionKind::Module(m) => format!("{}+0x{offset:x}", m.short_name()),
+                RegionKind::Pseudo(name) => format!("{name}+0x{offset:x}"),
+                RegionKind::Anonymous => format!("[anon]+0x{address:x}"),
+            }
+        }
+        None => format!("[unknown]+0x{address:x}"),
+    }
+}
