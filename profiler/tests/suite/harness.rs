@@ -1,0 +1,125 @@
+//! Builds workloads, runs the smolder binary, reads its pprof output.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use prost::Message;
+use smolder::encode::pprof_proto;
+
+/// True when running as root; otherwise fails in CI and skips loudly elsewhere.
+pub fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap();
+    if uid.split_whitespace().nth(1) == Some("0") {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI must run the BPF tests as root");
+    eprintln!("SKIPPED: smolder record tests need root (BPF)");
+    false
+}
+
+/// Compiles `testdata/NAME.c` with clang and frame pointers, once per run.
+pub fn workload(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("workloads");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(name);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(format!("{name}.c"));
+    // Tests run in parallel: build under a unique name, then rename atomically.
+    let tmp = dir.join(format!("{name}.{}.{:?}", std::process::id(), std::thread::current().id()));
+    let status = Command::new("clang-19")
+        .args(["-O1", "-g", "-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer"])
+        .arg(&source)
+        .arg("-o")
+        .arg(&tmp)
+        .status()
+        .expect("clang-19 (run `cargo xtask setup`)");
+    assert!(status.success(), "compiling {}", source.display());
+    std::fs::rename(&tmp, &out).unwrap();
+    out
+}
+
+pub fn smolder(args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_smolder"))
+        .args(args)
+        .env("SMOLDER_LOG", "info")
+        .output()
+        .expect("running smolder");
+    eprintln!("smolder {args:?}: {}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+/// Runs smolder and insists it succeeds; returns its stderr.
+pub fn smolder_ok(args: &[&str]) -> String {
+    let output = smolder(args);
+    assert!(output.status.success(), "smolder failed");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `Wrote N samples ...` from the summary.
+pub fn reported_samples(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("Wrote ")?.split_whitespace().next()?.parse().ok())
+        .expect("summary line")
+}
+
+/// A pprof sample with its stack as names, root first.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub pid: u32,
+    pub comm: String,
+    pub frames: Vec<String>,
+    pub count: u64,
+}
+
+impl Stack {
+    /// Whether `chain` appears in the stack, contiguous and in order.
+    pub fn contains(&self, chain: &[&str]) -> bool {
+        self.frames.windows(chain.len()).any(|w| w.iter().zip(chain).all(|(f, c)| f == c))
+    }
+}
+
+pub fn read_pprof(path: &Path) -> (pprof_proto::Profile, Vec<Stack>) {
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_end(&mut raw)
+        .unwrap();
+    let profile = pprof_proto::Profile::decode(raw.as_slice()).unwrap();
+    let s = |i: i64| profile.string_table[i as usize].clone();
+    let function = |id: u64| profile.function.iter().find(|f| f.id == id).unwrap();
+    let location = |id: u64| profile.location.iter().find(|l| l.id == id).unwrap();
+    let stacks = profile
+        .sample
+        .iter()
+        .map(|sample| {
+            let label = |key: &str| {
+                sample.label.iter().find(|l| s(l.key) == key).map(|l| s(l.str)).unwrap_or_default()
+            };
+            let mut frames = Vec::new();
+            for &loc in sample.location_id.iter().rev() {
+                for line in location(loc).line.iter().rev() {
+                    frames.push(s(function(line.function_id).name));
+                }
+            }
+            Stack {
+                pid: label("pid").parse().unwrap(),
+                comm: label("comm"),
+                frames,
+                count: sample.value[0] as u64,
+            }
+        })
+        .collect();
+    (profile, stacks)
+}
+
+/// Share of samples (by count) for which `pred` holds.
+pub fn share(stacks: &[Stack], pred: impl Fn(&Stack) -> bool) -> f64 {
+    let total: u64 = stacks.iter().map(|s| s.count).sum();
+    let hit: u64 = stacks.iter().filter(|s| pred(s)).map(|s| s.count).sum();
+    if total == 0 {
+        0.0
+    } else {
+        hit as f64 / total as f64
+    }
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests of `smolder record`: real BPF, real processes built from
+//! `testdata/`. They need root; in CI a missing root is a failure.
+
+mod harness;
+mod record;
