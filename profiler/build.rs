@@ -10,7 +10,10 @@ const PROGRAMS: &[&str] = &["sampler"];
 
 fn main() -> Result<()> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
-    let ebpf = manifest.parent().context("workspace root")?.join("profiler-ebpf");
+    let ebpf = manifest
+        .parent()
+        .context("workspace root")?
+        .join("profiler-ebpf");
     let out = PathBuf::from(env::var("OUT_DIR")?);
     for dir in ["src", "include"] {
         for entry in std::fs::read_dir(ebpf.join(dir))? {
@@ -20,7 +23,12 @@ fn main() -> Result<()> {
     println!("cargo:rerun-if-env-changed=CLANG");
     let clang = find_clang()?;
     for program in PROGRAMS {
-        compile(&clang, &ebpf, program, &out.join(format!("{program}.bpf.o")))?;
+        compile(
+            &clang,
+            &ebpf,
+            program,
+            &out.join(format!("{program}.bpf.o")),
+        )?;
     }
     Ok(())
 }
@@ -31,7 +39,11 @@ fn find_clang() -> Result<String> {
         Err(_) => vec!["clang-19".into(), "clang".into()],
     };
     for clang in &candidates {
-        if Command::new(clang).arg("--version").output().is_ok_and(|o| o.status.success()) {
+        if Command::new(clang)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             return Ok(clang.clone());
         }
     }

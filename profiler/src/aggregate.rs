@@ -36,10 +36,13 @@ pub struct Aggregate {
 impl Aggregate {
     pub fn add(&mut self, sample: Sample) {
         self.samples += 1;
-        let names = self.threads.entry(sample.tid).or_insert_with(|| ThreadNames {
-            comm: String::new(),
-            thread_name: String::new(),
-        });
+        let names = self
+            .threads
+            .entry(sample.tid)
+            .or_insert_with(|| ThreadNames {
+                comm: String::new(),
+                thread_name: String::new(),
+            });
         if names.comm != sample.comm || names.thread_name != sample.thread_name {
             *names = ThreadNames {
                 comm: sample.comm,

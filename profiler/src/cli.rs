@@ -11,7 +11,11 @@ use crate::config::{parse_duration, OutputFormat, RecordConfig};
 use crate::target::TargetSpec;
 
 #[derive(Debug, Parser)]
-#[command(name = "smolder", version, about = "Continuous eBPF profiler for Linux")]
+#[command(
+    name = "smolder",
+    version,
+    about = "Continuous eBPF profiler for Linux"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Commands,
@@ -79,7 +83,9 @@ impl RecordArgs {
         if self.frequency.get() > 10_000 {
             return Err(CliError::FrequencyTooHigh(self.frequency.get()));
         }
-        let format = self.format.unwrap_or_else(|| OutputFormat::infer(&self.output));
+        let format = self
+            .format
+            .unwrap_or_else(|| OutputFormat::infer(&self.output));
         Ok(RecordConfig {
             targets,
             duration: self.duration,
@@ -109,10 +115,28 @@ mod tests {
         assert_eq!(c.targets, TargetSpec::Pids(vec![1, 2]));
         assert_eq!(c.format, OutputFormat::Svg);
         assert_eq!(c.frequency.get(), 99);
-        let c = parse(&["smolder", "record", "--format", "collapsed", "--", "sleep", "1"]).unwrap();
-        assert_eq!(c.targets, TargetSpec::Command(vec!["sleep".into(), "1".into()]));
+        let c = parse(&[
+            "smolder",
+            "record",
+            "--format",
+            "collapsed",
+            "--",
+            "sleep",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.targets,
+            TargetSpec::Command(vec!["sleep".into(), "1".into()])
+        );
         assert_eq!(c.format, OutputFormat::Collapsed);
-        assert_eq!(parse(&["smolder", "record"]).unwrap_err(), CliError::NoTarget);
-        assert_eq!(parse(&["smolder", "record", "-a", "--", "ls"]).unwrap_err(), CliError::TargetConflict);
+        assert_eq!(
+            parse(&["smolder", "record"]).unwrap_err(),
+            CliError::NoTarget
+        );
+        assert_eq!(
+            parse(&["smolder", "record", "-a", "--", "ls"]).unwrap_err(),
+            CliError::TargetConflict
+        );
     }
 }

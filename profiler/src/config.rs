@@ -20,10 +20,16 @@ pub enum OutputFormat {
 impl OutputFormat {
     /// From a file name: `.svg`, `.folded`/`.collapsed`/`.txt`, otherwise pprof.
     pub fn infer(path: &Path) -> Self {
-        let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
         if name.ends_with(".svg") {
             Self::Svg
-        } else if [".folded", ".collapsed", ".txt"].iter().any(|e| name.ends_with(e)) {
+        } else if [".folded", ".collapsed", ".txt"]
+            .iter()
+            .any(|e| name.ends_with(e))
+        {
             Self::Collapsed
         } else {
             Self::Pprof
@@ -47,7 +53,9 @@ pub struct RecordConfig {
 /// `30s`, `500ms`, `2m`, `1h`, or plain seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let value: f64 = number
         .parse()
@@ -57,7 +65,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => value / 1000.0,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("unknown unit `{unit}` in `{text}` (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in `{text}` (use ms, s, m or h)"
+            ))
+        }
     };
     if !(seconds > 0.0 && seconds.is_finite()) {
         return Err(format!("duration `{text}` must be positive"));
@@ -71,9 +83,18 @@ mod tests {
 
     #[test]
     fn infers_format_from_extension() {
-        assert_eq!(OutputFormat::infer(Path::new("a/flame.SVG")), OutputFormat::Svg);
-        assert_eq!(OutputFormat::infer(Path::new("x.folded")), OutputFormat::Collapsed);
-        assert_eq!(OutputFormat::infer(Path::new("x.pb.gz")), OutputFormat::Pprof);
+        assert_eq!(
+            OutputFormat::infer(Path::new("a/flame.SVG")),
+            OutputFormat::Svg
+        );
+        assert_eq!(
+            OutputFormat::infer(Path::new("x.folded")),
+            OutputFormat::Collapsed
+        );
+        assert_eq!(
+            OutputFormat::infer(Path::new("x.pb.gz")),
+            OutputFormat::Pprof
+        );
         assert_eq!(OutputFormat::infer(Path::new("x")), OutputFormat::Pprof);
     }
 

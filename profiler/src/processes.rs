@@ -22,16 +22,16 @@ impl ProcessTracker {
         if sample.mm_id == 0 || sample.user.is_empty() {
             return; // kernel thread
         }
-        self.snapshots.entry((sample.pid, sample.mm_id)).or_insert_with(|| {
-            match symbolizer.snapshot_process(sample.pid) {
+        self.snapshots
+            .entry((sample.pid, sample.mm_id))
+            .or_insert_with(|| match symbolizer.snapshot_process(sample.pid) {
                 Ok(maps) => Some(maps),
                 Err(e) => {
                     log::debug!("no mappings for pid {}: {e}", sample.pid);
                     self.missed += 1;
                     None
                 }
-            }
-        });
+            });
     }
 
     pub fn maps(&self, pid: u32, mm_id: u64) -> Option<&ProcessMaps> {

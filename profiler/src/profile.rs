@@ -71,3 +71,57 @@ impl Profile {
         names
     }
 }
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::time::{Duration, SystemTime};
+
+    use symbolizer::FunctionFrame;
+
+    use super::{Location, Mapping, Profile, ProfileSample};
+
+    fn frame(name: &str, line: u32, inlined: bool) -> FunctionFrame {
+        FunctionFrame {
+            name: name.into(),
+            system_name: name.into(),
+            file: Some("x.c".into()),
+            line: Some(line),
+            inlined,
+        }
+    }
+
+    pub(crate) fn small_profile() -> Profile {
+        Profile {
+            start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            duration: Duration::from_secs(2),
+            frequency_hz: 100,
+            samples: vec![ProfileSample {
+                pid: 7,
+                tid: 8,
+                comm: "prog".into(),
+                thread_name: "worker".into(),
+                locations: vec![0, 1],
+                count: 3,
+            }],
+            locations: vec![
+                Location {
+                    mapping: Some(0),
+                    address: 0x1010,
+                    frames: vec![frame("leaf_inlined", 3, true), frame("leaf", 9, false)],
+                },
+                Location {
+                    mapping: Some(0),
+                    address: 0x1100,
+                    frames: vec![frame("main", 20, false)],
+                },
+            ],
+            mappings: vec![Mapping {
+                start: 0x1000,
+                limit: 0x2000,
+                offset: 0,
+                file: "/bin/prog".into(),
+                build_id: Some("abcd".into()),
+            }],
+        }
+    }
+}

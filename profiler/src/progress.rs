@@ -20,13 +20,23 @@ impl Progress {
 
     /// Redraws at most twice a second.
     pub fn update(&mut self, samples: u64, processes: usize, lost: u64, limit: Option<Duration>) {
-        if !self.enabled || self.last.is_some_and(|t| t.elapsed() < Duration::from_millis(500)) {
+        if !self.enabled
+            || self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(500))
+        {
             return;
         }
         self.last = Some(Instant::now());
         let elapsed = self.started.elapsed().as_secs();
-        let of = limit.map(|d| format!("/{}s", d.as_secs())).unwrap_or_default();
-        let lost = if lost > 0 { format!(", {lost} lost") } else { String::new() };
+        let of = limit
+            .map(|d| format!("/{}s", d.as_secs()))
+            .unwrap_or_default();
+        let lost = if lost > 0 {
+            format!(", {lost} lost")
+        } else {
+            String::new()
+        };
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,

@@ -10,7 +10,7 @@ use symbolizer::{Symbolizer, SymbolizerConfig};
 use crate::aggregate::Aggregate;
 use crate::collect::{LoadError, Sampler, SamplerConfig, SamplerStats};
 use crate::config::{OutputFormat, RecordConfig};
-use crate::encode::{write_pprof, write_svg, collapsed_lines, EncodeError};
+use crate::encode::{collapsed_lines, write_pprof, write_svg, EncodeError};
 use crate::preflight::{self, PreflightError};
 use crate::processes::ProcessTracker;
 use crate::profile::Profile;
@@ -89,7 +89,12 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
             aggregate.add(sample);
         });
         let lost = sampler.stats().ring_buffer_full;
-        progress.update(aggregate.samples, aggregate.process_count(), lost, config.duration);
+        progress.update(
+            aggregate.samples,
+            aggregate.process_count(),
+            lost,
+            config.duration,
+        );
         if signals::stop_requested() || config.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
@@ -99,7 +104,10 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         if last_liveness_check.elapsed() >= Duration::from_secs(1) {
             last_liveness_check = Instant::now();
             if let TargetSpec::Pids(pids) = &config.targets {
-                if pids.iter().all(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                if pids
+                    .iter()
+                    .all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+                {
                     log::info!("every target process has exited");
                     break;
                 }

@@ -8,7 +8,11 @@ use crate::profile::Profile;
 pub fn top_functions(profile: &Profile, n: usize) -> Vec<(String, u64)> {
     let mut selfs: HashMap<&str, u64> = HashMap::new();
     for sample in &profile.samples {
-        if let Some(frame) = sample.locations.first().and_then(|&l| profile.locations[l].frames.first()) {
+        if let Some(frame) = sample
+            .locations
+            .first()
+            .and_then(|&l| profile.locations[l].frames.first())
+        {
             *selfs.entry(frame.name.as_str()).or_insert(0) += sample.count;
         }
     }

@@ -3,14 +3,21 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use symbolizer::{ExecRegion, FrameAddress, FunctionFrame, RegionKind, Resolution, Symbolizer, UserLocation};
+use symbolizer::{
+    ExecRegion, FrameAddress, FunctionFrame, RegionKind, Resolution, Symbolizer, UserLocation,
+};
 
 use crate::aggregate::{Aggregate, StackKey, ThreadNames};
 use crate::processes::ProcessTracker;
 use crate::profile::{Location, Mapping, Profile, ProfileSample};
 
 /// Frames the BPF machinery itself adds at the top of kernel stacks.
-const BPF_FRAME_PREFIXES: &[&str] = &["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "bpf_overflow_handler"];
+const BPF_FRAME_PREFIXES: &[&str] = &[
+    "bpf_prog_",
+    "bpf_trace_run",
+    "__bpf_trace_",
+    "bpf_overflow_handler",
+];
 
 /// Window facts the profile records.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +49,12 @@ struct Builder<'a> {
 }
 
 /// Symbolizes every stack of `aggregate`.
-pub fn symbolize(aggregate: &Aggregate, processes: &mut ProcessTracker, symbolizer: &mut Symbolizer, window: Window) -> Profile {
+pub fn symbolize(
+    aggregate: &Aggregate,
+    processes: &mut ProcessTracker,
+    symbolizer: &mut Symbolizer,
+    window: Window,
+) -> Profile {
     refresh_stale_snapshots(aggregate, processes, symbolizer);
     let mut builder = Builder {
         symbolizer,
@@ -70,7 +82,12 @@ pub fn symbolize(aggregate: &Aggregate, processes: &mut ProcessTracker, symboliz
             }
         })
         .collect();
-    samples.sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)).then(a.locations.cmp(&b.locations)));
+    samples.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(a.pid.cmp(&b.pid))
+            .then(a.locations.cmp(&b.locations))
+    });
     Profile {
         start: window.start,
         duration: window.duration,
@@ -83,12 +100,19 @@ pub fn symbolize(aggregate: &Aggregate, processes: &mut ProcessTracker, symboliz
 
 /// A process that loaded a library after its snapshot has addresses outside
 /// every known mapping: read its maps again while it still lives.
-fn refresh_stale_snapshots(aggregate: &Aggregate, processes: &mut ProcessTracker, symbolizer: &mut Symbolizer) {
+fn refresh_stale_snapshots(
+    aggregate: &Aggregate,
+    processes: &mut ProcessTracker,
+    symbolizer: &mut Symbolizer,
+) {
     let mut stale: Vec<(u32, u64)> = aggregate
         .stacks
         .keys()
         .filter(|k| match processes.maps(k.pid, k.mm_id) {
-            Some(maps) => k.user.iter().any(|&a| maps.find(a.saturating_sub(1)).is_none()),
+            Some(maps) => k
+                .user
+                .iter()
+                .any(|&a| maps.find(a.saturating_sub(1)).is_none()),
             None => false,
         })
         .map(|k| (k.pid, k.mm_id))
@@ -118,12 +142,22 @@ impl Builder<'_> {
     }
 
     fn kernel_frames(&mut self, stack: &[u64], ids: &mut Vec<usize>) {
-        let addresses: Vec<FrameAddress> = stack.iter().enumerate().map(|(d, &a)| FrameAddress::at_depth(a, d)).collect();
+        let addresses: Vec<FrameAddress> = stack
+            .iter()
+            .enumerate()
+            .map(|(d, &a)| FrameAddress::at_depth(a, d))
+            .collect();
         let mut skipping_bpf = true;
-        for (address, (resolution, module)) in addresses.iter().zip(self.symbolizer.symbolize_kernel(&addresses)) {
+        for (address, (resolution, module)) in addresses
+            .iter()
+            .zip(self.symbolizer.symbolize_kernel(&addresses))
+        {
             if skipping_bpf {
                 if let Resolution::Symbols(frames) = &resolution {
-                    if frames.iter().any(|f| BPF_FRAME_PREFIXES.iter().any(|p| f.name.starts_with(p))) {
+                    if frames
+                        .iter()
+                        .any(|f| BPF_FRAME_PREFIXES.iter().any(|p| f.name.starts_with(p)))
+                    {
                         continue;
                     }
                 }
@@ -134,7 +168,9 @@ impl Builder<'_> {
                 let mapping = Some(b.kernel_mapping(module.clone()));
                 let frames = match resolution {
                     Resolution::Symbols(frames) => frames,
-                    Resolution::Unknown(_) => vec![FunctionFrame::named(&format!("[kernel]+0x{raw:x}"))],
+                    Resolution::Unknown(_) => {
+                        vec![FunctionFrame::named(&format!("[kernel]+0x{raw:x}"))]
+                    }
                 };
                 Location {
                     mapping,
@@ -147,7 +183,12 @@ impl Builder<'_> {
     }
 
     fn user_frames(&mut self, key: &StackKey, processes: &ProcessTracker, ids: &mut Vec<usize>) {
-        let addresses: Vec<FrameAddress> = key.user.iter().enumerate().map(|(d, &a)| FrameAddress::at_depth(a, d)).collect();
+        let addresses: Vec<FrameAddress> = key
+            .user
+            .iter()
+            .enumerate()
+            .map(|(d, &a)| FrameAddress::at_depth(a, d))
+            .collect();
         // Only addresses not yet in the profile need the symbolizer.
         let needed: Vec<bool> = addresses
             .iter()
@@ -155,8 +196,12 @@ impl Builder<'_> {
             .collect();
         let resolved: Vec<UserLocation> = match processes.maps(key.pid, key.mm_id) {
             Some(maps) => {
-                let fresh: Vec<FrameAddress> =
-                    addresses.iter().zip(&needed).filter(|(_, &n)| n).map(|(a, _)| *a).collect();
+                let fresh: Vec<FrameAddress> = addresses
+                    .iter()
+                    .zip(&needed)
+                    .filter(|(_, &n)| n)
+                    .map(|(a, _)| *a)
+                    .collect();
                 self.symbolizer.symbolize_user(maps, &fresh)
             }
             None => Vec::new(),
@@ -170,7 +215,12 @@ impl Builder<'_> {
         }
     }
 
-    fn user_location(&mut self, key: &StackKey, raw: u64, location: Option<UserLocation>) -> Location {
+    fn user_location(
+        &mut self,
+        key: &StackKey,
+        raw: u64,
+        location: Option<UserLocation>,
+    ) -> Location {
         let Some(location) = location else {
             return Location {
                 mapping: None,
@@ -181,7 +231,10 @@ impl Builder<'_> {
         let mapping = location.region.as_ref().map(|r| self.user_mapping(key, r));
         let frames = match location.resolution {
             Resolution::Symbols(frames) => frames,
-            Resolution::Unknown(_) => vec![FunctionFrame::named(&unknown_name(location.region.as_ref(), raw))],
+            Resolution::Unknown(_) => vec![FunctionFrame::named(&unknown_name(
+                location.region.as_ref(),
+                raw,
+            ))],
         };
         Location {
             mapping,
@@ -211,7 +264,10 @@ impl Builder<'_> {
             return id;
         }
         let (file, build_id) = match &region.kind {
-            RegionKind::Module(m) => (m.path.display().to_string(), m.build_id.as_ref().map(|b| b.to_string())),
+            RegionKind::Module(m) => (
+                m.path.display().to_string(),
+                m.build_id.as_ref().map(|b| b.to_string()),
+            ),
             RegionKind::Anonymous => ("[anon]".to_owned(), None),
             RegionKind::Pseudo(name) => (name.clone(), None),
         };

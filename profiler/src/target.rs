@@ -17,8 +17,12 @@ impl TargetSpec {
     pub fn sampler_targets(&self) -> SamplerTargets {
         match self {
             Self::All => SamplerTargets::All,
-            Self::Pids(_) => SamplerTargets::Listed { follow_children: false },
-            Self::Command(_) => SamplerTargets::Listed { follow_children: true },
+            Self::Pids(_) => SamplerTargets::Listed {
+                follow_children: false,
+            },
+            Self::Command(_) => SamplerTargets::Listed {
+                follow_children: true,
+            },
         }
     }
 }

@@ -166,7 +166,14 @@ ffff-0000 r-xp 00000000 00:00 0
 
     #[test]
     fn hostile_input_never_panics() {
-        for text in ["-", "1-2", "1-2 rwxp", "zz-yy rwxp 0 0:0 0", "1-2 rwxpq 0 0:0 0 /x", "\u{0}\u{ffff}"] {
+        for text in [
+            "-",
+            "1-2",
+            "1-2 rwxp",
+            "zz-yy rwxp 0 0:0 0",
+            "1-2 rwxpq 0 0:0 0 /x",
+            "\u{0}\u{ffff}",
+        ] {
             let (entries, _) = parse_maps(text);
             assert!(entries.is_empty(), "{text:?}");
         }

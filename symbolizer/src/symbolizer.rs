@@ -65,6 +65,9 @@ pub struct UserLocation {
     pub resolution: Resolution,
 }
 
+/// Cache misses of one module, batched: (output index, file offset).
+type Misses = (Arc<Module>, Vec<(usize, u64)>);
+
 /// Resolves addresses of processes and of the kernel.
 pub struct Symbolizer {
     config: SymbolizerConfig,
@@ -154,15 +157,29 @@ impl Symbolizer {
         }
     }
 
-    fn open_module(&mut self, proc_dir: &Path, entry: &MapEntry, id: FileId, path: &Path) -> Module {
+    fn open_module(
+        &mut self,
+        proc_dir: &Path,
+        entry: &MapEntry,
+        id: FileId,
+        path: &Path,
+    ) -> Module {
         let map_files = proc_dir
             .join("map_files")
             .join(format!("{:x}-{:x}", entry.start, entry.end));
-        let in_root = proc_dir.join("root").join(path.strip_prefix("/").unwrap_or(path));
-        let file = File::open(&map_files).or_else(|_| File::open(&in_root)).ok();
+        let in_root = proc_dir
+            .join("root")
+            .join(path.strip_prefix("/").unwrap_or(path));
+        let file = File::open(&map_files)
+            .or_else(|_| File::open(&in_root))
+            .ok();
         if file.is_none() {
             self.stats.modules_unavailable += 1;
-            log::debug!("cannot open {} (mapped by {})", path.display(), proc_dir.display());
+            log::debug!(
+                "cannot open {} (mapped by {})",
+                path.display(),
+                proc_dir.display()
+            );
         }
         let mut module = Module {
             id,
@@ -181,10 +198,13 @@ impl Symbolizer {
 
     /// Symbolizes user-space addresses of one process. The result has one
     /// entry per input address, in order.
-    pub fn symbolize_user(&mut self, process: &ProcessMaps, addresses: &[FrameAddress]) -> Vec<UserLocation> {
+    pub fn symbolize_user(
+        &mut self,
+        process: &ProcessMaps,
+        addresses: &[FrameAddress],
+    ) -> Vec<UserLocation> {
         let mut out: Vec<UserLocation> = Vec::with_capacity(addresses.len());
-        // Cache misses, batched per module: (output index, file offset).
-        let mut misses: HashMap<FileId, (Arc<Module>, Vec<(usize, u64)>)> = HashMap::new();
+        let mut misses: HashMap<FileId, Misses> = HashMap::new();
         let mut perf_map: Option<Option<PerfMap>> = None;
 
         for (idx, &address) in addresses.iter().enumerate() {
@@ -240,7 +260,12 @@ impl Symbolizer {
         out
     }
 
-    fn perf_map_lookup(&mut self, loaded: &mut Option<Option<PerfMap>>, process: &ProcessMaps, address: u64) -> Resolution {
+    fn perf_map_lookup(
+        &mut self,
+        loaded: &mut Option<Option<PerfMap>>,
+        process: &ProcessMaps,
+        address: u64,
+    ) -> Resolution {
         let map = loaded.get_or_insert_with(|| {
             let text = process
                 .perf_map_paths
@@ -275,7 +300,13 @@ impl Symbolizer {
         self.symbolize_elf(id, path, path, Input::VirtOffset(addresses))
     }
 
-    fn symbolize_elf(&mut self, id: FileId, shown: &Path, path: &Path, input: Input<&[u64]>) -> Vec<Resolution> {
+    fn symbolize_elf(
+        &mut self,
+        id: FileId,
+        shown: &Path,
+        path: &Path,
+        input: Input<&[u64]>,
+    ) -> Vec<Resolution> {
         let count = match input {
             Input::AbsAddr(a) | Input::VirtOffset(a) | Input::FileOffset(a) => a.len(),
         };
@@ -308,7 +339,10 @@ impl Symbolizer {
 
     /// Symbolizes kernel addresses; returns the frame and the module (for
     /// addresses in loadable modules).
-    pub fn symbolize_kernel(&mut self, addresses: &[FrameAddress]) -> Vec<(Resolution, Option<String>)> {
+    pub fn symbolize_kernel(
+        &mut self,
+        addresses: &[FrameAddress],
+    ) -> Vec<(Resolution, Option<String>)> {
         let symbols = self.kernel_symbols().ok();
         addresses
             .iter()
@@ -356,7 +390,9 @@ fn convert(symbolized: Symbolized<'_>) -> Resolution {
     }
 }
 
-fn code_location(info: Option<&blazesym::symbolize::CodeInfo<'_>>) -> (Option<String>, Option<u32>) {
+fn code_location(
+    info: Option<&blazesym::symbolize::CodeInfo<'_>>,
+) -> (Option<String>, Option<u32>) {
     match info {
         Some(info) => (Some(info.to_path().display().to_string()), info.line),
         None => (None, None),

@@ -1,1 +1,70 @@
-fn main() {}
+//! Build, test and benchmark automation: `cargo xtask <command>`.
+//!
+//! Depends on no workspace crate; it drives them through cargo and the
+//! `smolder` binary like a user would.
+
+mod bench;
+mod setup;
+mod util;
+
+use anyhow::{bail, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  setup    install what building and testing need (clang-19, libbpf, binutils, perf, go)
+  record   set up, build, and profile this machine for 10 s into smolder-flame.svg
+  test     set up, then fmt check, clippy, and every test (root required for BPF tests)
+  bench    set up, then measure smolder against perf and addr2line (see docs/benchmarks.md)
+           options: --seconds N (capture length, default 30), --runs N (default 3)";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    match command.as_str() {
+        "setup" => setup::setup(),
+        "record" => record(),
+        "test" => test(),
+        "bench" => bench::run(rest),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+/// The README's first command: a real profile of this machine, as a flame graph.
+fn record() -> Result<()> {
+    setup::setup()?;
+    util::cargo(&["build", "--release", "-p", "smolder"])?;
+    let smolder = util::workspace_root().join("target/release/smolder");
+    let out = util::workspace_root().join("smolder-flame.svg");
+    util::run(
+        std::process::Command::new(&smolder)
+            .args(["record", "--all", "--duration", "10s", "-o"])
+            .arg(&out),
+    )?;
+    println!("flame graph written to {}", out.display());
+    Ok(())
+}
+
+/// The README's second command, and what CI runs.
+fn test() -> Result<()> {
+    setup::setup()?;
+    util::cargo(&["fmt", "--all", "--", "--check"])?;
+    util::cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    util::cargo(&["test", "--workspace", "--no-fail-fast"])?;
+    Ok(())
+}

@@ -129,17 +129,20 @@ pub(crate) mod tests {
         raw.kernel_stack[..kernel.len()].copy_from_slice(kernel);
         raw.user_stack[..user.len()].copy_from_slice(user);
         // SAFETY: RawSample is repr(C) plain old data without padding.
-        unsafe { std::slice::from_raw_parts((&raw as *const RawSample).cast::<u8>(), RAW_SAMPLE_SIZE) }.to_vec()
+        unsafe {
+            std::slice::from_raw_parts((&raw as *const RawSample).cast::<u8>(), RAW_SAMPLE_SIZE)
+        }
+        .to_vec()
     }
 
     #[test]
     fn decodes_a_record() {
-        let bytes = encode(10, &[0xffff_1], &[0x401000, 0x401100], 2);
+        let bytes = encode(10, &[0xffff_0001], &[0x401000, 0x401100], 2);
         let s = Sample::try_from(bytes.as_slice()).unwrap();
         assert_eq!((s.pid, s.tid, s.cpu, s.mm_id), (10, 11, 1, 7));
         assert_eq!(s.comm, "prog");
         assert_eq!(s.thread_name, "worker-thread-01");
-        assert_eq!(s.kernel, vec![0xffff_1]);
+        assert_eq!(s.kernel, vec![0xffff_0001]);
         assert_eq!(s.user, vec![0x401000, 0x401100]);
         assert!(s.user_truncated && !s.kernel_truncated);
     }
@@ -147,9 +150,15 @@ pub(crate) mod tests {
     #[test]
     fn rejects_bad_lengths() {
         let short = vec![0u8; 10];
-        assert_eq!(Sample::try_from(short.as_slice()), Err(DecodeError::Size { got: 10 }));
+        assert_eq!(
+            Sample::try_from(short.as_slice()),
+            Err(DecodeError::Size { got: 10 })
+        );
         let bytes = encode(10, &[], &[], 500);
-        assert_eq!(Sample::try_from(bytes.as_slice()), Err(DecodeError::StackLength(500)));
+        assert_eq!(
+            Sample::try_from(bytes.as_slice()),
+            Err(DecodeError::StackLength(500))
+        );
         let bytes = encode(10, &[], &[], -14);
         let s = Sample::try_from(bytes.as_slice()).unwrap();
         assert_eq!(s.user_error, Some(-14));

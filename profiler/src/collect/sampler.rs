@@ -11,7 +11,8 @@ use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 
 use super::record::Sample;
 
-static SAMPLER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sampler.bpf.o"));
+static SAMPLER_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sampler.bpf.o"));
 
 /// Which processes to sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +94,13 @@ impl Sampler {
     pub fn load(config: SamplerConfig, bpf_stats: bool) -> Result<Self, LoadError> {
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
         let filter: u8 = matches!(config.targets, SamplerTargets::Listed { .. }).into();
-        let follow: u8 = matches!(config.targets, SamplerTargets::Listed { follow_children: true }).into();
+        let follow: u8 = matches!(
+            config.targets,
+            SamplerTargets::Listed {
+                follow_children: true
+            }
+        )
+        .into();
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global("self_tgid", &config.self_tgid, true)
@@ -101,14 +108,28 @@ impl Sampler {
             .override_global("follow_children", &follow, true)
             .load(SAMPLER_OBJECT)
             .map_err(LoadError::Load)?;
-        let ring = RingBuf::try_from(ebpf.take_map("samples").ok_or(LoadError::Missing("samples"))?)
-            .map_err(|source| LoadError::Map { name: "samples", source })?;
+        let ring = RingBuf::try_from(
+            ebpf.take_map("samples")
+                .ok_or(LoadError::Missing("samples"))?,
+        )
+        .map_err(|source| LoadError::Map {
+            name: "samples",
+            source,
+        })?;
         let perf: &mut PerfEvent = program(&mut ebpf, "sample_cpu")?;
-        perf.load().map_err(|source| LoadError::Program { name: "sample_cpu", action: "load", source })?;
+        perf.load().map_err(|source| LoadError::Program {
+            name: "sample_cpu",
+            action: "load",
+            source,
+        })?;
         if follow == 1 {
             let fork: &mut BtfTracePoint = program(&mut ebpf, "follow_fork")?;
             fork.load("sched_process_fork", &btf)
-                .map_err(|source| LoadError::Program { name: "follow_fork", action: "load", source })?;
+                .map_err(|source| LoadError::Program {
+                    name: "follow_fork",
+                    action: "load",
+                    source,
+                })?;
         }
         // Keeping the fd open keeps the kernel's BPF run-time accounting on.
         let stats_fd = if bpf_stats {
@@ -130,31 +151,55 @@ impl Sampler {
 
     /// Adds a process to the sampled set (for [`SamplerTargets::Listed`]).
     pub fn add_target(&mut self, pid: u32) -> Result<(), LoadError> {
-        let map = self.ebpf.map_mut("targets").ok_or(LoadError::Missing("targets"))?;
+        let map = self
+            .ebpf
+            .map_mut("targets")
+            .ok_or(LoadError::Missing("targets"))?;
         let mut targets: BpfHashMap<_, u32, u8> =
-            BpfHashMap::try_from(map).map_err(|source| LoadError::Map { name: "targets", source })?;
-        targets
-            .insert(pid, 1, 0)
-            .map_err(|source| LoadError::Map { name: "targets", source })
+            BpfHashMap::try_from(map).map_err(|source| LoadError::Map {
+                name: "targets",
+                source,
+            })?;
+        targets.insert(pid, 1, 0).map_err(|source| LoadError::Map {
+            name: "targets",
+            source,
+        })
     }
 
     /// Removes a process from the sampled set.
     pub fn remove_target(&mut self, pid: u32) -> Result<(), LoadError> {
-        let map = self.ebpf.map_mut("targets").ok_or(LoadError::Missing("targets"))?;
+        let map = self
+            .ebpf
+            .map_mut("targets")
+            .ok_or(LoadError::Missing("targets"))?;
         let mut targets: BpfHashMap<_, u32, u8> =
-            BpfHashMap::try_from(map).map_err(|source| LoadError::Map { name: "targets", source })?;
+            BpfHashMap::try_from(map).map_err(|source| LoadError::Map {
+                name: "targets",
+                source,
+            })?;
         match targets.remove(&pid) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(LoadError::Map { name: "targets", source }),
+            Err(source) => Err(LoadError::Map {
+                name: "targets",
+                source,
+            }),
         }
     }
 
     /// Attaches to every online CPU: sampling starts now.
     pub fn start(&mut self) -> Result<(), LoadError> {
-        if matches!(self.config.targets, SamplerTargets::Listed { follow_children: true }) {
+        if matches!(
+            self.config.targets,
+            SamplerTargets::Listed {
+                follow_children: true
+            }
+        ) {
             let fork: &mut BtfTracePoint = program(&mut self.ebpf, "follow_fork")?;
-            fork.attach()
-                .map_err(|source| LoadError::Program { name: "follow_fork", action: "attach", source })?;
+            fork.attach().map_err(|source| LoadError::Program {
+                name: "follow_fork",
+                action: "attach",
+                source,
+            })?;
         }
         let cpus = aya::util::online_cpus().map_err(|(what, e)| LoadError::Cpus(what, e))?;
         let frequency = u64::from(self.config.frequency.get());
@@ -166,7 +211,11 @@ impl Sampler {
                 SamplePolicy::Frequency(frequency),
                 false,
             )
-            .map_err(|source| LoadError::Program { name: "sample_cpu", action: "attach", source })?;
+            .map_err(|source| LoadError::Program {
+                name: "sample_cpu",
+                action: "attach",
+                source,
+            })?;
         }
         Ok(())
     }
@@ -222,7 +271,9 @@ where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
     let program = ebpf.program_mut(name).ok_or(LoadError::Missing(name))?;
-    program
-        .try_into()
-        .map_err(|source| LoadError::Program { name, action: "lookup", source })
+    program.try_into().map_err(|source| LoadError::Program {
+        name,
+        action: "lookup",
+        source,
+    })
 }

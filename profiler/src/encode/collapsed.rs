@@ -17,7 +17,10 @@ pub fn collapsed_lines(profile: &Profile) -> Vec<String> {
         }
         *merged.entry(line).or_insert(0) += sample.count;
     }
-    merged.into_iter().map(|(stack, n)| format!("{stack} {n}")).collect()
+    merged
+        .into_iter()
+        .map(|(stack, n)| format!("{stack} {n}"))
+        .collect()
 }
 
 /// `;` separates frames and the last space separates the count.
@@ -32,7 +35,10 @@ mod tests {
 
     #[test]
     fn root_first_with_inlined_frames() {
-        let profile = super::super::pprof::tests::small_profile();
-        assert_eq!(collapsed_lines(&profile), vec!["prog;main;leaf;leaf_inlined 3"]);
+        let profile = crate::profile::fixtures::small_profile();
+        assert_eq!(
+            collapsed_lines(&profile),
+            vec!["prog;main;leaf;leaf_inlined 3"]
+        );
     }
 }

@@ -114,7 +114,12 @@ pub(crate) fn to_proto(profile: &Profile) -> proto::Profile {
         })
         .collect();
 
-    let keys = [strings.get("pid"), strings.get("tid"), strings.get("comm"), strings.get("thread_name")];
+    let keys = [
+        strings.get("pid"),
+        strings.get("tid"),
+        strings.get("comm"),
+        strings.get("thread_name"),
+    ];
     let sample = profile
         .samples
         .iter()
@@ -176,75 +181,47 @@ pub fn write_pprof(profile: &Profile, out: &mut impl Write) -> Result<(), Encode
 #[cfg(test)]
 mod tests {
     use std::io::Read;
-    use std::time::{Duration, SystemTime};
-
-    use symbolizer::FunctionFrame;
 
     use super::*;
-    use crate::profile::{Location, Mapping, ProfileSample};
-
-    fn frame(name: &str, line: u32, inlined: bool) -> FunctionFrame {
-        FunctionFrame {
-            name: name.into(),
-            system_name: name.into(),
-            file: Some("x.c".into()),
-            line: Some(line),
-            inlined,
-        }
-    }
-
-    pub(crate) fn small_profile() -> Profile {
-        Profile {
-            start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            duration: Duration::from_secs(2),
-            frequency_hz: 100,
-            samples: vec![ProfileSample {
-                pid: 7,
-                tid: 8,
-                comm: "prog".into(),
-                thread_name: "worker".into(),
-                locations: vec![0, 1],
-                count: 3,
-            }],
-            locations: vec![
-                Location {
-                    mapping: Some(0),
-                    address: 0x1010,
-                    frames: vec![frame("leaf_inlined", 3, true), frame("leaf", 9, false)],
-                },
-                Location {
-                    mapping: Some(0),
-                    address: 0x1100,
-                    frames: vec![frame("main", 20, false)],
-                },
-            ],
-            mappings: vec![Mapping {
-                start: 0x1000,
-                limit: 0x2000,
-                offset: 0,
-                file: "/bin/prog".into(),
-                build_id: Some("abcd".into()),
-            }],
-        }
-    }
+    use crate::profile::fixtures::small_profile;
 
     #[test]
     fn round_trips_through_gzip_and_protobuf() {
         let bytes = encode_pprof(&small_profile()).unwrap();
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(bytes.as_slice()).read_to_end(&mut raw).unwrap();
+        flate2::read::GzDecoder::new(bytes.as_slice())
+            .read_to_end(&mut raw)
+            .unwrap();
         let p = proto::Profile::decode(raw.as_slice()).unwrap();
         let s = |i: i64| p.string_table[i as usize].as_str();
         assert_eq!(s(0), "");
         assert_eq!(p.period, 10_000_000);
-        assert_eq!((s(p.sample_type[1].r#type), s(p.sample_type[1].unit)), ("cpu", "nanoseconds"));
+        assert_eq!(
+            (s(p.sample_type[1].r#type), s(p.sample_type[1].unit)),
+            ("cpu", "nanoseconds")
+        );
         assert_eq!(p.sample[0].value, vec![3, 30_000_000]);
         assert_eq!(p.sample[0].location_id, vec![1, 2]);
         assert_eq!(p.location[0].line.len(), 2);
-        assert_eq!(s(p.function[(p.location[0].line[0].function_id - 1) as usize].name), "leaf_inlined");
+        assert_eq!(
+            s(p.function[(p.location[0].line[0].function_id - 1) as usize].name),
+            "leaf_inlined"
+        );
         assert_eq!(s(p.mapping[0].build_id), "abcd");
-        let labels: Vec<(&str, &str)> = p.sample[0].label.iter().map(|l| (s(l.key), s(l.str))).collect();
-        assert_eq!(labels, vec![("pid", "7"), ("tid", "8"), ("comm", "prog"), ("thread_name", "worker")]);
+        let labels: Vec<(&str, &str)> = p.sample[0]
+            .label
+            .iter()
+            .map(|l| (s(l.key), s(l.str)))
+            .collect();
+        assert_eq!(
+            labels,
+            vec![
+                ("pid", "7"),
+                ("tid", "8"),
+                ("comm", "prog"),
+                ("thread_name", "worker")
+            ]
+        );
         assert_eq!(p.duration_nanos, 2_000_000_000);
     }
 }

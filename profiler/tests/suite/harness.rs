@@ -14,7 +14,10 @@ pub fn is_root() -> bool {
     if uid.split_whitespace().nth(1) == Some("0") {
         return true;
     }
-    assert!(std::env::var_os("CI").is_none(), "CI must run the BPF tests as root");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run the BPF tests as root"
+    );
     eprintln!("SKIPPED: smolder record tests need root (BPF)");
     false
 }
@@ -24,11 +27,22 @@ pub fn workload(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("workloads");
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join(name);
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(format!("{name}.c"));
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata")
+        .join(format!("{name}.c"));
     // Tests run in parallel: build under a unique name, then rename atomically.
-    let tmp = dir.join(format!("{name}.{}.{:?}", std::process::id(), std::thread::current().id()));
+    let tmp = dir.join(format!(
+        "{name}.{}.{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let status = Command::new("clang-19")
-        .args(["-O1", "-g", "-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer"])
+        .args([
+            "-O1",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-mno-omit-leaf-frame-pointer",
+        ])
         .arg(&source)
         .arg("-o")
         .arg(&tmp)
@@ -45,7 +59,11 @@ pub fn smolder(args: &[&str]) -> Output {
         .env("SMOLDER_LOG", "info")
         .output()
         .expect("running smolder");
-    eprintln!("smolder {args:?}: {}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    eprintln!(
+        "smolder {args:?}: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
     output
 }
 
@@ -60,7 +78,13 @@ pub fn smolder_ok(args: &[&str]) -> String {
 pub fn reported_samples(stderr: &str) -> u64 {
     stderr
         .lines()
-        .find_map(|l| l.strip_prefix("Wrote ")?.split_whitespace().next()?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("Wrote ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .expect("summary line")
 }
 
@@ -76,7 +100,9 @@ pub struct Stack {
 impl Stack {
     /// Whether `chain` appears in the stack, contiguous and in order.
     pub fn contains(&self, chain: &[&str]) -> bool {
-        self.frames.windows(chain.len()).any(|w| w.iter().zip(chain).all(|(f, c)| f == c))
+        self.frames
+            .windows(chain.len())
+            .any(|w| w.iter().zip(chain).all(|(f, c)| f == c))
     }
 }
 
@@ -94,7 +120,12 @@ pub fn read_pprof(path: &Path) -> (pprof_proto::Profile, Vec<Stack>) {
         .iter()
         .map(|sample| {
             let label = |key: &str| {
-                sample.label.iter().find(|l| s(l.key) == key).map(|l| s(l.str)).unwrap_or_default()
+                sample
+                    .label
+                    .iter()
+                    .find(|l| s(l.key) == key)
+                    .map(|l| s(l.str))
+                    .unwrap_or_default()
             };
             let mut frames = Vec::new();
             for &loc in sample.location_id.iter().rev() {

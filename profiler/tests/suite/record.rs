@@ -15,23 +15,53 @@ fn chain_workload_has_complete_stacks_and_go_pprof_agrees() {
     let chain = workload("chain");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("chain.pb.gz");
-    let stderr = smolder_ok(&["record", "-F", "99", "-o", out.to_str().unwrap(), "--", chain.to_str().unwrap(), "3"]);
+    let stderr = smolder_ok(&[
+        "record",
+        "-F",
+        "99",
+        "-o",
+        out.to_str().unwrap(),
+        "--",
+        chain.to_str().unwrap(),
+        "3",
+    ]);
     let (profile, stacks) = read_pprof(&out);
 
     let total: u64 = stacks.iter().map(|s| s.count).sum();
-    assert!(total >= 100, "3 s of a busy process at 99 Hz gave only {total} samples");
+    assert!(
+        total >= 100,
+        "3 s of a busy process at 99 Hz gave only {total} samples"
+    );
     assert_eq!(total, reported_samples(&stderr));
-    let ours: Vec<_> = stacks.iter().filter(|s| s.comm == "chain").cloned().collect();
-    let complete = share(&ours, |s| s.contains(CHAIN) && s.frames.last().map(String::as_str) == Some("spin"));
-    assert!(complete >= 0.90, "only {:.0}% of samples have main;a;b;c;spin", complete * 100.0);
+    let ours: Vec<_> = stacks
+        .iter()
+        .filter(|s| s.comm == "chain")
+        .cloned()
+        .collect();
+    let complete = share(&ours, |s| {
+        s.contains(CHAIN) && s.frames.last().map(String::as_str) == Some("spin")
+    });
+    assert!(
+        complete >= 0.90,
+        "only {:.0}% of samples have main;a;b;c;spin",
+        complete * 100.0
+    );
 
     // pprof fields the issue names.
     let s = |i: i64| profile.string_table[i as usize].as_str();
     assert_eq!(profile.period, 1_000_000_000 / 99);
     assert_eq!(s(profile.period_type.as_ref().unwrap().r#type), "cpu");
     assert!(profile.time_nanos > 0 && profile.duration_nanos > 2_000_000_000);
-    let main_mapping = profile.mapping.iter().find(|m| s(m.filename).ends_with("/chain")).expect("chain mapping");
-    assert_eq!(s(main_mapping.build_id).len(), 40, "build-id in the mapping");
+    let main_mapping = profile
+        .mapping
+        .iter()
+        .find(|m| s(m.filename).ends_with("/chain"))
+        .expect("chain mapping");
+    assert_eq!(
+        s(main_mapping.build_id).len(),
+        40,
+        "build-id in the mapping"
+    );
     assert!(main_mapping.memory_limit > main_mapping.memory_start);
 
     // An independent reader: go tool pprof.
@@ -41,7 +71,11 @@ fn chain_workload_has_complete_stacks_and_go_pprof_agrees() {
         .output()
         .expect("go tool pprof");
     let text = String::from_utf8_lossy(&top.stdout);
-    assert!(top.status.success(), "go tool pprof: {}", String::from_utf8_lossy(&top.stderr));
+    assert!(
+        top.status.success(),
+        "go tool pprof: {}",
+        String::from_utf8_lossy(&top.stderr)
+    );
     let go_total: u64 = text
         .lines()
         .find_map(|l| l.split(" of ").nth(1)?.strip_suffix(" total")?.parse().ok())
@@ -58,7 +92,14 @@ fn kernel_frames_are_named_below_the_user_stack() {
     let syscalls = workload("syscalls");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sys.pb.gz");
-    smolder_ok(&["record", "-o", out.to_str().unwrap(), "--", syscalls.to_str().unwrap(), "3"]);
+    smolder_ok(&[
+        "record",
+        "-o",
+        out.to_str().unwrap(),
+        "--",
+        syscalls.to_str().unwrap(),
+        "3",
+    ]);
     let (_, stacks) = read_pprof(&out);
     // Debian's glibc `read` keeps no frame pointer, so a frame-pointer walk
     // goes from libc straight to main and skips read_zeros (DWARF unwinding
@@ -68,9 +109,15 @@ fn kernel_frames_are_named_below_the_user_stack() {
         let kernel = s.frames.iter().position(|f| f == "vfs_read");
         matches!((user, kernel), (Some(u), Some(k)) if u < k)
     });
-    assert!(in_read >= 0.5, "only {:.0}% of samples show main -> ... -> vfs_read", in_read * 100.0);
     assert!(
-        stacks.iter().all(|s| !s.frames.iter().any(|f| f.starts_with("bpf_prog_"))),
+        in_read >= 0.5,
+        "only {:.0}% of samples show main -> ... -> vfs_read",
+        in_read * 100.0
+    );
+    assert!(
+        stacks
+            .iter()
+            .all(|s| !s.frames.iter().any(|f| f.starts_with("bpf_prog_"))),
         "BPF's own frames must be dropped"
     );
 }
@@ -83,16 +130,32 @@ fn command_children_are_followed() {
     let forker = workload("forker");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("fork.pb.gz");
-    smolder_ok(&["record", "-o", out.to_str().unwrap(), "--", forker.to_str().unwrap(), "2"]);
+    smolder_ok(&[
+        "record",
+        "-o",
+        out.to_str().unwrap(),
+        "--",
+        forker.to_str().unwrap(),
+        "2",
+    ]);
     let (_, stacks) = read_pprof(&out);
     let children: HashSet<u32> = stacks
         .iter()
         .filter(|s| s.contains(&["main", "child_work"]))
         .map(|s| s.pid)
         .collect();
-    assert_eq!(children.len(), 3, "samples from {} of 3 children", children.len());
+    assert_eq!(
+        children.len(),
+        3,
+        "samples from {} of 3 children",
+        children.len()
+    );
     let in_children = share(&stacks, |s| s.contains(&["main", "child_work"]));
-    assert!(in_children >= 0.9, "{:.0}% of samples in child_work", in_children * 100.0);
+    assert!(
+        in_children >= 0.9,
+        "{:.0}% of samples in child_work",
+        in_children * 100.0
+    );
 }
 
 #[test]
@@ -103,15 +166,32 @@ fn svg_and_collapsed_outputs_name_the_functions() {
     let chain = workload("chain");
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().join("flame.svg");
-    smolder_ok(&["record", "-o", svg.to_str().unwrap(), "--", chain.to_str().unwrap(), "1"]);
+    smolder_ok(&[
+        "record",
+        "-o",
+        svg.to_str().unwrap(),
+        "--",
+        chain.to_str().unwrap(),
+        "1",
+    ]);
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.starts_with("<?xml") && text.contains("<svg"));
     for name in CHAIN {
-        assert!(text.contains(&format!("<title>{name} (")), "{name} missing from the SVG");
+        assert!(
+            text.contains(&format!("<title>{name} (")),
+            "{name} missing from the SVG"
+        );
     }
 
     let folded = dir.path().join("stacks.txt");
-    let stderr = smolder_ok(&["record", "-o", folded.to_str().unwrap(), "--", chain.to_str().unwrap(), "1"]);
+    let stderr = smolder_ok(&[
+        "record",
+        "-o",
+        folded.to_str().unwrap(),
+        "--",
+        chain.to_str().unwrap(),
+        "1",
+    ]);
     let text = std::fs::read_to_string(&folded).unwrap();
     let mut total = 0;
     for line in text.lines() {
@@ -135,7 +215,15 @@ fn process_that_exits_mid_capture_keeps_its_frames() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("exit.pb.gz");
     // Ends by itself when both processes are gone.
-    smolder_ok(&["record", "-p", &pids, "-d", "20s", "-o", out.to_str().unwrap()]);
+    smolder_ok(&[
+        "record",
+        "-p",
+        &pids,
+        "-d",
+        "20s",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     short.wait().unwrap();
     long.wait().unwrap();
     let (_, stacks) = read_pprof(&out);
@@ -143,7 +231,11 @@ fn process_that_exits_mid_capture_keeps_its_frames() {
         let mine: Vec<_> = stacks.iter().filter(|s| s.pid == pid).cloned().collect();
         assert!(!mine.is_empty(), "no samples from pid {pid}");
         let complete = share(&mine, |s| s.contains(CHAIN));
-        assert!(complete >= 0.9, "pid {pid}: {:.0}% complete", complete * 100.0);
+        assert!(
+            complete >= 0.9,
+            "pid {pid}: {:.0}% complete",
+            complete * 100.0
+        );
     }
 }
 
@@ -157,10 +249,25 @@ fn bad_targets_and_outputs_fail_clearly() {
         assert!(!o.status.success(), "{args:?} should fail");
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
-    assert!(err(&["record", "-p", "999999999", "-d", "1s"]).contains("no process with pid 999999999"));
-    let e = err(&["record", "--all", "-d", "1s", "-o", "/nonexistent-dir/out.svg"]);
+    assert!(
+        err(&["record", "-p", "999999999", "-d", "1s"]).contains("no process with pid 999999999")
+    );
+    let e = err(&[
+        "record",
+        "--all",
+        "-d",
+        "1s",
+        "-o",
+        "/nonexistent-dir/out.svg",
+    ]);
     assert!(e.contains("/nonexistent-dir/out.svg"), "{e}");
     assert!(err(&["record", "-d", "1s"]).contains("say what to profile"));
-    let e = err(&["record", "-o", "/tmp/smolder-never.pb.gz", "--", "/nonexistent/program"]);
+    let e = err(&[
+        "record",
+        "-o",
+        "/tmp/smolder-never.pb.gz",
+        "--",
+        "/nonexistent/program",
+    ]);
     assert!(e.contains("cannot start `/nonexistent/program`"), "{e}");
 }

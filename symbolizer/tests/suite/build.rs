@@ -4,39 +4,57 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata")
+        .join(name)
 }
 
 /// Compiles `source` with `compiler` and `flags` into a fresh directory.
-pub fn compile(compiler: &str, source: &str, flags: &[&str], out_name: &str) -> (tempfile::TempDir, PathBuf) {
+pub fn compile(
+    compiler: &str,
+    source: &str,
+    flags: &[&str],
+    out_name: &str,
+) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join(out_name);
-    run(Command::new(compiler).args(flags).arg(testdata(source)).arg("-o").arg(&out));
+    run(Command::new(compiler)
+        .args(flags)
+        .arg(testdata(source))
+        .arg("-o")
+        .arg(&out));
     (dir, out)
 }
 
 pub fn run(cmd: &mut Command) -> String {
     let output = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(output.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
 
 /// `nm -S` text symbols: name -> (address, size).
 pub fn nm(binary: &Path) -> Vec<(String, u64, u64)> {
-    run(Command::new("nm").arg("-S").arg("--defined-only").arg(binary))
-        .lines()
-        .filter_map(|line| {
-            let parts: Vec<&str> = line.split_whitespace().collect();
-            match parts.as_slice() {
-                [addr, size, kind, name] if kind.eq_ignore_ascii_case("t") => Some((
-                    name.to_string(),
-                    u64::from_str_radix(addr, 16).ok()?,
-                    u64::from_str_radix(size, 16).ok()?,
-                )),
-                _ => None,
-            }
-        })
-        .collect()
+    run(Command::new("nm")
+        .arg("-S")
+        .arg("--defined-only")
+        .arg(binary))
+    .lines()
+    .filter_map(|line| {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        match parts.as_slice() {
+            [addr, size, kind, name] if kind.eq_ignore_ascii_case("t") => Some((
+                name.to_string(),
+                u64::from_str_radix(addr, 16).ok()?,
+                u64::from_str_radix(size, 16).ok()?,
+            )),
+            _ => None,
+        }
+    })
+    .collect()
 }
 
 pub fn symbol(binary: &Path, name: &str) -> (u64, u64) {
@@ -74,12 +92,22 @@ pub fn addr2line(binary: &Path, addresses: &[u64]) -> Vec<Vec<TruthFrame>> {
         let function = line.to_string();
         let location = lines.next().unwrap_or_default();
         let (file, line_no) = location.rsplit_once(':').unwrap_or((location, "0"));
-        let line_no = line_no.split_whitespace().next().unwrap_or("0").parse().unwrap_or(0);
-        out.last_mut().expect("address line first").push(TruthFrame {
-            function,
-            file: Path::new(file).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-            line: line_no,
-        });
+        let line_no = line_no
+            .split_whitespace()
+            .next()
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0);
+        out.last_mut()
+            .expect("address line first")
+            .push(TruthFrame {
+                function,
+                file: Path::new(file)
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                line: line_no,
+            });
     }
     out
 }

@@ -59,13 +59,30 @@ fn dwarf_inlined_frames_match_addr2line() {
     let (start, size) = symbol(&bin, "outer");
     let addresses: Vec<u64> = (start..start + size).collect();
     let truth = addr2line(&bin, &addresses);
-    let ours: Vec<Vec<TruthFrame>> = symbolizer().symbolize_elf_file(&bin, &addresses).iter().map(frames).collect();
+    let ours: Vec<Vec<TruthFrame>> = symbolizer()
+        .symbolize_elf_file(&bin, &addresses)
+        .iter()
+        .map(frames)
+        .collect();
     assert_eq!(truth.len(), ours.len());
     let matching = truth.iter().zip(&ours).filter(|(t, o)| t == o).count();
-    let mismatches: Vec<_> = truth.iter().zip(&ours).zip(&addresses).filter(|((t, o), _)| t != o).take(3).collect();
-    assert_eq!(matching, addresses.len(), "addresses that differ from addr2line: {mismatches:#?}");
+    let mismatches: Vec<_> = truth
+        .iter()
+        .zip(&ours)
+        .zip(&addresses)
+        .filter(|((t, o), _)| t != o)
+        .take(3)
+        .collect();
+    assert_eq!(
+        matching,
+        addresses.len(),
+        "addresses that differ from addr2line: {mismatches:#?}"
+    );
     let deepest = ours.iter().map(Vec::len).max().unwrap_or(0);
-    assert_eq!(deepest, 3, "inner and middle must appear inlined into outer");
+    assert_eq!(
+        deepest, 3,
+        "inner and middle must appear inlined into outer"
+    );
     let chain = ours.iter().find(|f| f.len() == 3).unwrap();
     let names: Vec<&str> = chain.iter().map(|f| f.function.as_str()).collect();
     assert_eq!(names, ["inner", "middle", "outer"]);
@@ -74,10 +91,16 @@ fn dwarf_inlined_frames_match_addr2line() {
 
 /// Strips `bin` completely and links it to a separate debug file.
 fn split_debug_info(bin: &Path, debug: &Path) {
-    run(Command::new("objcopy").arg("--only-keep-debug").arg(bin).arg(debug));
+    run(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(bin)
+        .arg(debug));
     run(Command::new("strip").arg("--strip-all").arg(bin));
     let link = format!("--add-gnu-debuglink={}", debug.display());
-    run(Command::new("objcopy").arg(link).arg(bin).current_dir(bin.parent().unwrap()));
+    run(Command::new("objcopy")
+        .arg(link)
+        .arg(bin)
+        .current_dir(bin.parent().unwrap()));
 }
 
 #[test]
@@ -98,18 +121,28 @@ fn stripped_binary_resolves_through_the_build_id_directory() {
     if !crate::processes::is_root("writing /usr/lib/debug/.build-id") {
         return;
     }
-    let (dir, bin) = compile("gcc", "chain.c", &["-O1", "-g", "-Wl,--build-id=sha1"], "chain-bid");
+    let (dir, bin) = compile(
+        "gcc",
+        "chain.c",
+        &["-O1", "-g", "-Wl,--build-id=sha1"],
+        "chain-bid",
+    );
     let (address, _) = symbol(&bin, "b");
     let truth = addr2line(&bin, &[address + 1]);
     let debug = dir.path().join("chain-bid.debug");
     split_debug_info(&bin, &debug);
     // Only the build-id path has the debug file.
-    let build_id = blazesym::helper::read_elf_build_id(&bin).unwrap().expect("build id").to_vec();
+    let build_id = blazesym::helper::read_elf_build_id(&bin)
+        .unwrap()
+        .expect("build id")
+        .to_vec();
     let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
     let target_dir = Path::new("/usr/lib/debug/.build-id").join(&hex[..2]);
     std::fs::create_dir_all(&target_dir).unwrap();
     let target = target_dir.join(format!("{}.debug", &hex[2..]));
-    std::fs::rename(&debug, &target).or_else(|_| std::fs::copy(&debug, &target).map(|_| ())).unwrap();
+    std::fs::rename(&debug, &target)
+        .or_else(|_| std::fs::copy(&debug, &target).map(|_| ()))
+        .unwrap();
     let ours = frames(&symbolizer().symbolize_elf_file(&bin, &[address + 1])[0]);
     std::fs::remove_file(&target).unwrap();
     assert_eq!(ours, truth[0]);

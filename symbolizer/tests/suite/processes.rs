@@ -5,7 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use symbolizer::{FrameAddress, KernelSymbols, RegionKind, Resolution, Symbolizer, SymbolizerConfig};
+use symbolizer::{
+    FrameAddress, KernelSymbols, RegionKind, Resolution, Symbolizer, SymbolizerConfig,
+};
 
 use crate::build::compile;
 
@@ -17,7 +19,10 @@ pub fn is_root(why: &str) -> bool {
     if uid.split_whitespace().nth(1) == Some("0") {
         return true;
     }
-    assert!(std::env::var_os("CI").is_none(), "CI must run as root ({why})");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run as root ({why})"
+    );
     eprintln!("SKIPPED: needs root ({why})");
     false
 }
@@ -36,14 +41,21 @@ fn deleted_binary_of_an_exited_process_still_resolves() {
     if !is_root("/proc/PID/map_files") {
         return;
     }
-    let (_dir, bin) = compile("clang-19", "chain.c", &["-O1", "-g", "-fno-omit-frame-pointer"], "chain-deleted");
+    let (_dir, bin) = compile(
+        "clang-19",
+        "chain.c",
+        &["-O1", "-g", "-fno-omit-frame-pointer"],
+        "chain-deleted",
+    );
     let mut child = Command::new(&bin)
         .args(["30", "print-address"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let spin = u64::from_str_radix(line.trim().trim_start_matches("0x"), 16).unwrap();
     std::fs::remove_file(&bin).unwrap();
 
@@ -60,7 +72,10 @@ fn deleted_binary_of_an_exited_process_still_resolves() {
         panic!("not a file mapping: {region:?}")
     };
     assert!(module.path.ends_with("chain-deleted"));
-    assert_eq!(module.build_id.as_ref().map(|b| b.to_string().len()), Some(40));
+    assert_eq!(
+        module.build_id.as_ref().map(|b| b.to_string().len()),
+        Some(40)
+    );
     match &located[0].resolution {
         Resolution::Symbols(frames) => {
             assert_eq!(frames[0].name, "spin");
@@ -104,7 +119,9 @@ fn exited_pid_is_a_clear_error() {
     let mut child = Command::new("true").spawn().unwrap();
     let pid = child.id();
     child.wait().unwrap();
-    let err = Symbolizer::new(SymbolizerConfig::default()).snapshot_process(pid).unwrap_err();
+    let err = Symbolizer::new(SymbolizerConfig::default())
+        .snapshot_process(pid)
+        .unwrap_err();
     assert!(err.to_string().contains(&pid.to_string()), "{err}");
 }
 

@@ -1,0 +1,56 @@
+//! Installs the system packages smolder's build and tests need, and only
+//! those that are missing.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Result};
+
+use crate::util::{have, run};
+
+/// (how to tell it is there, Debian package).
+const NEEDS: &[(Check, &str)] = &[
+    (Check::Program("clang-19"), "clang-19"),
+    (Check::Program("llvm-strip-19"), "llvm-19"),
+    (Check::File("/usr/include/bpf/bpf_helpers.h"), "libbpf-dev"),
+    (Check::Program("addr2line"), "binutils"),
+    (Check::Program("gcc"), "gcc"),
+    (Check::Program("perf"), "linux-perf"),
+    (Check::Program("go"), "golang-go"),
+];
+
+enum Check {
+    Program(&'static str),
+    File(&'static str),
+}
+
+impl Check {
+    fn present(&self) -> bool {
+        match self {
+            Self::Program(p) => have(p),
+            Self::File(f) => Path::new(f).exists(),
+        }
+    }
+}
+
+pub fn setup() -> Result<()> {
+    let missing: Vec<&str> = NEEDS
+        .iter()
+        .filter(|(c, _)| !c.present())
+        .map(|(_, p)| *p)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("missing packages {missing:?}: run `cargo xtask setup` as root (or apt-get install them)");
+    }
+    eprintln!("installing {missing:?}");
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    Ok(())
+}
