@@ -1,6 +1,6 @@
 //! Aggregate stage: counts identical raw stacks. Nothing here is symbolized.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::collect::Sample;
 
@@ -31,11 +31,13 @@ pub struct Aggregate {
     pub stacks: HashMap<StackKey, u64>,
     pub threads: HashMap<u32, ThreadNames>,
     pub samples: u64,
+    processes: HashSet<u32>,
 }
 
 impl Aggregate {
     pub fn add(&mut self, sample: Sample) {
         self.samples += 1;
+        self.processes.insert(sample.pid);
         let names = self
             .threads
             .entry(sample.tid)
@@ -62,9 +64,6 @@ impl Aggregate {
 
     /// Distinct processes seen.
     pub fn process_count(&self) -> usize {
-        let mut pids: Vec<u32> = self.stacks.keys().map(|k| k.pid).collect();
-        pids.sort_unstable();
-        pids.dedup();
-        pids.len()
+        self.processes.len()
     }
 }

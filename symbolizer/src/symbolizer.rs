@@ -77,7 +77,7 @@ pub struct Symbolizer {
     kernel: Option<Result<Arc<KernelSymbols>, String>>,
     stats: SymbolizerStats,
     /// Files already reported as broken, so each is reported once.
-    reported: std::collections::HashSet<FileId>,
+    reported: std::collections::HashSet<PathBuf>,
 }
 
 impl Symbolizer {
@@ -285,24 +285,18 @@ impl Symbolizer {
         let Some(path) = module.open_path() else {
             return vec![Resolution::Unknown(UnknownReason::ModuleUnavailable); offsets.len()];
         };
-        self.symbolize_elf(module.id, &module.path, &path, Input::FileOffset(offsets))
+        self.symbolize_elf(&module.path, &path, Input::FileOffset(offsets))
     }
 
     /// Symbolizes virtual addresses (as in the ELF file, like `addr2line`) of
     /// one file. Results are not cached.
     pub fn symbolize_elf_file(&mut self, path: &Path, addresses: &[u64]) -> Vec<Resolution> {
-        let id = FileId {
-            dev_major: u32::MAX,
-            dev_minor: u32::MAX,
-            inode: 0,
-        };
         self.stats.lookups += addresses.len() as u64;
-        self.symbolize_elf(id, path, path, Input::VirtOffset(addresses))
+        self.symbolize_elf(path, path, Input::VirtOffset(addresses))
     }
 
     fn symbolize_elf(
         &mut self,
-        id: FileId,
         shown: &Path,
         path: &Path,
         input: Input<&[u64]>,
@@ -315,7 +309,7 @@ impl Symbolizer {
             Ok(symbolized) => symbolized.into_iter().map(convert).collect(),
             Err(err) => {
                 self.stats.bad_modules += 1;
-                if self.reported.insert(id) {
+                if self.reported.insert(shown.to_owned()) {
                     log::warn!("cannot symbolize {}: {err:#}", shown.display());
                 }
                 vec![Resolution::Unknown(UnknownReason::BadModule); count]

@@ -65,6 +65,14 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ])?;
-    util::cargo(&["test", "--workspace", "--no-fail-fast"])?;
+    let totals = util::cargo_test(&["test", "--workspace", "--no-fail-fast"])?;
+    // cargo's last line is the doc-test run (often 0 tests): say the total.
+    println!(
+        "summary: {} passed, {} failed",
+        totals.passed, totals.failed
+    );
+    if totals.failed > 0 || !totals.success {
+        anyhow::bail!("tests failed");
+    }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Running commands and finding the workspace.
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use anyhow::{bail, Context, Result};
 
@@ -48,4 +49,65 @@ pub fn cargo(args: &[&str]) -> Result<()> {
 pub fn have(program: &str) -> bool {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
+}
+
+/// What `cargo test` reported, added up over every test binary.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TestTotals {
+    pub passed: u64,
+    pub failed: u64,
+    pub success: bool,
+}
+
+/// Adds `test result: ok. 9 passed; 1 failed; ...` to the totals.
+fn add_result_line(line: &str, totals: &mut TestTotals) {
+    let Some(rest) = line.strip_prefix("test result: ") else {
+        return;
+    };
+    for part in rest.split(['.', ';']) {
+        let mut words = part.split_whitespace();
+        if let (Some(n), Some(what)) = (words.next(), words.next()) {
+            match (n.parse::<u64>(), what) {
+                (Ok(n), "passed") => totals.passed += n,
+                (Ok(n), "failed") => totals.failed += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cargo test`, passing its output through, and adds up the results.
+pub fn cargo_test(args: &[&str]) -> Result<TestTotals> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("+ {cargo} {}", args.join(" "));
+    let mut child = Command::new(cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut totals = TestTotals::default();
+    for line in BufReader::new(child.stdout.take().context("stdout")?).lines() {
+        let line = line?;
+        println!("{line}");
+        add_result_line(&line, &mut totals);
+    }
+    totals.success = child.wait()?.success();
+    Ok(totals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adds_up_cargo_test_result_lines() {
+        let mut t = TestTotals::default();
+        add_result_line("test result: ok. 9 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s", &mut t);
+        add_result_line(
+            "test result: FAILED. 5 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
+            &mut t,
+        );
+        add_result_line("running 3 tests", &mut t);
+        assert_eq!((t.passed, t.failed), (14, 1));
+    }
 }

@@ -92,6 +92,7 @@ pub struct Sampler {
 impl Sampler {
     /// Loads the programs and maps; nothing is sampled until [`Sampler::start`].
     pub fn load(config: SamplerConfig, bpf_stats: bool) -> Result<Self, LoadError> {
+        raise_memlock_limit();
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
         let filter: u8 = matches!(config.targets, SamplerTargets::Listed { .. }).into();
         let follow: u8 = matches!(
@@ -266,6 +267,23 @@ impl Sampler {
     }
 }
 
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones charge
+/// the cgroup. Raising the limit may be refused (no CAP_SYS_RESOURCE): that is
+/// harmless on new kernels, so a failure is only logged.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid, initialised struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        log::debug!(
+            "cannot raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
@@ -276,4 +294,40 @@ where
         action: "lookup",
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The maps as the BPF object declares them must match what this side
+    /// reads and writes (no root needed: the object is only parsed).
+    #[test]
+    fn object_declares_the_maps_and_programs_we_use() {
+        let object = aya_obj::Object::parse(SAMPLER_OBJECT).expect("sampler.bpf.o parses");
+        let map = |name: &str| {
+            object
+                .maps
+                .get(name)
+                .unwrap_or_else(|| panic!("map {name}"))
+        };
+        let targets = map("targets");
+        assert_eq!(
+            (targets.key_size(), targets.value_size()),
+            (4, 1),
+            "targets: u32 -> u8"
+        );
+        let stats = map("stats");
+        assert_eq!(
+            (stats.key_size(), stats.value_size()),
+            (4, 8),
+            "stats: u32 -> u64"
+        );
+        assert_eq!(stats.max_entries(), STAT_TARGETS_FULL + 1);
+        let samples = map("samples");
+        assert!(samples.max_entries() as usize >= 1000 * super::super::record::RAW_SAMPLE_SIZE);
+        for program in ["sample_cpu", "follow_fork"] {
+            assert!(object.programs.contains_key(program), "program {program}");
+        }
+    }
 }

@@ -271,3 +271,38 @@ fn bad_targets_and_outputs_fail_clearly() {
     ]);
     assert!(e.contains("cannot start `/nonexistent/program`"), "{e}");
 }
+
+#[test]
+fn ctrl_c_stops_the_capture_and_still_writes_the_profile() {
+    if !is_root() {
+        return;
+    }
+    let chain = workload("chain");
+    let mut load = Command::new(&chain).arg("10").spawn().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("interrupted.pb.gz");
+    let child = Command::new(env!("CARGO_BIN_EXE_smolder"))
+        .args(["record", "--all", "-o", out.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // SAFETY: signalling a child we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let output = child.wait_with_output().unwrap();
+    let _ = load.kill();
+    let _ = load.wait();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "smolder after SIGINT: {stderr}");
+    let (_, stacks) = read_pprof(&out);
+    let total: u64 = stacks.iter().map(|s| s.count).sum();
+    assert_eq!(total, reported_samples(&stderr));
+    // --all sees other tests' workloads too: judge only our own load process.
+    let mine: Vec<_> = stacks
+        .iter()
+        .filter(|s| s.pid == load.id())
+        .cloned()
+        .collect();
+    assert!(!mine.is_empty(), "no samples from the busy process");
+    assert!(share(&mine, |s| s.contains(CHAIN)) >= 0.9);
+}

@@ -69,3 +69,26 @@ pub fn median(values: &mut [f64]) -> f64 {
         (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn parses_bench_options() {
+        let args: Vec<String> = ["--seconds", "5", "--runs", "2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let o = parse(&args).unwrap();
+        assert_eq!((o.seconds, o.runs), (5, 2));
+        assert!(parse(&["--runs".to_string()]).is_err());
+        assert!(parse(&["--bogus".to_string()]).is_err());
+    }
+}
