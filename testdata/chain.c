@@ -20,9 +20,21 @@ __attribute__((noinline)) void spin(void)
 		sink += i;
 }
 
-__attribute__((noinline)) void c(void) { spin(); sink++; }
-__attribute__((noinline)) void b(void) { c(); sink++; }
-__attribute__((noinline)) void a(void) { b(); sink++; }
+__attribute__((noinline)) void c(void)
+{
+	spin();
+	sink++;
+}
+__attribute__((noinline)) void b(void)
+{
+	c();
+	sink++;
+}
+__attribute__((noinline)) void a(void)
+{
+	b();
+	sink++;
+}
 
 int main(int argc, char **argv)
 {

@@ -10,11 +10,11 @@
 
 /* Indexes into the per-CPU `stats` array. */
 enum smolder_stat {
-	STAT_SAMPLES = 0,          /* samples taken for a target */
-	STAT_RINGBUF_FULL = 1,     /* samples lost: ring buffer full */
-	STAT_KSTACK_ERROR = 2,     /* kernel stack could not be read */
-	STAT_USTACK_ERROR = 3,     /* user stack could not be read */
-	STAT_TARGETS_FULL = 4,     /* a child could not be added to `targets` */
+	STAT_SAMPLES = 0,      /* samples taken for a target */
+	STAT_RINGBUF_FULL = 1, /* samples lost: ring buffer full */
+	STAT_KSTACK_ERROR = 2, /* kernel stack could not be read */
+	STAT_USTACK_ERROR = 3, /* user stack could not be read */
+	STAT_TARGETS_FULL = 4, /* a child could not be added to `targets` */
 	STAT_COUNT = 5,
 };
 
@@ -25,21 +25,22 @@ enum smolder_stat {
 /* One on-CPU sample. Frame arrays hold `*_len` valid entries; a negative
  * length is the kernel's error code from bpf_get_stack. */
 struct smolder_sample {
-	__u32 pid;          /* thread group id */
-	__u32 tid;          /* thread id */
-	__u64 time_ns;      /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
-	__u64 mm_id;        /* identity of the address space: changes at exec */
+	__u32 pid;     /* thread group id */
+	__u32 tid;     /* thread id */
+	__u64 time_ns; /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u64 mm_id;   /* identity of the address space: changes at exec */
 	__u32 cpu;
 	__s32 kernel_len;
 	__s32 user_len;
 	__u32 flags;
-	char comm[SMOLDER_COMM_LEN];        /* process (group leader) name */
+	char comm[SMOLDER_COMM_LEN];	    /* process (group leader) name */
 	char thread_comm[SMOLDER_COMM_LEN]; /* thread name */
 	__u64 kernel_stack[SMOLDER_MAX_KERNEL_FRAMES];
 	__u64 user_stack[SMOLDER_MAX_USER_FRAMES];
 };
 
-_Static_assert(sizeof(struct smolder_sample) == 72 + 8 * (SMOLDER_MAX_KERNEL_FRAMES + SMOLDER_MAX_USER_FRAMES),
+_Static_assert(sizeof(struct smolder_sample) ==
+		   72 + 8 * (SMOLDER_MAX_KERNEL_FRAMES + SMOLDER_MAX_USER_FRAMES),
 	       "struct smolder_sample layout changed: update the Rust mirror");
 
 #endif

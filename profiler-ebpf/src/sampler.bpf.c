@@ -11,19 +11,19 @@
 char LICENSE[] SEC("license") = "GPL";
 
 /* Set by the loader before load. */
-const volatile __u32 self_tgid = 0;       /* never sample smolder itself */
-const volatile __u8 filter_targets = 0;   /* 0: every process; 1: only `targets` */
-const volatile __u8 follow_children = 0;  /* add forked children of targets */
+const volatile __u32 self_tgid = 0;	 /* never sample smolder itself */
+const volatile __u8 filter_targets = 0;	 /* 0: every process; 1: only `targets` */
+const volatile __u8 follow_children = 0; /* add forked children of targets */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 * 1024 * 1024);
+	__uint(max_entries, 256 * 1024); /* resized by the loader for the CPU count */
 } samples SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SMOLDER_MAX_TARGETS);
-	__type(key, __u32);   /* tgid */
+	__type(key, __u32); /* tgid */
 	__type(value, __u8);
 } targets SEC(".maps");
 
@@ -89,7 +89,8 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	if (mm == NULL) {
 		s->user_len = 0;
 	} else {
-		long ulen = bpf_get_stack(ctx, s->user_stack, sizeof(s->user_stack), BPF_F_USER_STACK);
+		long ulen =
+		    bpf_get_stack(ctx, s->user_stack, sizeof(s->user_stack), BPF_F_USER_STACK);
 		if (ulen < 0) {
 			count(STAT_USTACK_ERROR);
 			s->user_len = (__s32)ulen;

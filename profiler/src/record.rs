@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use symbolizer::{Symbolizer, SymbolizerConfig};
 
 use crate::aggregate::Aggregate;
-use crate::collect::{LoadError, Sampler, SamplerConfig, SamplerStats};
+use crate::collect::{LoadError, Sampler, SamplerConfig, SamplerStats, DRAIN_INTERVAL};
 use crate::config::{OutputFormat, RecordConfig};
 use crate::encode::{collapsed_lines, write_pprof, write_svg, EncodeError};
 use crate::preflight::{self, PreflightError};
@@ -18,10 +18,6 @@ use crate::progress::Progress;
 use crate::symbolize::{symbolize, Window};
 use crate::target::{self, Launched, TargetError, TargetSpec};
 use crate::{report, signals};
-
-/// How often the ring buffer is drained. The buffer holds 4 MiB (about 2000
-/// samples): at 99 Hz that is 100 ms of a 200-CPU host.
-const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {

@@ -4,19 +4,33 @@ use std::path::Path;
 
 use crate::Error;
 
-/// One kernel text symbol.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelSymbol {
+/// One kernel text symbol, borrowed from [`KernelSymbols`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelSymbol<'a> {
     pub address: u64,
-    pub name: String,
+    pub name: &'a str,
     /// `None` for the core kernel, `Some("ext4")` for a module.
-    pub module: Option<String>,
+    pub module: Option<&'a str>,
 }
 
-/// Kernel text symbols sorted by address.
+/// Where a symbol's name lives in the arena.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    address: u64,
+    name_start: u32,
+    name_len: u32,
+    /// 0 for the core kernel, else index + 1 into `modules`.
+    module: u32,
+}
+
+/// Kernel text symbols sorted by address. Names share one string arena:
+/// kallsyms has over 100k symbols, and one allocation each would cost more
+/// than the parsing.
 #[derive(Debug, Default)]
 pub struct KernelSymbols {
-    symbols: Vec<KernelSymbol>,
+    names: String,
+    modules: Vec<String>,
+    entries: Vec<Entry>,
 }
 
 impl KernelSymbols {
@@ -24,7 +38,7 @@ impl KernelSymbols {
     pub fn load(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::read(path, e))?;
         let symbols = Self::parse(&text);
-        if symbols.symbols.is_empty() {
+        if symbols.is_empty() {
             return Err(Error::KernelAddressesHidden {
                 path: path.to_owned(),
             });
@@ -35,48 +49,87 @@ impl KernelSymbols {
     /// Parses kallsyms text; malformed lines and non-text symbols are skipped.
     /// All-zero addresses (hidden by `kptr_restrict`) are dropped.
     pub fn parse(text: &str) -> Self {
-        let mut symbols: Vec<KernelSymbol> = text.lines().filter_map(parse_line).collect();
-        symbols.sort_by_key(|s| s.address);
-        symbols.dedup_by_key(|s| s.address);
-        Self { symbols }
+        let mut symbols = Self {
+            names: String::with_capacity(text.len() / 2),
+            ..Self::default()
+        };
+        for line in text.lines() {
+            symbols.add_line(line);
+        }
+        symbols.entries.sort_by_key(|e| e.address);
+        symbols.entries.dedup_by_key(|e| e.address);
+        symbols
+    }
+
+    fn add_line(&mut self, line: &str) {
+        let mut parts = line.split_ascii_whitespace();
+        let (Some(address), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return;
+        };
+        let Ok(address) = u64::from_str_radix(address, 16) else {
+            return;
+        };
+        if address == 0 || !matches!(kind, "t" | "T" | "w" | "W") {
+            return;
+        }
+        let module = match parts
+            .next()
+            .and_then(|m| m.strip_prefix('[')?.strip_suffix(']'))
+        {
+            None => 0,
+            Some(m) => match self.modules.iter().rposition(|known| known == m) {
+                Some(i) => i + 1,
+                None => {
+                    self.modules.push(m.to_owned());
+                    self.modules.len()
+                }
+            },
+        };
+        let (Ok(name_start), Ok(name_len), Ok(module)) = (
+            u32::try_from(self.names.len()),
+            u32::try_from(name.len()),
+            u32::try_from(module),
+        ) else {
+            return; // over 4 GiB of names: not a real kallsyms
+        };
+        self.names.push_str(name);
+        self.entries.push(Entry {
+            address,
+            name_start,
+            name_len,
+            module,
+        });
     }
 
     pub fn len(&self) -> usize {
-        self.symbols.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.symbols.is_empty()
+        self.entries.is_empty()
     }
 
     /// The symbol containing `address`: the closest one at or below it.
-    pub fn lookup(&self, address: u64) -> Option<&KernelSymbol> {
-        let idx = self.symbols.partition_point(|s| s.address <= address);
-        let symbol = self.symbols.get(idx.checked_sub(1)?)?;
+    pub fn lookup(&self, address: u64) -> Option<KernelSymbol<'_>> {
+        let idx = self.entries.partition_point(|e| e.address <= address);
+        let entry = self.entries.get(idx.checked_sub(1)?)?;
         // Past the last symbol there is no telling where text ends: refuse
         // anything implausibly far away.
-        if idx == self.symbols.len() && address - symbol.address > 1 << 20 {
+        if idx == self.entries.len() && address - entry.address > 1 << 20 {
             return None;
         }
-        Some(symbol)
+        let start = entry.name_start as usize;
+        Some(KernelSymbol {
+            address: entry.address,
+            name: &self.names[start..start + entry.name_len as usize],
+            module: entry
+                .module
+                .checked_sub(1)
+                .and_then(|i| self.modules.get(i as usize))
+                .map(String::as_str),
+        })
     }
-}
-
-fn parse_line(line: &str) -> Option<KernelSymbol> {
-    let mut parts = line.split_ascii_whitespace();
-    let address = u64::from_str_radix(parts.next()?, 16).ok()?;
-    let kind = parts.next()?;
-    let name = parts.next()?;
-    let module = parts
-        .next()
-        .and_then(|m| m.strip_prefix('[')?.strip_suffix(']'))
-        .map(str::to_owned);
-    let is_text = matches!(kind, "t" | "T" | "w" | "W");
-    (address != 0 && is_text).then(|| KernelSymbol {
-        address,
-        name: name.to_owned(),
-        module,
-    })
 }
 
 #[cfg(test)]
@@ -101,7 +154,7 @@ ffffffffc0000000 t ext4_read [ext4]
         assert_eq!(syms.lookup(0xffffffff81002010).unwrap().name, "do_one");
         let ext4 = syms.lookup(0xffffffffc0000100).unwrap();
         assert_eq!(ext4.name, "ext4_read");
-        assert_eq!(ext4.module.as_deref(), Some("ext4"));
+        assert_eq!(ext4.module, Some("ext4"));
         assert!(syms.lookup(0x1000).is_none());
         assert!(syms.lookup(0xffffffffc8000000).is_none());
     }

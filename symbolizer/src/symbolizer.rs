@@ -344,8 +344,8 @@ impl Symbolizer {
                 self.stats.lookups += 1;
                 match symbols.as_ref().and_then(|s| s.lookup(a.lookup())) {
                     Some(sym) => (
-                        Resolution::Symbols(vec![FunctionFrame::named(&sym.name)]),
-                        sym.module.clone(),
+                        Resolution::Symbols(vec![FunctionFrame::named(sym.name)]),
+                        sym.module.map(str::to_owned),
                     ),
                     None => {
                         self.stats.unknown += 1;

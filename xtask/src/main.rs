@@ -13,9 +13,9 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  setup    install what building and testing need (clang-19, libbpf, binutils, perf, go)
+  setup    install what building and testing need (clang-19, clang-format, libbpf, binutils, perf, go)
   record   set up, build, and profile this machine for 10 s into smolder-flame.svg
-  test     set up, then fmt check, clippy, and every test (root required for BPF tests)
+  test     set up, then rustfmt and clang-format checks, clippy, and every test (root for BPF tests)
   bench    set up, then measure smolder against perf and addr2line (see docs/benchmarks.md)
            options: --seconds N (capture length, default 30), --runs N (default 3)";
 
@@ -53,10 +53,35 @@ fn record() -> Result<()> {
     Ok(())
 }
 
+/// Our C sources (BPF programs, their header, test workloads) against
+/// `.clang-format`; the generated vmlinux.h is not ours.
+fn check_c_format() -> Result<()> {
+    let root = util::workspace_root();
+    let mut files = Vec::new();
+    for dir in ["profiler-ebpf/src", "profiler-ebpf/include", "testdata"] {
+        for entry in std::fs::read_dir(root.join(dir))? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if (name.ends_with(".c") || name.ends_with(".h")) && name != "vmlinux.h" {
+                files.push(path);
+            }
+        }
+    }
+    util::run(
+        std::process::Command::new("clang-format-19")
+            .args(["--dry-run", "--Werror"])
+            .args(&files),
+    )
+}
+
 /// The README's second command, and what CI runs.
 fn test() -> Result<()> {
     setup::setup()?;
     util::cargo(&["fmt", "--all", "--", "--check"])?;
+    check_c_format()?;
     util::cargo(&[
         "clippy",
         "--workspace",

@@ -12,6 +12,7 @@ use crate::util::{have, run};
 const NEEDS: &[(Check, &str)] = &[
     (Check::Program("clang-19"), "clang-19"),
     (Check::Program("llvm-strip-19"), "llvm-19"),
+    (Check::Program("clang-format-19"), "clang-format-19"),
     (Check::File("/usr/include/bpf/bpf_helpers.h"), "libbpf-dev"),
     (Check::Program("addr2line"), "binutils"),
     (Check::Program("gcc"), "gcc"),

@@ -5,4 +5,6 @@ mod record;
 mod sampler;
 
 pub use record::{DecodeError, Sample};
-pub use sampler::{LoadError, Sampler, SamplerConfig, SamplerStats, SamplerTargets};
+pub use sampler::{
+    LoadError, Sampler, SamplerConfig, SamplerStats, SamplerTargets, DRAIN_INTERVAL,
+};

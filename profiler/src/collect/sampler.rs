@@ -102,8 +102,11 @@ impl Sampler {
             }
         )
         .into();
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| LoadError::Cpus(what, e))?;
+        let ring_bytes = ring_buffer_bytes(cpus, config.frequency.get());
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
+            .map_max_entries("samples", ring_bytes)
             .override_global("self_tgid", &config.self_tgid, true)
             .override_global("filter_targets", &filter, true)
             .override_global("follow_children", &follow, true)
@@ -267,6 +270,18 @@ impl Sampler {
     }
 }
 
+/// How often [`Sampler::drain`] is expected to be called.
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Ring buffer size: four drain intervals of every CPU sampling at
+/// `frequency`, as a power of two between 256 KiB and 64 MiB.
+fn ring_buffer_bytes(cpus: usize, frequency: u32) -> u32 {
+    let record = (super::record::RAW_SAMPLE_SIZE + 8) as u64; // + ring buffer header
+    let per_drain = cpus as u64 * u64::from(frequency) * DRAIN_INTERVAL.as_millis() as u64 / 1000;
+    let wanted = (per_drain * record * 4).clamp(256 << 10, 64 << 20);
+    wanted.next_power_of_two().min(64 << 20) as u32
+}
+
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones charge
 /// the cgroup. Raising the limit may be refused (no CAP_SYS_RESOURCE): that is
 /// harmless on new kernels, so a failure is only logged.
@@ -300,6 +315,16 @@ where
 mod tests {
     use super::*;
 
+    #[test]
+    fn ring_buffer_grows_with_cpus_and_frequency() {
+        assert_eq!(ring_buffer_bytes(2, 99), 256 << 10);
+        // 200 CPUs at 99 Hz: ~2000 records per drain, four drains of room.
+        let big = ring_buffer_bytes(200, 99);
+        let record = super::super::record::RAW_SAMPLE_SIZE as u32 + 8;
+        assert!(big.is_power_of_two() && big >= 4 * 1980 * record, "{big}");
+        assert_eq!(ring_buffer_bytes(100_000, 10_000), 64 << 20);
+    }
+
     /// The maps as the BPF object declares them must match what this side
     /// reads and writes (no root needed: the object is only parsed).
     #[test]
@@ -324,8 +349,7 @@ mod tests {
             "stats: u32 -> u64"
         );
         assert_eq!(stats.max_entries(), STAT_TARGETS_FULL + 1);
-        let samples = map("samples");
-        assert!(samples.max_entries() as usize >= 1000 * super::super::record::RAW_SAMPLE_SIZE);
+        assert!(object.maps.contains_key("samples"));
         for program in ["sample_cpu", "follow_fork"] {
             assert!(object.programs.contains_key(program), "program {program}");
         }

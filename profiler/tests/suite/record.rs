@@ -306,3 +306,36 @@ fn ctrl_c_stops_the_capture_and_still_writes_the_profile() {
     assert!(!mine.is_empty(), "no samples from the busy process");
     assert!(share(&mine, |s| s.contains(CHAIN)) >= 0.9);
 }
+
+#[test]
+fn unprivileged_user_gets_an_actionable_error() {
+    if !is_root() {
+        return;
+    }
+    // Drop to nobody with no capabilities, as a user without sudo would be.
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_smolder"))
+        .args([
+            "record",
+            "--all",
+            "-d",
+            "1s",
+            "-o",
+            "/tmp/smolder-unprivileged.pb.gz",
+        ])
+        .output()
+        .expect("setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("smolder needs root"), "{stderr}");
+    assert!(
+        stderr.contains("CAP_BPF") && stderr.contains("sudo"),
+        "{stderr}"
+    );
+}
