@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-const PROGRAMS: &[&str] = &["sampler"];
+const PROGRAMS: &[&str] = &["sampler", "ksym"];
 
 fn main() -> Result<()> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);

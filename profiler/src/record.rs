@@ -8,7 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 use symbolizer::{Symbolizer, SymbolizerConfig};
 
 use crate::aggregate::Aggregate;
-use crate::collect::{LoadError, Sampler, SamplerConfig, SamplerStats, DRAIN_INTERVAL};
+use crate::collect::{
+    BpfKernelSymbols, LoadError, Sampler, SamplerConfig, SamplerStats, DRAIN_INTERVAL,
+};
 use crate::config::{OutputFormat, RecordConfig};
 use crate::encode::{collapsed_lines, write_pprof, write_svg, EncodeError};
 use crate::preflight::{self, PreflightError};
@@ -43,7 +45,34 @@ pub struct RecordOutcome {
     pub processes_missed: u64,
 }
 
+/// CPU time this process has used so far (user + system).
+fn cpu_used() -> Duration {
+    // SAFETY: getrusage fills a zeroed plain-data struct for this process.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Logs the CPU each phase of a capture used (SMOLDER_LOG=debug).
+struct PhaseClock(Duration);
+
+impl PhaseClock {
+    fn lap(&mut self, phase: &str) {
+        let now = cpu_used();
+        log::debug!(
+            "phase {phase}: {:.1} ms CPU",
+            (now - self.0).as_secs_f64() * 1e3
+        );
+        self.0 = now;
+    }
+}
+
 pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
+    let mut clock = PhaseClock(cpu_used());
     preflight::check_system()?;
     if let TargetSpec::Pids(pids) = &config.targets {
         preflight::check_pids(pids)?;
@@ -64,7 +93,12 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
             sampler.add_target(pid)?;
         }
     }
+    clock.lap("load");
     let mut symbolizer = Symbolizer::new(SymbolizerConfig::default());
+    match BpfKernelSymbols::load() {
+        Ok(source) => symbolizer.set_kernel_source(Box::new(source)),
+        Err(e) => log::info!("kernel symbols will come from /proc/kallsyms: {e:#}"),
+    }
     let mut processes = ProcessTracker::default();
     let mut aggregate = Aggregate::default();
     let mut progress = Progress::new(config.quiet);
@@ -121,6 +155,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
     let sampler_stats = sampler.stats();
     drop(sampler); // detach before the CPU-heavy part
     progress.finish();
+    clock.lap("capture");
 
     let profile = symbolize(
         &aggregate,
@@ -132,7 +167,9 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
             frequency_hz: config.frequency.get(),
         },
     );
+    clock.lap("symbolize");
     write_output(&profile, config, output)?;
+    clock.lap("encode");
     let symbolizer_stats = symbolizer.stats();
     log::debug!("symbolizer: {symbolizer_stats:?}");
     Ok(RecordOutcome {

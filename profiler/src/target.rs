@@ -50,15 +50,27 @@ impl Launched {
     }
 
     /// Asks the command to exit (SIGTERM) if it still runs: the capture that
-    /// started it is over.
+    /// started it is over. Waits at most two seconds; a command that ignores
+    /// SIGTERM is left running, with a warning, rather than stalling smolder.
     pub fn terminate(&mut self) {
-        if self.exited().is_none() {
-            if let Ok(pid) = i32::try_from(self.child.id()) {
-                // SAFETY: plain syscall on a pid we own and have not reaped.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
-            let _ = self.child.wait();
+        if self.exited().is_some() {
+            return;
         }
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: plain syscall on a pid we own and have not reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            if self.exited().is_some() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        log::warn!(
+            "command (pid {}) ignored SIGTERM and is still running",
+            self.pid()
+        );
     }
 
     /// `Some(status)` once the command has exited.

@@ -16,6 +16,12 @@ pub enum Error {
     NoSuchProcess { pid: u32 },
     #[error("{path} lists no kernel addresses: run as root or set kernel.kptr_restrict=0")]
     KernelAddressesHidden { path: PathBuf },
+    #[error("kernel symbol source {source_name} failed")]
+    KernelSource {
+        source_name: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {

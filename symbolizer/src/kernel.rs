@@ -1,8 +1,87 @@
-//! Kernel symbols from `/proc/kallsyms`, with the module each one belongs to.
+//! Kernel symbols: the [`KernelSymbolSource`] interface, `/proc/kallsyms`
+//! (the portable source), and the parser for the kernel's own `%pS` format.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::Error;
+
+/// A kernel function an address belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelFunction {
+    pub name: String,
+    /// `None` for the core kernel, `Some("ext4")` for a module.
+    pub module: Option<String>,
+}
+
+/// Names kernel addresses. [`Kallsyms`] reads `/proc/kallsyms`. The profiler
+/// plugs in a cheaper source that asks the kernel about just the addresses it
+/// has.
+pub trait KernelSymbolSource {
+    /// One entry per address, in order; `None` when no symbol covers it.
+    fn lookup(&mut self, addresses: &[u64]) -> Result<Vec<Option<KernelFunction>>, Error>;
+
+    /// For logs: where the names come from.
+    fn describe(&self) -> &'static str;
+}
+
+/// `/proc/kallsyms`, read in full on first use.
+#[derive(Debug)]
+pub struct Kallsyms {
+    path: PathBuf,
+    table: Option<KernelSymbols>,
+}
+
+impl Kallsyms {
+    pub const DESCRIPTION: &'static str = "/proc/kallsyms";
+
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            table: None,
+        }
+    }
+}
+
+impl KernelSymbolSource for Kallsyms {
+    fn lookup(&mut self, addresses: &[u64]) -> Result<Vec<Option<KernelFunction>>, Error> {
+        let table = match &mut self.table {
+            Some(table) => table,
+            None => self.table.insert(KernelSymbols::load(&self.path)?),
+        };
+        Ok(addresses
+            .iter()
+            .map(|&a| {
+                table.lookup(a).map(|s| KernelFunction {
+                    name: s.name.to_owned(),
+                    module: s.module.map(str::to_owned),
+                })
+            })
+            .collect())
+    }
+
+    fn describe(&self) -> &'static str {
+        Self::DESCRIPTION
+    }
+}
+
+/// Parses the kernel's `%pS` rendering: `vfs_read+0x12/0x1a0`,
+/// `ext4_file_read_iter+0x4a/0x1b0 [ext4]`. A bare hex address means the
+/// kernel has no symbol there.
+pub fn parse_symbol_offset(text: &str) -> Option<KernelFunction> {
+    let text = text.trim();
+    let (symbol, module) = match text.strip_suffix(']').and_then(|t| t.rsplit_once(" [")) {
+        Some((symbol, module)) => (symbol, Some(module.to_owned())),
+        None => (text, None),
+    };
+    let (name, offset) = symbol.rsplit_once('+')?;
+    if name.is_empty() || !offset.starts_with("0x") {
+        return None;
+    }
+    Some(KernelFunction {
+        name: name.to_owned(),
+        module,
+    })
+}
 
 /// One kernel text symbol, borrowed from [`KernelSymbols`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +236,34 @@ ffffffffc0000000 t ext4_read [ext4]
         assert_eq!(ext4.module, Some("ext4"));
         assert!(syms.lookup(0x1000).is_none());
         assert!(syms.lookup(0xffffffffc8000000).is_none());
+    }
+
+    #[test]
+    fn parses_the_kernels_symbol_offset_format() {
+        let f = parse_symbol_offset("vfs_read+0x12/0x1a0").unwrap();
+        assert_eq!((f.name.as_str(), f.module), ("vfs_read", None));
+        let f = parse_symbol_offset("ext4_read+0x4/0x80 [ext4]").unwrap();
+        assert_eq!(
+            (f.name.as_str(), f.module.as_deref()),
+            ("ext4_read", Some("ext4"))
+        );
+        assert_eq!(parse_symbol_offset("0xffffffffc0001234"), None);
+        assert_eq!(parse_symbol_offset(""), None);
+        assert_eq!(parse_symbol_offset("+0x1/0x2"), None);
+    }
+
+    #[test]
+    fn kallsyms_source_looks_up_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kallsyms");
+        std::fs::write(&path, TEXT).unwrap();
+        let mut source = Kallsyms::new(&path);
+        let found = source
+            .lookup(&[0xffffffff81001010, 0x10, 0xffffffffc0000001])
+            .unwrap();
+        assert_eq!(found[0].as_ref().unwrap().name, "do_one");
+        assert_eq!(found[1], None);
+        assert_eq!(found[2].as_ref().unwrap().module.as_deref(), Some("ext4"));
     }
 
     #[test]

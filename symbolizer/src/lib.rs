@@ -24,7 +24,9 @@ pub use address::FrameAddress;
 pub use demangle::demangle;
 pub use error::Error;
 pub use frame::{FunctionFrame, Resolution, UnknownReason};
-pub use kernel::{KernelSymbol, KernelSymbols};
+pub use kernel::{
+    parse_symbol_offset, Kallsyms, KernelFunction, KernelSymbol, KernelSymbolSource, KernelSymbols,
+};
 pub use module::{BuildId, FileId, Module};
 pub use perf_map::{PerfMap, PerfMapSymbol};
 pub use proc_maps::{MapEntry, MapPath, Perms};

@@ -11,7 +11,7 @@ use blazesym::symbolize::{Input, Reason, Sym, Symbolized};
 use lru::LruCache;
 
 use crate::frame::{FunctionFrame, Resolution, UnknownReason};
-use crate::kernel::KernelSymbols;
+use crate::kernel::{Kallsyms, KernelFunction, KernelSymbolSource};
 use crate::module::{BuildId, FileId, Module};
 use crate::perf_map::PerfMap;
 use crate::proc_maps::{parse_maps, MapEntry, MapPath};
@@ -74,7 +74,10 @@ pub struct Symbolizer {
     blaze: blazesym::symbolize::Symbolizer,
     modules: LruCache<FileId, Arc<Module>>,
     cache: LruCache<(FileId, u64), Resolution>,
-    kernel: Option<Result<Arc<KernelSymbols>, String>>,
+    kernel: Box<dyn KernelSymbolSource>,
+    /// Kernel lookup address -> function; kernel text is small and fixed.
+    kernel_cache: LruCache<u64, Option<KernelFunction>>,
+    kernel_failed: bool,
     stats: SymbolizerStats,
     /// Files already reported as broken, so each is reported once.
     reported: std::collections::HashSet<PathBuf>,
@@ -88,12 +91,15 @@ impl Symbolizer {
             // blazesym demangles plain C names (`a` -> `signed char`): we demangle.
             .enable_demangling(false)
             .build();
+        let kallsyms = config.kallsyms.clone();
         Self {
             modules: LruCache::new(config.max_modules),
             cache: LruCache::new(config.cache_entries),
             config,
             blaze,
-            kernel: None,
+            kernel: Box::new(Kallsyms::new(kallsyms)),
+            kernel_cache: LruCache::new(NonZeroUsize::new(64 * 1024).expect("non-zero")),
+            kernel_failed: false,
             stats: SymbolizerStats::default(),
             reported: Default::default(),
         }
@@ -317,18 +323,12 @@ impl Symbolizer {
         }
     }
 
-    /// The kernel symbol table, loaded on first use.
-    pub fn kernel_symbols(&mut self) -> Result<Arc<KernelSymbols>, String> {
-        self.kernel
-            .get_or_insert_with(|| {
-                KernelSymbols::load(&self.config.kallsyms)
-                    .map(Arc::new)
-                    .map_err(|e| {
-                        log::warn!("kernel frames stay unnamed: {e}");
-                        e.to_string()
-                    })
-            })
-            .clone()
+    /// Replaces where kernel names come from (default: `/proc/kallsyms`).
+    /// If the new source fails, the symbolizer says so once and falls back
+    /// to `/proc/kallsyms`.
+    pub fn set_kernel_source(&mut self, source: Box<dyn KernelSymbolSource>) {
+        self.kernel = source;
+        self.kernel_cache.clear();
     }
 
     /// Symbolizes kernel addresses; returns the frame and the module (for
@@ -337,15 +337,27 @@ impl Symbolizer {
         &mut self,
         addresses: &[FrameAddress],
     ) -> Vec<(Resolution, Option<String>)> {
-        let symbols = self.kernel_symbols().ok();
+        let mut misses: Vec<u64> = addresses
+            .iter()
+            .map(|a| a.lookup())
+            .filter(|a| !self.kernel_cache.contains(a))
+            .collect();
+        misses.sort_unstable();
+        misses.dedup();
+        if !misses.is_empty() {
+            let found = self.kernel_lookup(&misses);
+            for (address, function) in misses.into_iter().zip(found) {
+                self.kernel_cache.put(address, function);
+            }
+        }
         addresses
             .iter()
             .map(|a| {
                 self.stats.lookups += 1;
-                match symbols.as_ref().and_then(|s| s.lookup(a.lookup())) {
-                    Some(sym) => (
-                        Resolution::Symbols(vec![FunctionFrame::named(sym.name)]),
-                        sym.module.map(str::to_owned),
+                match self.kernel_cache.get(&a.lookup()).cloned().flatten() {
+                    Some(f) => (
+                        Resolution::Symbols(vec![FunctionFrame::named(&f.name)]),
+                        f.module,
                     ),
                     None => {
                         self.stats.unknown += 1;
@@ -354,6 +366,30 @@ impl Symbolizer {
                 }
             })
             .collect()
+    }
+
+    /// Asks the kernel source; on its first failure says so once and falls
+    /// back to `/proc/kallsyms`; if that fails too, kernel frames stay unnamed
+    /// (said once).
+    fn kernel_lookup(&mut self, addresses: &[u64]) -> Vec<Option<KernelFunction>> {
+        loop {
+            if self.kernel_failed {
+                return vec![None; addresses.len()];
+            }
+            let why = match self.kernel.lookup(addresses) {
+                Ok(found) if found.len() == addresses.len() => return found,
+                Ok(found) => format!("{} answers for {} addresses", found.len(), addresses.len()),
+                Err(e) => format!("{e}"),
+            };
+            let failed = self.kernel.describe();
+            if failed == Kallsyms::DESCRIPTION {
+                log::warn!("kernel frames stay unnamed: {failed}: {why}");
+                self.kernel_failed = true;
+            } else {
+                log::warn!("kernel symbols from {failed} failed ({why}); using /proc/kallsyms");
+                self.kernel = Box::new(Kallsyms::new(self.config.kallsyms.clone()));
+            }
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, S
 use aya::programs::{BtfTracePoint, PerfEvent, ProgramError};
 use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 
+use super::programs::program;
 use super::record::Sample;
 
 static SAMPLER_OBJECT: &[u8] =
@@ -153,35 +154,30 @@ impl Sampler {
         })
     }
 
-    /// Adds a process to the sampled set (for [`SamplerTargets::Listed`]).
-    pub fn add_target(&mut self, pid: u32) -> Result<(), LoadError> {
+    fn targets(&mut self) -> Result<BpfHashMap<&mut MapData, u32, u8>, LoadError> {
         let map = self
             .ebpf
             .map_mut("targets")
             .ok_or(LoadError::Missing("targets"))?;
-        let mut targets: BpfHashMap<_, u32, u8> =
-            BpfHashMap::try_from(map).map_err(|source| LoadError::Map {
-                name: "targets",
-                source,
-            })?;
-        targets.insert(pid, 1, 0).map_err(|source| LoadError::Map {
+        BpfHashMap::try_from(map).map_err(|source| LoadError::Map {
             name: "targets",
             source,
         })
     }
 
-    /// Removes a process from the sampled set.
-    pub fn remove_target(&mut self, pid: u32) -> Result<(), LoadError> {
-        let map = self
-            .ebpf
-            .map_mut("targets")
-            .ok_or(LoadError::Missing("targets"))?;
-        let mut targets: BpfHashMap<_, u32, u8> =
-            BpfHashMap::try_from(map).map_err(|source| LoadError::Map {
+    /// Adds a process to the sampled set (for [`SamplerTargets::Listed`]).
+    pub fn add_target(&mut self, pid: u32) -> Result<(), LoadError> {
+        self.targets()?
+            .insert(pid, 1, 0)
+            .map_err(|source| LoadError::Map {
                 name: "targets",
                 source,
-            })?;
-        match targets.remove(&pid) {
+            })
+    }
+
+    /// Removes a process from the sampled set.
+    pub fn remove_target(&mut self, pid: u32) -> Result<(), LoadError> {
+        match self.targets()?.remove(&pid) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(source) => Err(LoadError::Map {
                 name: "targets",
@@ -297,18 +293,6 @@ fn raise_memlock_limit() {
             std::io::Error::last_os_error()
         );
     }
-}
-
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
-{
-    let program = ebpf.program_mut(name).ok_or(LoadError::Missing(name))?;
-    program.try_into().map_err(|source| LoadError::Program {
-        name,
-        action: "lookup",
-        source,
-    })
 }
 
 #[cfg(test)]

@@ -2,4 +2,5 @@
 //! `testdata/`. They need root; in CI a missing root is a failure.
 
 mod harness;
+mod kernel_symbols;
 mod record;
