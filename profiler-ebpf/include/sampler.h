@@ -10,12 +10,15 @@
 
 /* Indexes into the per-CPU `stats` array. */
 enum smolder_stat {
-	STAT_SAMPLES = 0,      /* samples taken for a target */
-	STAT_RINGBUF_FULL = 1, /* samples lost: ring buffer full */
-	STAT_KSTACK_ERROR = 2, /* kernel stack could not be read */
-	STAT_USTACK_ERROR = 3, /* user stack could not be read */
-	STAT_TARGETS_FULL = 4, /* a child could not be added to `targets` */
-	STAT_COUNT = 5,
+	STAT_SAMPLES = 0,	     /* samples taken for a target */
+	STAT_RINGBUF_FULL = 1,	     /* samples lost: ring buffer full */
+	STAT_KSTACK_ERROR = 2,	     /* kernel stack could not be read */
+	STAT_USTACK_ERROR = 3,	     /* user stack could not be read */
+	STAT_TARGETS_FULL = 4,	     /* a child could not be added to `targets` */
+	STAT_OFFCPU_TOTALS_FULL = 5, /* off-CPU time lost: offcpu_totals full */
+	STAT_OFFCPU_STACK_ERROR = 6, /* off-CPU stack could not be stored */
+	STAT_OFFCPU_EVENTS_FULL = 7, /* new-thread event lost: ring buffer full */
+	STAT_COUNT = 8,
 };
 
 /* sample.flags */

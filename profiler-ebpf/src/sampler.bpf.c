@@ -1,19 +1,27 @@
 // SPDX-License-Identifier: GPL-2.0
 /* On-CPU sampler: a perf-event program on every CPU that streams one record
- * per sample (pid, tid, names, kernel and user stacks) through a ring buffer.
- * User space aggregates; see docs/architecture.md for why. */
+ * per sample (pid, tid, names, kernel and user stacks) through a ring buffer;
+ * user space aggregates. Off-CPU: a sched_switch program that times every
+ * voluntary sleep and aggregates in the kernel. See docs/architecture.md. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include "sampler.h"
+#include "offcpu.h"
+
+#define EEXIST 17
+#define TASK_INTERRUPTIBLE 0x1
+#define TASK_UNINTERRUPTIBLE 0x2
 
 char LICENSE[] SEC("license") = "GPL";
 
 /* Set by the loader before load. */
-const volatile __u32 self_tgid = 0;	 /* never sample smolder itself */
-const volatile __u8 filter_targets = 0;	 /* 0: every process; 1: only `targets` */
-const volatile __u8 follow_children = 0; /* add forked children of targets */
+const volatile __u32 self_tgid = 0;	      /* never sample smolder itself */
+const volatile __u8 filter_targets = 0;	      /* 0: every process; 1: only `targets` */
+const volatile __u8 follow_children = 0;      /* add forked children of targets */
+const volatile __u64 offcpu_min_ns = 0;	      /* shorter blocks are ignored */
+const volatile __u32 offcpu_sample_every = 1; /* time 1 in N sleeps */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -123,4 +131,140 @@ int BPF_PROG(follow_fork, struct task_struct *parent, struct task_struct *child)
 	if (bpf_map_update_elem(&targets, &child_tgid, &one, BPF_ANY) != 0)
 		count(STAT_TARGETS_FULL);
 	return 0;
+}
+
+/* ---- off-CPU ---- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SMOLDER_OFFCPU_THREADS);
+	__type(key, __u32); /* tid */
+	__type(value, struct smolder_offcpu_start);
+} offcpu_start SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, SMOLDER_OFFCPU_STACKS);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, SMOLDER_MAX_USER_FRAMES * sizeof(__u64));
+} offcpu_stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SMOLDER_OFFCPU_TOTALS);
+	__type(key, struct smolder_offcpu_key);
+	__type(value, struct smolder_offcpu_value);
+} offcpu_totals SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} offcpu_threads SEC(".maps");
+
+static __always_inline void add_blocked(struct smolder_offcpu_value *value, __u64 delta)
+{
+	__sync_fetch_and_add(&value->nanos, delta);
+	__sync_fetch_and_add(&value->count, 1);
+}
+
+static __always_inline void announce_thread(struct smolder_offcpu_key *key,
+					    struct task_struct *task)
+{
+	struct smolder_offcpu_thread *ev = bpf_ringbuf_reserve(&offcpu_threads, sizeof(*ev), 0);
+	if (!ev) {
+		count(STAT_OFFCPU_EVENTS_FULL);
+		return;
+	}
+	ev->pid = key->pid;
+	ev->tid = key->tid;
+	ev->mm_id = key->mm_id;
+	BPF_CORE_READ_STR_INTO(&ev->thread_comm, task, comm);
+	BPF_CORE_READ_STR_INTO(&ev->comm, task, group_leader, comm);
+	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
+}
+
+/* Runs in the context of `prev`, the task leaving the CPU. */
+static __always_inline void switch_out(void *ctx, struct task_struct *prev, __u64 now)
+{
+	__u32 tgid = BPF_CORE_READ(prev, tgid);
+	if (!is_target(tgid))
+		return;
+	if (offcpu_sample_every > 1 && bpf_get_prandom_u32() % offcpu_sample_every != 0)
+		return;
+	__u32 tid = BPF_CORE_READ(prev, pid);
+	struct mm_struct *mm = BPF_CORE_READ(prev, mm);
+	struct smolder_offcpu_start start = {
+	    .time_ns = now,
+	    .mm_id = (__u64)mm,
+	    .pid = tgid,
+	};
+	start.kernel_stack = bpf_get_stackid(ctx, &offcpu_stacks, 0);
+	start.user_stack = mm ? bpf_get_stackid(ctx, &offcpu_stacks, BPF_F_USER_STACK) : -1;
+	if (start.kernel_stack < 0 || (mm && start.user_stack < 0))
+		count(STAT_OFFCPU_STACK_ERROR);
+	bpf_map_update_elem(&offcpu_start, &tid, &start, BPF_ANY);
+}
+
+static __always_inline void switch_in(struct task_struct *next, __u64 now)
+{
+	__u32 tid = BPF_CORE_READ(next, pid);
+	struct smolder_offcpu_start *start = bpf_map_lookup_elem(&offcpu_start, &tid);
+	if (!start)
+		return;
+	__u64 delta = now - start->time_ns;
+	struct smolder_offcpu_key key = {
+	    .pid = start->pid,
+	    .tid = tid,
+	    .kernel_stack = start->kernel_stack,
+	    .user_stack = start->user_stack,
+	    .mm_id = start->mm_id,
+	};
+	bpf_map_delete_elem(&offcpu_start, &tid);
+	if (delta < offcpu_min_ns)
+		return;
+	struct smolder_offcpu_value *value = bpf_map_lookup_elem(&offcpu_totals, &key);
+	if (value) {
+		add_blocked(value, delta);
+		return;
+	}
+	struct smolder_offcpu_value first = {.nanos = delta, .count = 1};
+	long err = bpf_map_update_elem(&offcpu_totals, &key, &first, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		/* Another CPU created it in between. */
+		value = bpf_map_lookup_elem(&offcpu_totals, &key);
+		if (value)
+			add_blocked(value, delta);
+		return;
+	}
+	if (err) {
+		count(STAT_OFFCPU_TOTALS_FULL);
+		return;
+	}
+	announce_thread(&key, next);
+}
+
+static __always_inline int on_switch(void *ctx, bool preempt, struct task_struct *prev,
+				     struct task_struct *next, unsigned int prev_state)
+{
+	__u64 now = bpf_ktime_get_ns();
+	/* Voluntary sleeps only: a preempted task is runnable, not waiting. */
+	if (!preempt && (prev_state & (TASK_INTERRUPTIBLE | TASK_UNINTERRUPTIBLE)))
+		switch_out(ctx, prev, now);
+	switch_in(next, now);
+	return 0;
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(offcpu_switch_btf, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	return on_switch(ctx, preempt, prev, next, prev_state);
+}
+
+/* The same, for kernels whose BTF cannot attach tp_btf programs. */
+SEC("raw_tp/sched_switch")
+int BPF_PROG(offcpu_switch_raw, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	return on_switch(ctx, preempt, prev, next, prev_state);
 }

@@ -25,32 +25,58 @@ pub struct ThreadNames {
     pub thread_name: String,
 }
 
-/// Sample counts per raw stack, plus what the encoders need to label them.
+/// How much a stack weighs: how often it was seen and the time it stands for
+/// (CPU time on-CPU, blocked time off-CPU).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Weight {
+    pub count: u64,
+    pub nanos: u64,
+}
+
+/// Weights per raw stack, plus what the encoders need to label them.
 #[derive(Debug, Default)]
 pub struct Aggregate {
-    pub stacks: HashMap<StackKey, u64>,
+    pub stacks: HashMap<StackKey, Weight>,
     pub threads: HashMap<u32, ThreadNames>,
     pub samples: u64,
     processes: HashSet<u32>,
+    /// CPU time one on-CPU sample stands for.
+    period_ns: u64,
 }
 
 impl Aggregate {
-    pub fn add(&mut self, sample: Sample) {
-        self.samples += 1;
-        self.processes.insert(sample.pid);
-        let names = self
-            .threads
-            .entry(sample.tid)
-            .or_insert_with(|| ThreadNames {
-                comm: String::new(),
-                thread_name: String::new(),
-            });
-        if names.comm != sample.comm || names.thread_name != sample.thread_name {
-            *names = ThreadNames {
-                comm: sample.comm,
-                thread_name: sample.thread_name,
-            };
+    /// An aggregate of on-CPU samples taken every `period_ns` of CPU time
+    /// (0 for weighted entries such as off-CPU totals).
+    pub fn new(period_ns: u64) -> Self {
+        Self {
+            period_ns,
+            ..Self::default()
         }
+    }
+
+    /// Records a thread's names (the latest win).
+    pub fn name_thread(&mut self, tid: u32, comm: String, thread_name: String) {
+        let names = self.threads.entry(tid).or_insert_with(|| ThreadNames {
+            comm: String::new(),
+            thread_name: String::new(),
+        });
+        if names.comm != comm || names.thread_name != thread_name {
+            *names = ThreadNames { comm, thread_name };
+        }
+    }
+
+    /// Adds `weight` to a stack.
+    pub fn add_weighted(&mut self, key: StackKey, weight: Weight) {
+        self.samples += weight.count;
+        self.processes.insert(key.pid);
+        let total = self.stacks.entry(key).or_default();
+        total.count += weight.count;
+        total.nanos += weight.nanos;
+    }
+
+    /// Adds one on-CPU sample.
+    pub fn add(&mut self, sample: Sample) {
+        self.name_thread(sample.tid, sample.comm, sample.thread_name);
         let key = StackKey {
             pid: sample.pid,
             tid: sample.tid,
@@ -59,7 +85,14 @@ impl Aggregate {
             user: sample.user.into_boxed_slice(),
             truncated: sample.kernel_truncated || sample.user_truncated,
         };
-        *self.stacks.entry(key).or_insert(0) += 1;
+        let period_ns = self.period_ns;
+        self.add_weighted(
+            key,
+            Weight {
+                count: 1,
+                nanos: period_ns,
+            },
+        );
     }
 
     /// Distinct processes seen.

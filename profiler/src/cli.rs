@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::collect::OffCpuConfig;
 use crate::config::{parse_duration, OutputFormat, RecordConfig};
 use crate::target::TargetSpec;
 
@@ -53,6 +54,21 @@ pub struct RecordArgs {
     /// No progress line and no summary.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Record off-CPU time (where threads block, and for how long) instead of
+    /// on-CPU samples. With --on-cpu, both: the off-CPU profile then goes to
+    /// FILE.offcpu.EXT.
+    #[arg(long)]
+    pub off_cpu: bool,
+    /// Record on-CPU samples (the default unless --off-cpu is given).
+    #[arg(long)]
+    pub on_cpu: bool,
+    /// Off-CPU: ignore blocks shorter than this (1us, 1ms).
+    #[arg(long, default_value = "1us", value_parser = parse_duration, value_name = "DURATION")]
+    pub off_cpu_min: Duration,
+    /// Off-CPU: time one in N sleeps, to keep busy hosts cheap; totals are
+    /// scaled back up by N.
+    #[arg(long, default_value = "1", value_name = "N")]
+    pub off_cpu_sample_every: NonZeroU32,
     /// Report the BPF programs' run time (turns on kernel BPF stats).
     #[arg(long, hide = true)]
     pub bpf_stats: bool,
@@ -94,6 +110,11 @@ impl RecordArgs {
             format,
             quiet: self.quiet,
             bpf_stats: self.bpf_stats,
+            on_cpu: self.on_cpu || !self.off_cpu,
+            off_cpu: self.off_cpu.then_some(OffCpuConfig {
+                min_block: self.off_cpu_min,
+                sample_every: self.off_cpu_sample_every,
+            }),
         })
     }
 }

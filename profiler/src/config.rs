@@ -5,6 +5,7 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::collect::OffCpuConfig;
 use crate::target::TargetSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -48,6 +49,37 @@ pub struct RecordConfig {
     pub quiet: bool,
     /// Turn on the kernel's BPF run-time accounting and report it.
     pub bpf_stats: bool,
+    /// Sample stacks on CPU.
+    pub on_cpu: bool,
+    /// Time voluntary sleeps.
+    pub off_cpu: Option<OffCpuConfig>,
+}
+
+impl RecordConfig {
+    /// Where the off-CPU profile goes: `output` when it is the only profile,
+    /// else `output` with `.offcpu` before its extension.
+    pub fn off_cpu_output(&self) -> PathBuf {
+        if self.on_cpu {
+            with_infix(&self.output, "offcpu")
+        } else {
+            self.output.clone()
+        }
+    }
+}
+
+/// `flame.svg` -> `flame.offcpu.svg`, `p.pb.gz` -> `p.offcpu.pb.gz`.
+fn with_infix(path: &Path, infix: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let split = if name.ends_with(".pb.gz") {
+        name.len() - ".pb.gz".len()
+    } else {
+        name.rfind('.').filter(|&i| i > 0).unwrap_or(name.len())
+    };
+    let (stem, ext) = name.split_at(split);
+    path.with_file_name(format!("{stem}.{infix}{ext}"))
 }
 
 /// `30s`, `500ms`, `2m`, `1h`, or plain seconds.
@@ -62,12 +94,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("`{text}` is not a duration (try 30s, 500ms, 2m)"))?;
     let seconds = match unit {
         "" | "s" => value,
+        "ns" => value / 1e9,
+        "us" => value / 1e6,
         "ms" => value / 1000.0,
         "m" => value * 60.0,
         "h" => value * 3600.0,
         _ => {
             return Err(format!(
-                "unknown unit `{unit}` in `{text}` (use ms, s, m or h)"
+                "unknown unit `{unit}` in `{text}` (use ns, us, ms, s, m or h)"
             ))
         }
     };
@@ -99,7 +133,28 @@ mod tests {
     }
 
     #[test]
+    fn off_cpu_output_gets_an_infix_only_next_to_on_cpu() {
+        assert_eq!(
+            with_infix(Path::new("/t/flame.svg"), "offcpu"),
+            Path::new("/t/flame.offcpu.svg")
+        );
+        assert_eq!(
+            with_infix(Path::new("p.pb.gz"), "offcpu"),
+            Path::new("p.offcpu.pb.gz")
+        );
+        assert_eq!(
+            with_infix(Path::new("out"), "offcpu"),
+            Path::new("out.offcpu")
+        );
+        assert_eq!(
+            with_infix(Path::new(".hidden"), "offcpu"),
+            Path::new(".hidden.offcpu")
+        );
+    }
+
+    #[test]
     fn parses_durations() {
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));

@@ -5,8 +5,6 @@ use std::collections::HashMap;
 
 use symbolizer::{ProcessMaps, Symbolizer};
 
-use crate::collect::Sample;
-
 /// Mappings per (pid, address space). A process that execs gets a new
 /// address space and so a new snapshot.
 #[derive(Debug, Default)]
@@ -18,20 +16,21 @@ pub struct ProcessTracker {
 
 impl ProcessTracker {
     /// Takes a snapshot the first time a process (address space) is seen.
-    pub fn observe(&mut self, sample: &Sample, symbolizer: &mut Symbolizer) {
-        if sample.mm_id == 0 || sample.user.is_empty() {
-            return; // kernel thread
+    /// `mm_id` 0 is a kernel thread: nothing to snapshot.
+    pub fn observe(&mut self, pid: u32, mm_id: u64, symbolizer: &mut Symbolizer) {
+        if mm_id == 0 {
+            return;
         }
-        self.snapshots
-            .entry((sample.pid, sample.mm_id))
-            .or_insert_with(|| match symbolizer.snapshot_process(sample.pid) {
+        self.snapshots.entry((pid, mm_id)).or_insert_with(|| {
+            match symbolizer.snapshot_process(pid) {
                 Ok(maps) => Some(maps),
                 Err(e) => {
-                    log::debug!("no mappings for pid {}: {e}", sample.pid);
+                    log::debug!("no mappings for pid {pid}: {e}");
                     self.missed += 1;
                     None
                 }
-            });
+            }
+        });
     }
 
     pub fn maps(&self, pid: u32, mm_id: u64) -> Option<&ProcessMaps> {

@@ -36,27 +36,60 @@ pub struct ProfileSample {
     pub thread_name: String,
     /// Indexes into [`Profile::locations`], leaf first.
     pub locations: Vec<usize>,
+    /// Samples (on-CPU) or blocks (off-CPU).
     pub count: u64,
+    /// CPU time (on-CPU) or blocked time (off-CPU).
+    pub nanos: u64,
+}
+
+/// What a profile measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileKind {
+    /// Stacks sampled on CPU at a frequency.
+    OnCpu { frequency_hz: u32 },
+    /// Time threads spent blocked, by the stack they blocked in.
+    OffCpu,
 }
 
 #[derive(Debug, Clone)]
 pub struct Profile {
     pub start: SystemTime,
     pub duration: Duration,
-    pub frequency_hz: u32,
+    pub kind: ProfileKind,
     pub samples: Vec<ProfileSample>,
     pub locations: Vec<Location>,
     pub mappings: Vec<Mapping>,
 }
 
 impl Profile {
-    /// CPU time one sample stands for.
+    /// CPU time one sample stands for (on-CPU); 1 ns off-CPU, where values
+    /// are times already.
     pub fn period_ns(&self) -> u64 {
-        1_000_000_000 / u64::from(self.frequency_hz.max(1))
+        match self.kind {
+            ProfileKind::OnCpu { frequency_hz } => 1_000_000_000 / u64::from(frequency_hz.max(1)),
+            ProfileKind::OffCpu => 1,
+        }
     }
 
     pub fn total_samples(&self) -> u64 {
         self.samples.iter().map(|s| s.count).sum()
+    }
+
+    /// What flame graphs and summaries rank by: samples on-CPU, microseconds
+    /// blocked off-CPU.
+    pub fn weight(&self, sample: &ProfileSample) -> u64 {
+        match self.kind {
+            ProfileKind::OnCpu { .. } => sample.count,
+            ProfileKind::OffCpu => sample.nanos / 1000,
+        }
+    }
+
+    /// The unit of [`Profile::weight`].
+    pub fn weight_unit(&self) -> &'static str {
+        match self.kind {
+            ProfileKind::OnCpu { .. } => "samples",
+            ProfileKind::OffCpu => "us",
+        }
     }
 
     /// Function names of a sample from the root to the leaf, inlined frames
@@ -78,7 +111,7 @@ pub(crate) mod fixtures {
 
     use symbolizer::FunctionFrame;
 
-    use super::{Location, Mapping, Profile, ProfileSample};
+    use super::{Location, Mapping, Profile, ProfileKind, ProfileSample};
 
     fn frame(name: &str, line: u32, inlined: bool) -> FunctionFrame {
         FunctionFrame {
@@ -94,7 +127,7 @@ pub(crate) mod fixtures {
         Profile {
             start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             duration: Duration::from_secs(2),
-            frequency_hz: 100,
+            kind: ProfileKind::OnCpu { frequency_hz: 100 },
             samples: vec![ProfileSample {
                 pid: 7,
                 tid: 8,
@@ -102,6 +135,7 @@ pub(crate) mod fixtures {
                 thread_name: "worker".into(),
                 locations: vec![0, 1],
                 count: 3,
+                nanos: 30_000_000,
             }],
             locations: vec![
                 Location {

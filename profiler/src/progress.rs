@@ -18,13 +18,16 @@ impl Progress {
         }
     }
 
-    /// Redraws at most twice a second.
-    pub fn update(&mut self, samples: u64, processes: usize, lost: u64, limit: Option<Duration>) {
-        if !self.enabled
-            || self
+    /// Whether a redraw is due (at most twice a second, on a terminal).
+    pub fn due(&self) -> bool {
+        self.enabled
+            && self
                 .last
-                .is_some_and(|t| t.elapsed() < Duration::from_millis(500))
-        {
+                .is_none_or(|t| t.elapsed() >= Duration::from_millis(500))
+    }
+
+    pub fn update(&mut self, samples: u64, processes: usize, lost: u64, limit: Option<Duration>) {
+        if !self.due() {
             return;
         }
         self.last = Some(Instant::now());

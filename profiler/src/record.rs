@@ -2,12 +2,12 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use symbolizer::{Symbolizer, SymbolizerConfig};
 
-use crate::aggregate::Aggregate;
+use crate::aggregate::{Aggregate, StackKey, Weight};
 use crate::collect::{
     BpfKernelSymbols, LoadError, Sampler, SamplerConfig, SamplerStats, DRAIN_INTERVAL,
 };
@@ -15,7 +15,7 @@ use crate::config::{OutputFormat, RecordConfig};
 use crate::encode::{collapsed_lines, write_pprof, write_svg, EncodeError};
 use crate::preflight::{self, PreflightError};
 use crate::processes::ProcessTracker;
-use crate::profile::Profile;
+use crate::profile::{Profile, ProfileKind};
 use crate::progress::Progress;
 use crate::symbolize::{symbolize, Window};
 use crate::target::{self, Launched, TargetError, TargetSpec};
@@ -35,14 +35,6 @@ pub enum RecordError {
         #[source]
         source: EncodeError,
     },
-}
-
-/// What a capture produced, for the caller and the summary.
-#[derive(Debug)]
-pub struct RecordOutcome {
-    pub profile: Profile,
-    pub sampler: SamplerStats,
-    pub processes_missed: u64,
 }
 
 /// CPU time this process has used so far (user + system).
@@ -71,17 +63,48 @@ impl PhaseClock {
     }
 }
 
+/// What a capture produced, for the caller and the summary.
+#[derive(Debug)]
+pub struct RecordOutcome {
+    pub on_cpu: Option<Profile>,
+    pub off_cpu: Option<Profile>,
+    pub sampler: SamplerStats,
+    pub processes_missed: u64,
+}
+
+/// One output file, opened before the capture so a bad path fails early.
+struct Output {
+    path: PathBuf,
+    file: File,
+}
+
+impl Output {
+    fn open(path: PathBuf) -> Result<Self, RecordError> {
+        let file = preflight::open_output(&path)?;
+        Ok(Self { path, file })
+    }
+}
+
 pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
     let mut clock = PhaseClock(cpu_used());
     preflight::check_system()?;
     if let TargetSpec::Pids(pids) = &config.targets {
         preflight::check_pids(pids)?;
     }
-    let output = preflight::open_output(&config.output)?;
+    let on_cpu_output = config
+        .on_cpu
+        .then(|| Output::open(config.output.clone()))
+        .transpose()?;
+    let off_cpu_output = config
+        .off_cpu
+        .map(|_| Output::open(config.off_cpu_output()))
+        .transpose()?;
     signals::install();
 
     let mut sampler = Sampler::load(
         SamplerConfig {
+            on_cpu: config.on_cpu,
+            off_cpu: config.off_cpu,
             frequency: config.frequency,
             targets: config.targets.sampler_targets(),
             self_tgid: std::process::id(),
@@ -100,7 +123,9 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         Err(e) => log::info!("kernel symbols will come from /proc/kallsyms: {e:#}"),
     }
     let mut processes = ProcessTracker::default();
-    let mut aggregate = Aggregate::default();
+    let period_ns = 1_000_000_000 / u64::from(config.frequency.get());
+    let mut on_cpu = Aggregate::new(period_ns);
+    let mut off_cpu = Aggregate::new(0);
     let mut progress = Progress::new(config.quiet);
 
     let start = SystemTime::now();
@@ -114,17 +139,18 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
     let mut last_liveness_check = Instant::now();
     loop {
         std::thread::sleep(DRAIN_INTERVAL);
-        sampler.drain(|sample| {
-            processes.observe(&sample, &mut symbolizer);
-            aggregate.add(sample);
-        });
-        let lost = sampler.stats().ring_buffer_full;
-        progress.update(
-            aggregate.samples,
-            aggregate.process_count(),
-            lost,
-            config.duration,
+        drain(
+            &mut sampler,
+            &mut processes,
+            &mut symbolizer,
+            &mut on_cpu,
+            &mut off_cpu,
         );
+        if progress.due() {
+            let lost = sampler.stats().ring_buffer_full;
+            let seen = on_cpu.process_count().max(off_cpu.process_count());
+            progress.update(on_cpu.samples, seen, lost, config.duration);
+        }
         if signals::stop_requested() || config.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
@@ -134,10 +160,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         if last_liveness_check.elapsed() >= Duration::from_secs(1) {
             last_liveness_check = Instant::now();
             if let TargetSpec::Pids(pids) = &config.targets {
-                if pids
-                    .iter()
-                    .all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
-                {
+                if pids.iter().all(|&pid| !process_alive(pid)) {
                     log::info!("every target process has exited");
                     break;
                 }
@@ -148,35 +171,99 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
     if let Some(launched) = launched.as_mut() {
         launched.terminate();
     }
-    sampler.drain(|sample| {
-        processes.observe(&sample, &mut symbolizer);
-        aggregate.add(sample);
-    });
+    drain(
+        &mut sampler,
+        &mut processes,
+        &mut symbolizer,
+        &mut on_cpu,
+        &mut off_cpu,
+    );
+    for entry in sampler.off_cpu_totals()? {
+        off_cpu.add_weighted(
+            StackKey {
+                pid: entry.pid,
+                tid: entry.tid,
+                mm_id: entry.mm_id,
+                kernel: entry.kernel.into_boxed_slice(),
+                user: entry.user.into_boxed_slice(),
+                truncated: false,
+            },
+            Weight {
+                count: entry.count,
+                nanos: entry.nanos,
+            },
+        );
+    }
     let sampler_stats = sampler.stats();
     drop(sampler); // detach before the CPU-heavy part
     progress.finish();
     clock.lap("capture");
 
-    let profile = symbolize(
-        &aggregate,
-        &mut processes,
-        &mut symbolizer,
-        Window {
-            start,
-            duration,
-            frequency_hz: config.frequency.get(),
-        },
-    );
-    clock.lap("symbolize");
-    write_output(&profile, config, output)?;
-    clock.lap("encode");
-    let symbolizer_stats = symbolizer.stats();
-    log::debug!("symbolizer: {symbolizer_stats:?}");
-    Ok(RecordOutcome {
-        profile,
+    let window = |kind| Window {
+        start,
+        duration,
+        kind,
+    };
+    let mut outcome = RecordOutcome {
+        on_cpu: None,
+        off_cpu: None,
         sampler: sampler_stats,
-        processes_missed: processes.missed,
-    })
+        processes_missed: 0,
+    };
+    if let Some(output) = on_cpu_output {
+        let kind = ProfileKind::OnCpu {
+            frequency_hz: config.frequency.get(),
+        };
+        let profile = symbolize(&on_cpu, &mut processes, &mut symbolizer, window(kind));
+        write_output(&profile, config.format, output)?;
+        outcome.on_cpu = Some(profile);
+    }
+    if let Some(output) = off_cpu_output {
+        let profile = symbolize(
+            &off_cpu,
+            &mut processes,
+            &mut symbolizer,
+            window(ProfileKind::OffCpu),
+        );
+        write_output(&profile, config.format, output)?;
+        outcome.off_cpu = Some(profile);
+    }
+    clock.lap("symbolize and encode");
+    log::debug!("symbolizer: {:?}", symbolizer.stats());
+    outcome.processes_missed = processes.missed;
+    Ok(outcome)
+}
+
+/// Moves what the BPF side has buffered into the aggregates, reading the
+/// mappings of every process seen for the first time while it still lives.
+fn drain(
+    sampler: &mut Sampler,
+    processes: &mut ProcessTracker,
+    symbolizer: &mut Symbolizer,
+    on_cpu: &mut Aggregate,
+    off_cpu: &mut Aggregate,
+) {
+    sampler.drain(|sample| {
+        processes.observe(sample.pid, sample.mm_id, symbolizer);
+        on_cpu.add(sample);
+    });
+    sampler.drain_threads(|thread| {
+        processes.observe(thread.pid, thread.mm_id, symbolizer);
+        off_cpu.name_thread(thread.tid, thread.comm, thread.thread_name);
+    });
+}
+
+/// Whether a process still runs: its /proc entry exists and it is not a
+/// zombie (exited, waiting for its parent to reap it).
+fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S ...": the comm may contain spaces and parentheses.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
 }
 
 fn command_exited(launched: &mut Launched) -> bool {
@@ -189,12 +276,20 @@ fn command_exited(launched: &mut Launched) -> bool {
     }
 }
 
-fn write_output(profile: &Profile, config: &RecordConfig, file: File) -> Result<(), RecordError> {
-    let path = config.output.display().to_string();
-    let mut out = BufWriter::new(file);
-    let result = match config.format {
+fn write_output(
+    profile: &Profile,
+    format: OutputFormat,
+    output: Output,
+) -> Result<(), RecordError> {
+    let path = output.path.display().to_string();
+    let title = match profile.kind {
+        ProfileKind::OnCpu { .. } => "smolder record: on-CPU",
+        ProfileKind::OffCpu => "smolder record: off-CPU (microseconds blocked)",
+    };
+    let mut out = BufWriter::new(output.file);
+    let result = match format {
         OutputFormat::Pprof => write_pprof(profile, &mut out),
-        OutputFormat::Svg => write_svg(profile, "smolder record: on-CPU", &mut out),
+        OutputFormat::Svg => write_svg(profile, title, &mut out),
         OutputFormat::Collapsed => collapsed_lines(profile)
             .iter()
             .try_for_each(|line| writeln!(out, "{line}"))
@@ -206,17 +301,26 @@ fn write_output(profile: &Profile, config: &RecordConfig, file: File) -> Result<
 
 /// The summary printed after a capture.
 pub fn print_summary(outcome: &RecordOutcome, config: &RecordConfig) {
-    let profile = &outcome.profile;
-    let mut pids: Vec<u32> = profile.samples.iter().map(|s| s.pid).collect();
-    pids.sort_unstable();
-    pids.dedup();
-    eprintln!(
-        "Wrote {} samples from {} processes over {:.1}s to {}",
-        profile.total_samples(),
-        pids.len(),
-        profile.duration.as_secs_f64(),
-        config.output.display()
-    );
+    if let Some(profile) = &outcome.on_cpu {
+        eprintln!(
+            "Wrote {} samples from {} processes over {:.1}s to {}",
+            profile.total_samples(),
+            process_count(profile),
+            profile.duration.as_secs_f64(),
+            config.output.display()
+        );
+    }
+    if let Some(profile) = &outcome.off_cpu {
+        let blocked: u64 = profile.samples.iter().map(|s| s.nanos).sum();
+        eprintln!(
+            "Wrote {:.3}s off-CPU in {} blocks from {} processes over {:.1}s to {}",
+            blocked as f64 / 1e9,
+            profile.total_samples(),
+            process_count(profile),
+            profile.duration.as_secs_f64(),
+            config.off_cpu_output().display()
+        );
+    }
     let s = &outcome.sampler;
     if s.ring_buffer_full + s.decode_errors > 0 {
         eprintln!(
@@ -226,10 +330,28 @@ pub fn print_summary(outcome: &RecordOutcome, config: &RecordConfig) {
             s.decode_errors
         );
     }
+    if s.off_cpu_totals_full + s.off_cpu_events_full > 0 {
+        eprintln!(
+            "warning: off-CPU data lost (totals map full: {} blocks, thread events: {})",
+            s.off_cpu_totals_full, s.off_cpu_events_full
+        );
+    }
     if let (Some(time), Some(count)) = (s.bpf_run_time, s.bpf_run_count) {
         eprintln!("BPF sampler: {count} runs, {} ns total", time.as_nanos());
     }
-    if profile.total_samples() > 0 {
-        report::print_top(profile, 10);
+    if let Some(time) = s.off_cpu_bpf_run_time {
+        eprintln!("BPF off-CPU: {} ns total", time.as_nanos());
     }
+    for profile in [&outcome.on_cpu, &outcome.off_cpu].into_iter().flatten() {
+        if profile.total_samples() > 0 {
+            report::print_top(profile, 10);
+        }
+    }
+}
+
+fn process_count(profile: &Profile) -> usize {
+    let mut pids: Vec<u32> = profile.samples.iter().map(|s| s.pid).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids.len()
 }

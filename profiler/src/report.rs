@@ -13,7 +13,7 @@ pub fn top_functions(profile: &Profile, n: usize) -> Vec<(String, u64)> {
             .first()
             .and_then(|&l| profile.locations[l].frames.first())
         {
-            *selfs.entry(frame.name.as_str()).or_insert(0) += sample.count;
+            *selfs.entry(frame.name.as_str()).or_insert(0) += profile.weight(sample);
         }
     }
     let mut top: Vec<(String, u64)> = selfs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
@@ -23,8 +23,13 @@ pub fn top_functions(profile: &Profile, n: usize) -> Vec<(String, u64)> {
 }
 
 pub fn print_top(profile: &Profile, n: usize) {
-    let total = profile.total_samples().max(1);
-    eprintln!("Top functions (self samples):");
+    let total: u64 = profile
+        .samples
+        .iter()
+        .map(|s| profile.weight(s))
+        .sum::<u64>()
+        .max(1);
+    eprintln!("Top functions (self {}):", profile.weight_unit());
     for (name, count) in top_functions(profile, n) {
         let pct = count as f64 * 100.0 / total as f64;
         let name: String = name.chars().take(100).collect();

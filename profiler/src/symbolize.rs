@@ -9,7 +9,7 @@ use symbolizer::{
 
 use crate::aggregate::{Aggregate, StackKey, ThreadNames};
 use crate::processes::ProcessTracker;
-use crate::profile::{Location, Mapping, Profile, ProfileSample};
+use crate::profile::{Location, Mapping, Profile, ProfileKind, ProfileSample};
 
 /// Frames the BPF machinery itself adds at the top of kernel stacks.
 const BPF_FRAME_PREFIXES: &[&str] = &[
@@ -17,6 +17,7 @@ const BPF_FRAME_PREFIXES: &[&str] = &[
     "bpf_trace_run",
     "__bpf_trace_",
     "bpf_overflow_handler",
+    "__traceiter_",
 ];
 
 /// Window facts the profile records.
@@ -24,7 +25,7 @@ const BPF_FRAME_PREFIXES: &[&str] = &[
 pub struct Window {
     pub start: SystemTime,
     pub duration: Duration,
-    pub frequency_hz: u32,
+    pub kind: ProfileKind,
 }
 
 #[derive(Hash, PartialEq, Eq)]
@@ -70,7 +71,7 @@ pub fn symbolize(
     let mut samples: Vec<ProfileSample> = aggregate
         .stacks
         .iter()
-        .map(|(key, &count)| {
+        .map(|(key, weight)| {
             let names = aggregate.threads.get(&key.tid).unwrap_or(&unnamed);
             ProfileSample {
                 pid: key.pid,
@@ -78,20 +79,21 @@ pub fn symbolize(
                 comm: names.comm.clone(),
                 thread_name: names.thread_name.clone(),
                 locations: builder.stack(key, processes),
-                count,
+                count: weight.count,
+                nanos: weight.nanos,
             }
         })
         .collect();
     samples.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
+        (b.nanos, b.count)
+            .cmp(&(a.nanos, a.count))
             .then(a.pid.cmp(&b.pid))
             .then(a.locations.cmp(&b.locations))
     });
     Profile {
         start: window.start,
         duration: window.duration,
-        frequency_hz: window.frequency_hz,
+        kind: window.kind,
         samples,
         locations: builder.locations,
         mappings: builder.mappings,

@@ -18,6 +18,7 @@ const NEEDS: &[(Check, &str)] = &[
     (Check::Program("gcc"), "gcc"),
     (Check::Program("perf"), "linux-perf"),
     (Check::Program("go"), "golang-go"),
+    (Check::File("/usr/sbin/offcputime"), "libbpf-tools"),
 ];
 
 enum Check {

@@ -1,13 +1,15 @@
 //! Collect stage: loads the BPF sampler, attaches it to every CPU and hands
-//! decoded samples to the caller. Also home of the other BPF object smolder
+//! decoded samples (on-CPU) and blocked-time totals (off-CPU) to the caller. Also home of the other BPF object smolder
 //! loads: the kernel-symbol lookup used by the symbolize stage.
 
 mod ksym;
+mod offcpu;
 mod programs;
 mod record;
 mod sampler;
 
 pub use ksym::BpfKernelSymbols;
+pub use offcpu::{OffCpuConfig, OffCpuEntry, ThreadSeen};
 pub use record::{DecodeError, Sample};
 pub use sampler::{
     LoadError, Sampler, SamplerConfig, SamplerStats, SamplerTargets, DRAIN_INTERVAL,

@@ -4,11 +4,12 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf, StackTraceMap};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
-use aya::programs::{BtfTracePoint, PerfEvent, ProgramError};
+use aya::programs::{BtfTracePoint, PerfEvent, ProgramError, RawTracePoint};
 use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 
+use super::offcpu::{read_totals, OffCpuConfig, OffCpuEntry, ThreadSeen};
 use super::programs::program;
 use super::record::Sample;
 
@@ -26,6 +27,10 @@ pub enum SamplerTargets {
 
 #[derive(Debug, Clone)]
 pub struct SamplerConfig {
+    /// Sample stacks on CPU at `frequency`.
+    pub on_cpu: bool,
+    /// Time voluntary sleeps.
+    pub off_cpu: Option<OffCpuConfig>,
     pub frequency: NonZeroU32,
     pub targets: SamplerTargets,
     /// Never sampled (smolder's own tgid).
@@ -47,6 +52,12 @@ pub struct SamplerStats {
     /// BPF run time of the sampler program, when BPF stats are enabled.
     pub bpf_run_time: Option<Duration>,
     pub bpf_run_count: Option<u64>,
+    /// Off-CPU time lost because the totals map was full.
+    pub off_cpu_totals_full: u64,
+    pub off_cpu_stack_errors: u64,
+    pub off_cpu_events_full: u64,
+    /// BPF run time of the off-CPU program, when BPF stats are enabled.
+    pub off_cpu_bpf_run_time: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,10 +91,21 @@ const STAT_RINGBUF_FULL: u32 = 1;
 const STAT_KSTACK_ERROR: u32 = 2;
 const STAT_USTACK_ERROR: u32 = 3;
 const STAT_TARGETS_FULL: u32 = 4;
+const STAT_OFFCPU_TOTALS_FULL: u32 = 5;
+const STAT_OFFCPU_STACK_ERROR: u32 = 6;
+const STAT_OFFCPU_EVENTS_FULL: u32 = 7;
+#[cfg(test)]
+const STAT_COUNT: u32 = 8;
+
+const OFFCPU_BTF: &str = "offcpu_switch_btf";
+const OFFCPU_RAW: &str = "offcpu_switch_raw";
 
 pub struct Sampler {
     ebpf: Ebpf,
     ring: RingBuf<MapData>,
+    threads: RingBuf<MapData>,
+    /// The off-CPU program that loaded (tp_btf, or raw_tp as a fallback).
+    off_cpu_program: Option<&'static str>,
     config: SamplerConfig,
     decode_errors: u64,
     decode_error_reported: bool,
@@ -103,6 +125,9 @@ impl Sampler {
             }
         )
         .into();
+        let off_cpu = config.off_cpu.unwrap_or_default();
+        let min_block_ns = off_cpu.min_block.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let sample_every = off_cpu.sample_every.get();
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| LoadError::Cpus(what, e))?;
         let ring_bytes = ring_buffer_bytes(cpus, config.frequency.get());
         let mut ebpf = EbpfLoader::new()
@@ -111,6 +136,8 @@ impl Sampler {
             .override_global("self_tgid", &config.self_tgid, true)
             .override_global("filter_targets", &filter, true)
             .override_global("follow_children", &follow, true)
+            .override_global("offcpu_min_ns", &min_block_ns, true)
+            .override_global("offcpu_sample_every", &sample_every, true)
             .load(SAMPLER_OBJECT)
             .map_err(LoadError::Load)?;
         let ring = RingBuf::try_from(
@@ -121,12 +148,26 @@ impl Sampler {
             name: "samples",
             source,
         })?;
-        let perf: &mut PerfEvent = program(&mut ebpf, "sample_cpu")?;
-        perf.load().map_err(|source| LoadError::Program {
-            name: "sample_cpu",
-            action: "load",
+        let threads = RingBuf::try_from(
+            ebpf.take_map("offcpu_threads")
+                .ok_or(LoadError::Missing("offcpu_threads"))?,
+        )
+        .map_err(|source| LoadError::Map {
+            name: "offcpu_threads",
             source,
         })?;
+        if config.on_cpu {
+            let perf: &mut PerfEvent = program(&mut ebpf, "sample_cpu")?;
+            perf.load().map_err(|source| LoadError::Program {
+                name: "sample_cpu",
+                action: "load",
+                source,
+            })?;
+        }
+        let off_cpu_program = match config.off_cpu {
+            Some(_) => Some(load_off_cpu(&mut ebpf, &btf)?),
+            None => None,
+        };
         if follow == 1 {
             let fork: &mut BtfTracePoint = program(&mut ebpf, "follow_fork")?;
             fork.load("sched_process_fork", &btf)
@@ -147,6 +188,8 @@ impl Sampler {
         Ok(Self {
             ebpf,
             ring,
+            threads,
+            off_cpu_program,
             config,
             decode_errors: 0,
             decode_error_reported: false,
@@ -201,6 +244,12 @@ impl Sampler {
                 source,
             })?;
         }
+        if let Some(name) = self.off_cpu_program {
+            attach_off_cpu(&mut self.ebpf, name)?;
+        }
+        if !self.config.on_cpu {
+            return Ok(());
+        }
         let cpus = aya::util::online_cpus().map_err(|(what, e)| LoadError::Cpus(what, e))?;
         let frequency = u64::from(self.config.frequency.get());
         let perf: &mut PerfEvent = program(&mut self.ebpf, "sample_cpu")?;
@@ -218,6 +267,48 @@ impl Sampler {
             })?;
         }
         Ok(())
+    }
+
+    /// Hands every thread that blocked for the first time (with a new pair of
+    /// stacks) to `sink`.
+    pub fn drain_threads(&mut self, mut sink: impl FnMut(ThreadSeen)) {
+        while let Some(item) = self.threads.next() {
+            match ThreadSeen::try_from(&*item) {
+                Ok(thread) => sink(thread),
+                Err(e) => {
+                    self.decode_errors += 1;
+                    if !self.decode_error_reported {
+                        self.decode_error_reported = true;
+                        log::warn!("dropping undecodable thread records: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The off-CPU totals so far, with their stacks, scaled by the sampling
+    /// rate. Empty when off-CPU profiling is off.
+    pub fn off_cpu_totals(&self) -> Result<Vec<OffCpuEntry>, LoadError> {
+        let Some(config) = self.config.off_cpu else {
+            return Ok(Vec::new());
+        };
+        let totals_map = self
+            .ebpf
+            .map("offcpu_totals")
+            .ok_or(LoadError::Missing("offcpu_totals"))?;
+        let totals = BpfHashMap::try_from(totals_map).map_err(|source| LoadError::Map {
+            name: "offcpu_totals",
+            source,
+        })?;
+        let stacks_map = self
+            .ebpf
+            .map("offcpu_stacks")
+            .ok_or(LoadError::Missing("offcpu_stacks"))?;
+        let stacks = StackTraceMap::try_from(stacks_map).map_err(|source| LoadError::Map {
+            name: "offcpu_stacks",
+            source,
+        })?;
+        read_totals(&totals, &stacks, u64::from(config.sample_every.get()))
     }
 
     /// Hands every buffered sample to `sink`; returns how many.
@@ -254,16 +345,58 @@ impl Sampler {
                 stats.kernel_stack_errors = sum(STAT_KSTACK_ERROR);
                 stats.user_stack_errors = sum(STAT_USTACK_ERROR);
                 stats.targets_full = sum(STAT_TARGETS_FULL);
+                stats.off_cpu_totals_full = sum(STAT_OFFCPU_TOTALS_FULL);
+                stats.off_cpu_stack_errors = sum(STAT_OFFCPU_STACK_ERROR);
+                stats.off_cpu_events_full = sum(STAT_OFFCPU_EVENTS_FULL);
             }
         }
         if self._stats_fd.is_some() {
-            if let Some(Ok(info)) = self.ebpf.program("sample_cpu").map(|p| p.info()) {
-                stats.bpf_run_time = Some(info.run_time());
-                stats.bpf_run_count = Some(info.run_count());
+            if self.config.on_cpu {
+                if let Some(Ok(info)) = self.ebpf.program("sample_cpu").map(|p| p.info()) {
+                    stats.bpf_run_time = Some(info.run_time());
+                    stats.bpf_run_count = Some(info.run_count());
+                }
+            }
+            if let Some(name) = self.off_cpu_program {
+                if let Some(Ok(info)) = self.ebpf.program(name).map(|p| p.info()) {
+                    stats.off_cpu_bpf_run_time = Some(info.run_time());
+                }
             }
         }
         stats
     }
+}
+
+/// Loads the sched_switch program: tp_btf where the kernel allows it, raw_tp
+/// otherwise. Returns the name of the one that loaded.
+fn load_off_cpu(ebpf: &mut Ebpf, btf: &Btf) -> Result<&'static str, LoadError> {
+    let btf_prog: &mut BtfTracePoint = program(ebpf, OFFCPU_BTF)?;
+    match btf_prog.load("sched_switch", btf) {
+        Ok(()) => return Ok(OFFCPU_BTF),
+        Err(e) => log::info!("tp_btf/sched_switch unavailable ({e}); using raw_tp"),
+    }
+    let raw: &mut RawTracePoint = program(ebpf, OFFCPU_RAW)?;
+    raw.load().map_err(|source| LoadError::Program {
+        name: OFFCPU_RAW,
+        action: "load",
+        source,
+    })?;
+    Ok(OFFCPU_RAW)
+}
+
+fn attach_off_cpu(ebpf: &mut Ebpf, name: &'static str) -> Result<(), LoadError> {
+    let result = if name == OFFCPU_BTF {
+        let prog: &mut BtfTracePoint = program(ebpf, name)?;
+        prog.attach().map(drop)
+    } else {
+        let prog: &mut RawTracePoint = program(ebpf, name)?;
+        prog.attach("sched_switch").map(drop)
+    };
+    result.map_err(|source| LoadError::Program {
+        name,
+        action: "attach",
+        source,
+    })
 }
 
 /// How often [`Sampler::drain`] is expected to be called.
@@ -332,9 +465,22 @@ mod tests {
             (4, 8),
             "stats: u32 -> u64"
         );
-        assert_eq!(stats.max_entries(), STAT_TARGETS_FULL + 1);
+        assert_eq!(stats.max_entries(), STAT_COUNT);
+        let start = map("offcpu_start");
+        assert_eq!(
+            (start.key_size(), start.value_size()),
+            (4, 32),
+            "tid -> smolder_offcpu_start"
+        );
+        let totals = map("offcpu_totals");
+        assert_eq!(
+            (totals.key_size(), totals.value_size()),
+            (24, 16),
+            "key -> value"
+        );
+        assert_eq!(map("offcpu_stacks").value_size(), 127 * 8);
         assert!(object.maps.contains_key("samples"));
-        for program in ["sample_cpu", "follow_fork"] {
+        for program in ["sample_cpu", "follow_fork", OFFCPU_BTF, OFFCPU_RAW] {
             assert!(object.programs.contains_key(program), "program {program}");
         }
     }

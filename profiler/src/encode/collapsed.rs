@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use crate::profile::Profile;
 
 /// One line per distinct stack, merged across threads of the same command,
-/// sorted for stable output.
+/// sorted for stable output. Counts are [`Profile::weight`]: samples
+/// on-CPU, microseconds off-CPU.
 pub fn collapsed_lines(profile: &Profile) -> Vec<String> {
     let mut merged: BTreeMap<String, u64> = BTreeMap::new();
     for sample in &profile.samples {
@@ -15,7 +16,7 @@ pub fn collapsed_lines(profile: &Profile) -> Vec<String> {
             line.push(';');
             line.push_str(&sanitize(name));
         }
-        *merged.entry(line).or_insert(0) += sample.count;
+        *merged.entry(line).or_insert(0) += profile.weight(sample);
     }
     merged
         .into_iter()

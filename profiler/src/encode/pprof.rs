@@ -11,7 +11,7 @@ use prost::Message;
 
 use super::proto;
 use super::EncodeError;
-use crate::profile::Profile;
+use crate::profile::{Profile, ProfileKind};
 
 /// Interns strings; index 0 is the empty string, as pprof requires.
 #[derive(Default)]
@@ -45,11 +45,16 @@ pub(crate) fn to_proto(profile: &Profile) -> proto::Profile {
         r#type: strings.get(t),
         unit: strings.get(u),
     };
+    // (count type, time type): the time type is also the period type.
+    let (count_type, time_type) = match profile.kind {
+        ProfileKind::OnCpu { .. } => (("samples", "count"), ("cpu", "nanoseconds")),
+        ProfileKind::OffCpu => (("blocks", "count"), ("offcpu", "nanoseconds")),
+    };
     let sample_type = vec![
-        value_type(&mut strings, "samples", "count"),
-        value_type(&mut strings, "cpu", "nanoseconds"),
+        value_type(&mut strings, count_type.0, count_type.1),
+        value_type(&mut strings, time_type.0, time_type.1),
     ];
-    let period_type = Some(value_type(&mut strings, "cpu", "nanoseconds"));
+    let period_type = Some(value_type(&mut strings, time_type.0, time_type.1));
     let period = profile.period_ns() as i64;
 
     let mapping = profile
@@ -132,7 +137,7 @@ pub(crate) fn to_proto(profile: &Profile) -> proto::Profile {
             };
             proto::Sample {
                 location_id: s.locations.iter().map(|&l| l as u64 + 1).collect(),
-                value: vec![s.count as i64, s.count as i64 * period],
+                value: vec![s.count as i64, s.nanos as i64],
                 label: vec![
                     label(keys[0], &s.pid.to_string(), &mut strings),
                     label(keys[1], &s.tid.to_string(), &mut strings),

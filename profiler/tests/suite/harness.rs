@@ -3,6 +3,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Mutex;
 
 use prost::Message;
 use smolder::encode::pprof_proto;
@@ -22,34 +23,39 @@ pub fn is_root() -> bool {
     false
 }
 
-/// Compiles `testdata/NAME.c` with clang and frame pointers, once per run.
+/// Compiles `testdata/NAME.c` with clang and frame pointers (and pthreads),
+/// once per test run: rebuilding over a binary that another test is running
+/// would turn it into a deleted file under that process.
 pub fn workload(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("workloads");
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
+        return path.clone();
+    }
+    // A directory per test run keeps the binary's name (and so its comm).
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("workloads")
+        .join(std::process::id().to_string());
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join(name);
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../testdata")
         .join(format!("{name}.c"));
-    // Tests run in parallel: build under a unique name, then rename atomically.
-    let tmp = dir.join(format!(
-        "{name}.{}.{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
     let status = Command::new("clang-19")
         .args([
             "-O1",
             "-g",
             "-fno-omit-frame-pointer",
             "-mno-omit-leaf-frame-pointer",
+            "-pthread",
         ])
         .arg(&source)
         .arg("-o")
-        .arg(&tmp)
+        .arg(&out)
         .status()
         .expect("clang-19 (run `cargo xtask setup`)");
     assert!(status.success(), "compiling {}", source.display());
-    std::fs::rename(&tmp, &out).unwrap();
+    built.push((name.to_owned(), out.clone()));
     out
 }
 
@@ -92,9 +98,14 @@ pub fn reported_samples(stderr: &str) -> u64 {
 #[derive(Debug, Clone)]
 pub struct Stack {
     pub pid: u32,
+    pub tid: u32,
     pub comm: String,
+    pub thread_name: String,
     pub frames: Vec<String>,
+    /// First value: samples (on-CPU) or blocks (off-CPU).
     pub count: u64,
+    /// Second value: nanoseconds on or off CPU.
+    pub nanos: u64,
 }
 
 impl Stack {
@@ -135,9 +146,12 @@ pub fn read_pprof(path: &Path) -> (pprof_proto::Profile, Vec<Stack>) {
             }
             Stack {
                 pid: label("pid").parse().unwrap(),
+                tid: label("tid").parse().unwrap(),
                 comm: label("comm"),
+                thread_name: label("thread_name"),
                 frames,
                 count: sample.value[0] as u64,
+                nanos: sample.value[1] as u64,
             }
         })
         .collect();

@@ -3,4 +3,5 @@
 
 mod harness;
 mod kernel_symbols;
+mod offcpu;
 mod record;

@@ -1,0 +1,49 @@
+/* Off-CPU bookkeeping shared with user space. Mirrored in
+ * profiler/src/collect/offcpu.rs; both sides assert the sizes. */
+#ifndef SMOLDER_OFFCPU_H
+#define SMOLDER_OFFCPU_H
+
+#define SMOLDER_OFFCPU_THREADS 65536 /* threads blocked at once (LRU) */
+#define SMOLDER_OFFCPU_STACKS 16384  /* distinct stacks */
+#define SMOLDER_OFFCPU_TOTALS 40960  /* distinct (thread, stacks) */
+
+/* Where and when a thread went to sleep (per thread, until it wakes). */
+struct smolder_offcpu_start {
+	__u64 time_ns;
+	__u64 mm_id;
+	__s32 kernel_stack; /* id in offcpu_stacks, or -errno */
+	__s32 user_stack;
+	__u32 pid;
+	__u32 pad;
+};
+
+/* Totals are kept per thread, per pair of stacks, per address space. */
+struct smolder_offcpu_key {
+	__u32 pid;
+	__u32 tid;
+	__s32 kernel_stack;
+	__s32 user_stack;
+	__u64 mm_id;
+};
+
+struct smolder_offcpu_value {
+	__u64 nanos; /* total time blocked */
+	__u64 count; /* number of blocks */
+};
+
+/* Sent once per new totals entry, so user space learns names and can read
+ * the process's mappings while it lives. */
+struct smolder_offcpu_thread {
+	__u32 pid;
+	__u32 tid;
+	__u64 mm_id;
+	char comm[16];
+	char thread_comm[16];
+};
+
+_Static_assert(sizeof(struct smolder_offcpu_start) == 32, "offcpu_start layout");
+_Static_assert(sizeof(struct smolder_offcpu_key) == 24, "offcpu_key layout");
+_Static_assert(sizeof(struct smolder_offcpu_value) == 16, "offcpu_value layout");
+_Static_assert(sizeof(struct smolder_offcpu_thread) == 48, "offcpu_thread layout");
+
+#endif
