@@ -17,7 +17,8 @@ commands:
   record   set up, build, and profile this machine for 10 s into smolder-flame.svg
   test     set up, then rustfmt and clang-format checks, clippy, and every test (root for BPF tests)
   bench    set up, then measure smolder against perf and addr2line (see docs/benchmarks.md)
-           options: --seconds N (capture length, default 30), --runs N (default 3)";
+           options: --seconds N (capture length, default 30), --runs N (default 3),
+                    --only symbolizer|overhead|offcpu";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: smolder next to its peers, measured in the same run.
 //! Prints medians and ratios; see docs/benchmarks.md for how to read them.
 
+mod offcpu;
 mod overhead;
 mod rusage;
 mod symbolizer;
@@ -12,15 +13,34 @@ use crate::{setup, util};
 pub struct Options {
     pub seconds: u64,
     pub runs: usize,
+    /// Run only this benchmark (`symbolizer`, `overhead`, `offcpu`).
+    pub only: Option<String>,
+}
+
+const BENCHMARKS: [&str; 3] = ["symbolizer", "overhead", "offcpu"];
+
+impl Options {
+    fn wants(&self, name: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == name)
+    }
 }
 
 fn parse(args: &[String]) -> Result<Options> {
     let mut options = Options {
         seconds: 30,
         runs: 3,
+        only: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
+        if arg == "--only" {
+            let name = it.next().context("--only needs a benchmark name")?;
+            if !BENCHMARKS.contains(&name.as_str()) {
+                bail!("unknown benchmark `{name}` (one of {BENCHMARKS:?})");
+            }
+            options.only = Some(name.clone());
+            continue;
+        }
         let mut value = || -> Result<u64> {
             let text = it.next().with_context(|| format!("{arg} needs a value"))?;
             text.parse()
@@ -52,11 +72,20 @@ pub fn run(args: &[String]) -> Result<()> {
         "--bins",
     ])?;
     util::cargo(&["build", "-p", "smolder"])?; // the large debug binary the symbolizer bench reads
-    let symbolizer = symbolizer::measure()?;
-    let overhead = overhead::measure(&options)?;
+    let mut reports = Vec::new();
+    if options.wants("symbolizer") {
+        reports.push(symbolizer::measure()?.to_string());
+    }
+    if options.wants("overhead") {
+        reports.push(overhead::measure(&options)?.to_string());
+    }
+    if options.wants("offcpu") {
+        reports.push(offcpu::measure(&options)?.to_string());
+    }
     println!();
-    println!("{symbolizer}");
-    println!("{overhead}");
+    for report in reports {
+        println!("{report}");
+    }
     Ok(())
 }
 
@@ -90,5 +119,8 @@ mod tests {
         assert_eq!((o.seconds, o.runs), (5, 2));
         assert!(parse(&["--runs".to_string()]).is_err());
         assert!(parse(&["--bogus".to_string()]).is_err());
+        let only = parse(&["--only".to_string(), "offcpu".to_string()]).unwrap();
+        assert!(only.wants("offcpu") && !only.wants("overhead"));
+        assert!(parse(&["--only".to_string(), "nope".to_string()]).is_err());
     }
 }
