@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::collect::Sample;
+use crate::collect::{OffCpuEntry, Sample, MAX_STACK_FRAMES};
 
 /// A raw stack of one thread. Addresses are in the sampled process's address
 /// space (user) or the kernel's (kernel), innermost first.
@@ -93,6 +93,26 @@ impl Aggregate {
                 nanos: period_ns,
             },
         );
+    }
+
+    /// Adds the blocked time of one thread in one pair of stacks.
+    pub fn add_off_cpu(&mut self, entry: OffCpuEntry) {
+        // The stack map holds at most MAX_STACK_FRAMES: a full stack was cut.
+        let truncated =
+            entry.kernel.len() >= MAX_STACK_FRAMES || entry.user.len() >= MAX_STACK_FRAMES;
+        let key = StackKey {
+            pid: entry.pid,
+            tid: entry.tid,
+            mm_id: entry.mm_id,
+            kernel: entry.kernel.into_boxed_slice(),
+            user: entry.user.into_boxed_slice(),
+            truncated,
+        };
+        let weight = Weight {
+            count: entry.count,
+            nanos: entry.nanos,
+        };
+        self.add_weighted(key, weight);
     }
 
     /// Distinct processes seen.

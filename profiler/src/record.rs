@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use symbolizer::{Symbolizer, SymbolizerConfig};
 
-use crate::aggregate::{Aggregate, StackKey, Weight};
+use crate::aggregate::Aggregate;
 use crate::collect::{
     BpfKernelSymbols, LoadError, Sampler, SamplerConfig, SamplerStats, DRAIN_INTERVAL,
 };
@@ -179,20 +179,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         &mut off_cpu,
     );
     for entry in sampler.off_cpu_totals()? {
-        off_cpu.add_weighted(
-            StackKey {
-                pid: entry.pid,
-                tid: entry.tid,
-                mm_id: entry.mm_id,
-                kernel: entry.kernel.into_boxed_slice(),
-                user: entry.user.into_boxed_slice(),
-                truncated: false,
-            },
-            Weight {
-                count: entry.count,
-                nanos: entry.nanos,
-            },
-        );
+        off_cpu.add_off_cpu(entry);
     }
     let sampler_stats = sampler.stats();
     drop(sampler); // detach before the CPU-heavy part

@@ -10,7 +10,7 @@ mod sampler;
 
 pub use ksym::BpfKernelSymbols;
 pub use offcpu::{OffCpuConfig, OffCpuEntry, ThreadSeen};
-pub use record::{DecodeError, Sample};
+pub use record::{DecodeError, Sample, MAX_STACK_FRAMES};
 pub use sampler::{
     LoadError, Sampler, SamplerConfig, SamplerStats, SamplerTargets, DRAIN_INTERVAL,
 };

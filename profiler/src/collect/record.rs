@@ -5,6 +5,8 @@ use std::mem::size_of;
 
 pub(crate) const MAX_KERNEL_FRAMES: usize = 127;
 pub(crate) const MAX_USER_FRAMES: usize = 127;
+/// Deepest stack the BPF side records (kernel or user, on or off CPU).
+pub const MAX_STACK_FRAMES: usize = MAX_USER_FRAMES;
 const COMM_LEN: usize = 16;
 
 const FLAG_KERNEL_TRUNCATED: u32 = 1 << 0;

@@ -120,15 +120,7 @@ pub fn measure(options: &Options) -> Result<Report> {
             .spawn()?;
         std::thread::sleep(Duration::from_millis(1500));
         ours.push(pingpong(&binary)?);
-        let mut child = child;
-        let mut pipe = child.stderr.take().context("stderr")?;
-        let reader = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
-            text
-        });
-        let usage = rusage::wait(child)?;
-        let text = reader.join().unwrap_or_default();
+        let (usage, text) = rusage::wait_with_stderr(child)?;
         let bpf_ns: f64 = text
             .lines()
             .find_map(|l| {

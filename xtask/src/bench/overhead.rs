@@ -67,21 +67,14 @@ fn cpu_count() -> usize {
 /// One smolder capture: (usage, BPF run time, samples).
 fn smolder_once(seconds: u64, out: &Path) -> Result<(Usage, Duration, f64)> {
     let smolder = workspace_root().join("target/release/smolder");
-    let mut child = Command::new(smolder)
+    let child = Command::new(smolder)
         .args(["record", "--all", "-F", "99", "--bpf-stats", "-d"])
         .arg(format!("{seconds}s"))
         .arg("-o")
         .arg(out)
         .stderr(Stdio::piped())
         .spawn()?;
-    let mut pipe = child.stderr.take().context("stderr")?;
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
-        text
-    });
-    let usage = rusage::wait(child)?;
-    let text = reader.join().unwrap_or_default();
+    let (usage, text) = rusage::wait_with_stderr(child)?;
     if !usage.success {
         bail!("smolder record failed:\n{text}");
     }

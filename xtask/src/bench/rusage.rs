@@ -3,13 +3,30 @@
 use std::process::Child;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Usage {
     pub cpu: Duration,
     pub max_rss_kib: u64,
     pub success: bool,
+}
+
+/// Waits for `child` (spawned with a piped stderr) and returns its usage and
+/// everything it wrote to stderr.
+pub fn wait_with_stderr(mut child: Child) -> Result<(Usage, String)> {
+    let mut pipe = child
+        .stderr
+        .take()
+        .context("child spawned without a piped stderr")?;
+    // Read on a thread: a full pipe would otherwise block the child forever.
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+        text
+    });
+    let usage = wait(child)?;
+    Ok((usage, reader.join().unwrap_or_default()))
 }
 
 /// Waits for `child` and returns what it (and the children it waited for) used.
