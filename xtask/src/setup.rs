@@ -19,6 +19,8 @@ const NEEDS: &[(Check, &str)] = &[
     (Check::Program("perf"), "linux-perf"),
     (Check::Program("go"), "golang-go"),
     (Check::File("/usr/sbin/offcputime"), "libbpf-tools"),
+    (Check::Program("node"), "nodejs"),
+    (Check::Program("unshare"), "util-linux"),
 ];
 
 enum Check {

@@ -5,3 +5,4 @@ mod harness;
 mod kernel_symbols;
 mod offcpu;
 mod record;
+mod symbol_sources;
