@@ -5,7 +5,7 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use symbolizer::{Symbolizer, SymbolizerConfig};
+use symbolizer::{Symbolizer, SymbolizerConfig, SymbolizerStats};
 
 use crate::aggregate::Aggregate;
 use crate::collect::{
@@ -69,6 +69,7 @@ pub struct RecordOutcome {
     pub on_cpu: Option<Profile>,
     pub off_cpu: Option<Profile>,
     pub sampler: SamplerStats,
+    pub symbolizer: SymbolizerStats,
     pub processes_missed: u64,
 }
 
@@ -195,6 +196,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         on_cpu: None,
         off_cpu: None,
         sampler: sampler_stats,
+        symbolizer: SymbolizerStats::default(),
         processes_missed: 0,
     };
     if let Some(output) = on_cpu_output {
@@ -216,7 +218,8 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         outcome.off_cpu = Some(profile);
     }
     clock.lap("symbolize and encode");
-    log::debug!("symbolizer: {:?}", symbolizer.stats());
+    outcome.symbolizer = symbolizer.stats();
+    log::debug!("symbolizer: {:?}", outcome.symbolizer);
     outcome.processes_missed = processes.missed;
     Ok(outcome)
 }
@@ -321,6 +324,19 @@ pub fn print_summary(outcome: &RecordOutcome, config: &RecordConfig) {
         eprintln!(
             "warning: off-CPU data lost (totals map full: {} blocks, thread events: {})",
             s.off_cpu_totals_full, s.off_cpu_events_full
+        );
+    }
+    if outcome.processes_missed > 0 {
+        eprintln!(
+            "note: {} processes exited before their mappings could be read; their frames stay [unknown]",
+            outcome.processes_missed
+        );
+    }
+    let sym = &outcome.symbolizer;
+    if sym.unknown > 0 {
+        eprintln!(
+            "note: {} of {} addresses have no symbol; they are kept as module+0xoffset",
+            sym.unknown, sym.lookups
         );
     }
     if let (Some(time), Some(count)) = (s.bpf_run_time, s.bpf_run_count) {
