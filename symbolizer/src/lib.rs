@@ -13,6 +13,7 @@ mod address;
 mod demangle;
 mod error;
 mod frame;
+mod gopclntab;
 mod kernel;
 mod module;
 mod perf_map;
@@ -24,6 +25,7 @@ pub use address::FrameAddress;
 pub use demangle::demangle;
 pub use error::Error;
 pub use frame::{FunctionFrame, Resolution, UnknownReason};
+pub use gopclntab::{GoFunction, GoTable, GoTableError};
 pub use kernel::{
     parse_symbol_offset, Kallsyms, KernelFunction, KernelSymbol, KernelSymbolSource, KernelSymbols,
 };

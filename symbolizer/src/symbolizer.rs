@@ -11,6 +11,7 @@ use blazesym::symbolize::{Input, Reason, Sym, Symbolized};
 use lru::LruCache;
 
 use crate::frame::{FunctionFrame, Resolution, UnknownReason};
+use crate::gopclntab::GoTable;
 use crate::kernel::{Kallsyms, KernelFunction, KernelSymbolSource};
 use crate::module::{BuildId, FileId, Module};
 use crate::perf_map::PerfMap;
@@ -78,6 +79,8 @@ pub struct Symbolizer {
     /// Kernel lookup address -> function; kernel text is small and fixed.
     kernel_cache: LruCache<u64, Option<KernelFunction>>,
     kernel_failed: bool,
+    /// Go tables of files blazesym could not name addresses in (`None`: not Go).
+    go_tables: LruCache<FileId, Option<Arc<GoTable>>>,
     stats: SymbolizerStats,
     /// Files already reported as broken, so each is reported once.
     reported: std::collections::HashSet<PathBuf>,
@@ -100,6 +103,7 @@ impl Symbolizer {
             kernel: Box::new(Kallsyms::new(kallsyms)),
             kernel_cache: LruCache::new(NonZeroUsize::new(64 * 1024).expect("non-zero")),
             kernel_failed: false,
+            go_tables: LruCache::new(NonZeroUsize::new(64).expect("non-zero")),
             stats: SymbolizerStats::default(),
             reported: Default::default(),
         }
@@ -291,18 +295,34 @@ impl Symbolizer {
         let Some(path) = module.open_path() else {
             return vec![Resolution::Unknown(UnknownReason::ModuleUnavailable); offsets.len()];
         };
-        self.symbolize_elf(&module.path, &path, Input::FileOffset(offsets))
+        self.symbolize_elf(module.id, &module.path, &path, Input::FileOffset(offsets))
     }
 
     /// Symbolizes virtual addresses (as in the ELF file, like `addr2line`) of
     /// one file. Results are not cached.
     pub fn symbolize_elf_file(&mut self, path: &Path, addresses: &[u64]) -> Vec<Resolution> {
         self.stats.lookups += addresses.len() as u64;
-        self.symbolize_elf(path, path, Input::VirtOffset(addresses))
+        let id = match std::fs::metadata(path) {
+            Ok(meta) => {
+                use std::os::unix::fs::MetadataExt;
+                FileId {
+                    dev_major: (meta.dev() >> 32) as u32,
+                    dev_minor: meta.dev() as u32,
+                    inode: meta.ino(),
+                }
+            }
+            Err(_) => FileId {
+                dev_major: u32::MAX,
+                dev_minor: u32::MAX,
+                inode: 0,
+            },
+        };
+        self.symbolize_elf(id, path, path, Input::VirtOffset(addresses))
     }
 
     fn symbolize_elf(
         &mut self,
+        id: FileId,
         shown: &Path,
         path: &Path,
         input: Input<&[u64]>,
@@ -311,7 +331,7 @@ impl Symbolizer {
             Input::AbsAddr(a) | Input::VirtOffset(a) | Input::FileOffset(a) => a.len(),
         };
         let source = Source::Elf(Elf::new(path));
-        match self.blaze.symbolize(&source, input) {
+        let mut resolved: Vec<Resolution> = match self.blaze.symbolize(&source, input) {
             Ok(symbolized) => symbolized.into_iter().map(convert).collect(),
             Err(err) => {
                 self.stats.bad_modules += 1;
@@ -319,6 +339,55 @@ impl Symbolizer {
                     log::warn!("cannot symbolize {}: {err:#}", shown.display());
                 }
                 vec![Resolution::Unknown(UnknownReason::BadModule); count]
+            }
+        };
+        if resolved.iter().any(|r| matches!(r, Resolution::Unknown(_))) {
+            self.go_fallback(id, path, input, &mut resolved);
+        }
+        resolved
+    }
+
+    /// Names what blazesym could not from Go's own table, when the file has
+    /// one (stripped Go binaries keep it).
+    fn go_fallback(
+        &mut self,
+        id: FileId,
+        path: &Path,
+        input: Input<&[u64]>,
+        resolved: &mut [Resolution],
+    ) {
+        let table = match self.go_tables.get(&id) {
+            Some(table) => table.clone(),
+            None => {
+                let table = GoTable::open(path).ok().map(Arc::new);
+                self.go_tables.put(id, table.clone());
+                table
+            }
+        };
+        let Some(table) = table else {
+            return;
+        };
+        let (addresses, file_offsets) = match input {
+            Input::FileOffset(a) => (a, true),
+            Input::VirtOffset(a) | Input::AbsAddr(a) => (a, false),
+        };
+        for (resolution, &address) in resolved.iter_mut().zip(addresses) {
+            if !matches!(resolution, Resolution::Unknown(_)) {
+                continue;
+            }
+            let pc = if file_offsets {
+                table.virtual_address(address)
+            } else {
+                Some(address)
+            };
+            if let Some(function) = pc.and_then(|pc| table.lookup(pc)) {
+                *resolution = Resolution::Symbols(vec![FunctionFrame {
+                    system_name: function.name.clone(),
+                    name: function.name,
+                    file: function.file,
+                    line: function.line,
+                    inlined: false,
+                }]);
             }
         }
     }

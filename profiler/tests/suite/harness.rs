@@ -60,9 +60,16 @@ pub fn workload(name: &str) -> PathBuf {
 }
 
 pub fn smolder(args: &[&str]) -> Output {
+    smolder_with_env(args, &[])
+}
+
+/// Runs smolder with extra environment variables (inherited by a command it
+/// starts).
+pub fn smolder_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_smolder"))
         .args(args)
         .env("SMOLDER_LOG", "info")
+        .envs(env.iter().copied())
         .output()
         .expect("running smolder");
     eprintln!(
@@ -94,6 +101,9 @@ pub fn reported_samples(stderr: &str) -> u64 {
         .expect("summary line")
 }
 
+/// x86-64 kernel addresses start here.
+const KERNEL_SPACE: u64 = 0xffff_8000_0000_0000;
+
 /// A pprof sample with its stack as names, root first.
 #[derive(Debug, Clone)]
 pub struct Stack {
@@ -106,6 +116,9 @@ pub struct Stack {
     pub count: u64,
     /// Second value: nanoseconds on or off CPU.
     pub nanos: u64,
+    /// The function whose machine code that frame is in: the outermost of
+    /// the functions inlined at the innermost user-space location.
+    pub user_leaf_function: Option<String>,
 }
 
 impl Stack {
@@ -139,19 +152,26 @@ pub fn read_pprof(path: &Path) -> (pprof_proto::Profile, Vec<Stack>) {
                     .unwrap_or_default()
             };
             let mut frames = Vec::new();
+            let mut user_leaf_function = None;
             for &loc in sample.location_id.iter().rev() {
-                for line in location(loc).line.iter().rev() {
-                    frames.push(s(function(line.function_id).name));
+                let location = location(loc);
+                for (i, line) in location.line.iter().rev().enumerate() {
+                    let name = s(function(line.function_id).name);
+                    if location.address < KERNEL_SPACE && i == 0 {
+                        user_leaf_function = Some(name.clone());
+                    }
+                    frames.push(name);
                 }
             }
             Stack {
-                pid: label("pid").parse().unwrap(),
-                tid: label("tid").parse().unwrap(),
+                pid: label("pid").parse().unwrap_or(0),
+                tid: label("tid").parse().unwrap_or(0),
                 comm: label("comm"),
                 thread_name: label("thread_name"),
                 frames,
                 count: sample.value[0] as u64,
                 nanos: sample.value[1] as u64,
+                user_leaf_function,
             }
         })
         .collect();

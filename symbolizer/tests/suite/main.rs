@@ -3,4 +3,5 @@
 
 mod build;
 mod elf_files;
+mod go;
 mod processes;

@@ -1,0 +1,356 @@
+//! Go's own symbol table, `.gopclntab`: function names and file:line for Go
+//! binaries, which keep it even when stripped (`-ldflags='-s -w'`) because the
+//! runtime needs it. Layouts of Go 1.18 and later (1.16 and 1.17 differ only
+//! in using pointer-sized function entries, also handled). The decoding
+//! follows Go's `debug/gosym`. The section is read from the binary:
+//! untrusted input, so every offset is bounds-checked.
+//!
+//! Not yet read: the inline tree (`FUNCDATA_InlTree`). Frames inlined into a
+//! stripped Go function show as that function.
+
+use std::fs::File;
+use std::path::Path;
+
+use object::read::elf::{ElfFile64, ProgramHeader};
+use object::{Object, ObjectSection, ReadCache};
+
+/// Why a file has no usable pclntab.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GoTableError {
+    #[error("no .gopclntab section (not a Go binary)")]
+    NotGo,
+    #[error("unsupported pclntab magic {0:#x}")]
+    Unsupported(u32),
+    #[error("pclntab is truncated or inconsistent")]
+    Malformed,
+    #[error("cannot read the ELF file: {0}")]
+    Elf(String),
+}
+
+const MAGIC_116: u32 = 0xffff_fffa;
+const MAGIC_118: u32 = 0xffff_fff0;
+const MAGIC_120: u32 = 0xffff_fff1;
+
+/// One Go function at an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoFunction {
+    pub name: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+/// A parsed pclntab plus what is needed to turn file offsets into the
+/// virtual addresses it is indexed by.
+#[derive(Debug)]
+pub struct GoTable {
+    data: Vec<u8>,
+    version: u32,
+    quantum: u64,
+    ptr_size: usize,
+    nfunc: usize,
+    text_start: u64,
+    funcnametab: usize,
+    cutab: usize,
+    filetab: usize,
+    pctab: usize,
+    functab: usize,
+    /// PT_LOAD segments: (file offset, virtual address, file size).
+    segments: Vec<(u64, u64, u64)>,
+}
+
+impl GoTable {
+    /// Reads the pclntab of an ELF file, touching only the parts it needs.
+    pub fn open(path: &Path) -> Result<Self, GoTableError> {
+        let file = File::open(path).map_err(|e| GoTableError::Elf(e.to_string()))?;
+        let cache = ReadCache::new(file);
+        let elf = ElfFile64::<object::Endianness, _>::parse(&cache)
+            .map_err(|e| GoTableError::Elf(e.to_string()))?;
+        let section = elf
+            .section_by_name(".gopclntab")
+            .or_else(|| elf.section_by_name(".data.rel.ro.gopclntab"))
+            .ok_or(GoTableError::NotGo)?;
+        let data = section
+            .data()
+            .map_err(|e| GoTableError::Elf(e.to_string()))?
+            .to_vec();
+        let text = elf
+            .section_by_name(".text")
+            .map(|s| s.address())
+            .unwrap_or(0);
+        let endian = elf.endian();
+        let segments = elf
+            .elf_program_headers()
+            .iter()
+            .filter(|p| p.p_type(endian) == object::elf::PT_LOAD)
+            .map(|p| (p.p_offset(endian), p.p_vaddr(endian), p.p_filesz(endian)))
+            .collect();
+        Self::parse(data, text, segments)
+    }
+
+    /// Parses pclntab bytes. `text_section` is the address of `.text`, used
+    /// when the header's own text start is zero (position-independent builds
+    /// relocate it at run time).
+    pub fn parse(
+        data: Vec<u8>,
+        text_section: u64,
+        segments: Vec<(u64, u64, u64)>,
+    ) -> Result<Self, GoTableError> {
+        let magic = read_u32(&data, 0).ok_or(GoTableError::Malformed)?;
+        if ![MAGIC_116, MAGIC_118, MAGIC_120].contains(&magic) {
+            return Err(GoTableError::Unsupported(magic));
+        }
+        let quantum = u64::from(*data.get(6).ok_or(GoTableError::Malformed)?);
+        let ptr_size = usize::from(*data.get(7).ok_or(GoTableError::Malformed)?);
+        if ptr_size != 8 || quantum == 0 {
+            return Err(GoTableError::Malformed);
+        }
+        let word = |n: usize| -> Result<u64, GoTableError> {
+            read_u64(&data, 8 + n * ptr_size).ok_or(GoTableError::Malformed)
+        };
+        let offset = |n: usize| -> Result<usize, GoTableError> {
+            let value = usize::try_from(word(n)?).map_err(|_| GoTableError::Malformed)?;
+            (value <= data.len())
+                .then_some(value)
+                .ok_or(GoTableError::Malformed)
+        };
+        let nfunc = usize::try_from(word(0)?).map_err(|_| GoTableError::Malformed)?;
+        let (text_start, funcnametab, cutab, filetab, pctab, functab) = if magic == MAGIC_116 {
+            // 1.16: no textStart word; offsets shift down by one.
+            (
+                text_section,
+                offset(2)?,
+                offset(3)?,
+                offset(4)?,
+                offset(5)?,
+                offset(6)?,
+            )
+        } else {
+            let header_text = word(2)?;
+            let text = if header_text != 0 {
+                header_text
+            } else {
+                text_section
+            };
+            (
+                text,
+                offset(3)?,
+                offset(4)?,
+                offset(5)?,
+                offset(6)?,
+                offset(7)?,
+            )
+        };
+        let table = Self {
+            version: magic,
+            quantum,
+            ptr_size,
+            nfunc,
+            text_start,
+            funcnametab,
+            cutab,
+            filetab,
+            pctab,
+            functab,
+            segments,
+            data,
+        };
+        // The function table must fit: (nfunc * 2 + 1) fields.
+        let fields = nfunc
+            .checked_mul(2)
+            .and_then(|n| n.checked_add(1))
+            .ok_or(GoTableError::Malformed)?;
+        let end = fields
+            .checked_mul(table.field_size())
+            .and_then(|n| n.checked_add(functab));
+        if end.is_none_or(|end| end > table.data.len()) {
+            return Err(GoTableError::Malformed);
+        }
+        Ok(table)
+    }
+
+    /// Number of functions in the table.
+    pub fn len(&self) -> usize {
+        self.nfunc
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nfunc == 0
+    }
+
+    /// The virtual address of a file offset (through PT_LOAD segments).
+    pub fn virtual_address(&self, file_offset: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|&&(off, _, size)| file_offset >= off && file_offset - off < size)
+            .map(|&(off, vaddr, _)| vaddr + (file_offset - off))
+    }
+
+    fn field_size(&self) -> usize {
+        if self.version == MAGIC_116 {
+            self.ptr_size
+        } else {
+            4
+        }
+    }
+
+    /// Entry `i` of the function table as (pc, offset of its _func).
+    fn functab_entry(&self, i: usize) -> Option<(u64, usize)> {
+        let size = self.field_size();
+        let at = self.functab + 2 * i * size;
+        let (pc, func) = if size == 4 {
+            (
+                u64::from(read_u32(&self.data, at)?) + self.text_start,
+                read_u32(&self.data, at + 4)? as usize,
+            )
+        } else {
+            (
+                read_u64(&self.data, at)?,
+                usize::try_from(read_u64(&self.data, at + 8)?).ok()?,
+            )
+        };
+        Some((pc, func))
+    }
+
+    /// The function containing the virtual address `pc`.
+    pub fn lookup(&self, pc: u64) -> Option<GoFunction> {
+        if self.nfunc == 0 {
+            return None;
+        }
+        // Binary search for the last entry at or below pc.
+        let (mut lo, mut hi) = (0usize, self.nfunc);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.functab_entry(mid)?.0 <= pc {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let (entry, func_off) = self.functab_entry(lo)?;
+        let (end, _) = self.functab_entry(lo + 1)?;
+        if pc < entry || pc >= end {
+            return None;
+        }
+        let func = self.functab.checked_add(func_off)?;
+        let field = |n: usize| -> Option<u32> {
+            // The first field is the entry (4 bytes since 1.18), then u32s.
+            let first = if self.version == MAGIC_116 {
+                self.ptr_size
+            } else {
+                4
+            };
+            read_u32(&self.data, func + first + (n - 1) * 4)
+        };
+        let name_off = field(1)? as usize;
+        let name = read_cstr(&self.data, self.funcnametab.checked_add(name_off)?)?;
+        let file = self
+            .pc_value(field(5)?, entry, pc)
+            .and_then(|fno| self.file_name(field(8)?, fno));
+        let line = self
+            .pc_value(field(6)?, entry, pc)
+            .and_then(|l| u32::try_from(l).ok());
+        Some(GoFunction { name, file, line })
+    }
+
+    fn file_name(&self, cu_offset: u32, fno: i32) -> Option<String> {
+        let index = usize::try_from(cu_offset)
+            .ok()?
+            .checked_add(usize::try_from(fno).ok()?)?;
+        let file_off = read_u32(&self.data, self.cutab.checked_add(index.checked_mul(4)?)?)?;
+        if file_off == u32::MAX {
+            return None;
+        }
+        read_cstr(&self.data, self.filetab.checked_add(file_off as usize)?)
+    }
+
+    /// The value a pc-value table gives at `target` (debug/gosym's pcvalue).
+    fn pc_value(&self, table: u32, entry: u64, target: u64) -> Option<i32> {
+        let mut at = self.pctab.checked_add(table as usize)?;
+        let mut value: i32 = -1;
+        let mut pc = entry;
+        let mut first = true;
+        // A real table ends well before this many steps; a hostile one must not loop forever.
+        for _ in 0..1_000_000 {
+            let (uvdelta, n) = read_varint(&self.data, at)?;
+            at += n;
+            if uvdelta == 0 && !first {
+                return None;
+            }
+            first = false;
+            let vdelta = if uvdelta & 1 != 0 {
+                !(uvdelta >> 1)
+            } else {
+                uvdelta >> 1
+            } as i32;
+            let (pcdelta, n) = read_varint(&self.data, at)?;
+            at += n;
+            pc = pc.checked_add(u64::from(pcdelta).checked_mul(self.quantum)?)?;
+            value = value.wrapping_add(vdelta);
+            if target < pc {
+                return Some(value);
+            }
+        }
+        None
+    }
+}
+
+fn read_u32(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(
+        data.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+
+fn read_u64(data: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(
+        data.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
+}
+
+fn read_cstr(data: &[u8], at: usize) -> Option<String> {
+    let bytes = data.get(at..)?;
+    let end = bytes.iter().position(|&b| b == 0)?;
+    Some(String::from_utf8_lossy(&bytes[..end]).into_owned())
+}
+
+/// An unsigned LEB128 varint of at most 32 bits: (value, bytes read).
+fn read_varint(data: &[u8], at: usize) -> Option<(u32, usize)> {
+    let mut value: u32 = 0;
+    for (i, shift) in (0..35).step_by(7).enumerate() {
+        let byte = *data.get(at + i)?;
+        value |= u32::from(byte & 0x7f).checked_shl(shift)?;
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_decode_and_overlong_ones_are_rejected() {
+        assert_eq!(read_varint(&[0x05], 0), Some((5, 1)));
+        assert_eq!(read_varint(&[0x96, 0x01], 0), Some((150, 2)));
+        assert_eq!(read_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 0), None);
+        assert_eq!(read_varint(&[0x80], 0), None);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert_eq!(
+            GoTable::parse(vec![], 0, vec![]).unwrap_err(),
+            GoTableError::Malformed
+        );
+        assert_eq!(
+            GoTable::parse(vec![1, 2, 3, 4, 0, 0, 1, 8], 0, vec![]).unwrap_err(),
+            GoTableError::Unsupported(0x04030201)
+        );
+        // Right magic, absurd function count.
+        let mut data = vec![0xf1, 0xff, 0xff, 0xff, 0, 0, 1, 8];
+        data.extend_from_slice(&u64::MAX.to_le_bytes());
+        data.extend(std::iter::repeat_n(0u8, 64));
+        assert!(GoTable::parse(data, 0, vec![]).is_err());
+    }
+}

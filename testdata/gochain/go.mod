@@ -1,0 +1,3 @@
+module smolder.test/gochain
+
+go 1.21
