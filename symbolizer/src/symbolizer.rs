@@ -139,6 +139,10 @@ impl Symbolizer {
                 kind: self.region_kind(&proc_dir, e),
             })
             .collect();
+        if regions.is_empty() {
+            // A zombie (exited, not yet reaped) has an empty maps file.
+            return Err(Error::NoSuchProcess { pid });
+        }
         regions.sort_by_key(|r| r.start);
         Ok(ProcessMaps {
             pid,
