@@ -15,6 +15,9 @@ fn node_perf_map_names_javascript_functions() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/busy.js");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("node.pb.gz");
+    // --perf-basic-prof also writes a V8 log, by default into the working
+    // directory: keep it in the temporary one.
+    let logfile = format!("--logfile={}", dir.path().join("v8.log").display());
     smolder_ok(&[
         "record",
         "-o",
@@ -22,6 +25,8 @@ fn node_perf_map_names_javascript_functions() {
         "--",
         "node",
         "--perf-basic-prof",
+        "--no-logfile-per-isolate",
+        &logfile,
         script.to_str().unwrap(),
         "3",
     ]);
