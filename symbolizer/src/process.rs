@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::Module;
 
@@ -41,6 +42,9 @@ pub struct ProcessMaps {
     /// Where the process's perf map may be, most specific first:
     /// inside its mount namespace under its own pid, then on the host.
     pub perf_map_paths: Vec<PathBuf>,
+    /// When the process started: a perf map older than this was written by
+    /// an earlier process with the same pid.
+    pub started: Option<SystemTime>,
 }
 
 impl ProcessMaps {

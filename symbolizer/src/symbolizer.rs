@@ -55,6 +55,8 @@ pub struct SymbolizerStats {
     pub bad_modules: u64,
     /// Malformed lines in `/proc/PID/maps` and perf maps.
     pub rejected_lines: u64,
+    /// Perf maps ignored because they predate their process.
+    pub stale_perf_maps: u64,
 }
 
 /// A user-space address and what it resolved to.
@@ -65,6 +67,12 @@ pub struct UserLocation {
     pub region: Option<ExecRegion>,
     pub resolution: Resolution,
 }
+
+/// Largest perf map read (a JIT that never restarts can write gigabytes).
+const MAX_PERF_MAP_BYTES: u64 = 256 << 20;
+
+/// A parsed perf map and the (size, mtime) it was parsed at.
+type CachedPerfMap = ((u64, std::time::SystemTime), Arc<PerfMap>);
 
 /// Cache misses of one module, batched: (output index, file offset).
 type Misses = (Arc<Module>, Vec<(usize, u64)>);
@@ -81,6 +89,7 @@ pub struct Symbolizer {
     kernel_failed: bool,
     /// Go tables of files blazesym could not name addresses in (`None`: not Go).
     go_tables: LruCache<FileId, Option<Arc<GoTable>>>,
+    perf_maps: LruCache<PathBuf, CachedPerfMap>,
     stats: SymbolizerStats,
     /// Files already reported as broken, so each is reported once.
     reported: std::collections::HashSet<PathBuf>,
@@ -104,6 +113,7 @@ impl Symbolizer {
             kernel_cache: LruCache::new(NonZeroUsize::new(64 * 1024).expect("non-zero")),
             kernel_failed: false,
             go_tables: LruCache::new(NonZeroUsize::new(64).expect("non-zero")),
+            perf_maps: LruCache::new(NonZeroUsize::new(64).expect("non-zero")),
             stats: SymbolizerStats::default(),
             reported: Default::default(),
         }
@@ -148,6 +158,7 @@ impl Symbolizer {
             pid,
             regions,
             perf_map_paths: perf_map_paths(&proc_dir, pid),
+            started: process_start(&proc_dir, &self.config.proc_root),
         })
     }
 
@@ -219,7 +230,7 @@ impl Symbolizer {
     ) -> Vec<UserLocation> {
         let mut out: Vec<UserLocation> = Vec::with_capacity(addresses.len());
         let mut misses: HashMap<FileId, Misses> = HashMap::new();
-        let mut perf_map: Option<Option<PerfMap>> = None;
+        let mut perf_map: Option<Option<Arc<PerfMap>>> = None;
 
         for (idx, &address) in addresses.iter().enumerate() {
             self.stats.lookups += 1;
@@ -276,23 +287,66 @@ impl Symbolizer {
 
     fn perf_map_lookup(
         &mut self,
-        loaded: &mut Option<Option<PerfMap>>,
+        loaded: &mut Option<Option<Arc<PerfMap>>>,
         process: &ProcessMaps,
         address: u64,
     ) -> Resolution {
-        let map = loaded.get_or_insert_with(|| {
-            let text = process
-                .perf_map_paths
-                .iter()
-                .find_map(|p| std::fs::read_to_string(p).ok())?;
-            let map = PerfMap::parse(&text);
-            self.stats.rejected_lines += map.rejected_lines as u64;
-            Some(map)
-        });
-        match map.as_ref().and_then(|m| m.lookup(address)) {
+        if loaded.is_none() {
+            *loaded = Some(self.load_perf_map(process));
+        }
+        match loaded
+            .as_ref()
+            .and_then(|m| m.as_ref())
+            .and_then(|m| m.lookup(address))
+        {
             Some(symbol) => Resolution::Symbols(vec![FunctionFrame::named(&symbol.name)]),
             None => Resolution::Unknown(UnknownReason::Unmapped),
         }
+    }
+
+    /// The process's perf map, parsed again only when the file changed (JITs
+    /// keep appending to it). A map older than the process belongs to an
+    /// earlier process that had the same pid and is ignored.
+    fn load_perf_map(&mut self, process: &ProcessMaps) -> Option<Arc<PerfMap>> {
+        let (path, meta) = process
+            .perf_map_paths
+            .iter()
+            .find_map(|p| std::fs::metadata(p).ok().map(|m| (p.clone(), m)))?;
+        let modified = meta.modified().ok()?;
+        // Start times have 10 ms resolution and clocks drift: allow some slack.
+        let slack = std::time::Duration::from_secs(2);
+        if process
+            .started
+            .is_some_and(|started| modified + slack < started)
+        {
+            log::debug!(
+                "{} predates process {}: ignored",
+                path.display(),
+                process.pid
+            );
+            self.stats.stale_perf_maps += 1;
+            return None;
+        }
+        let key = (meta.len(), modified);
+        if let Some((cached_key, map)) = self.perf_maps.get(&path) {
+            if *cached_key == key {
+                return Some(Arc::clone(map));
+            }
+        }
+        if meta.len() > MAX_PERF_MAP_BYTES {
+            if self.reported.insert(path.clone()) {
+                log::warn!(
+                    "{} is over {MAX_PERF_MAP_BYTES} bytes: not read",
+                    path.display()
+                );
+            }
+            return None;
+        }
+        let text = std::fs::read(&path).ok()?;
+        let map = Arc::new(PerfMap::parse(&String::from_utf8_lossy(&text)));
+        self.stats.rejected_lines += map.rejected_lines as u64;
+        self.perf_maps.put(path, (key, Arc::clone(&map)));
+        Some(map)
     }
 
     fn symbolize_module(&mut self, module: &Module, offsets: &[u64]) -> Vec<Resolution> {
@@ -474,6 +528,27 @@ fn perf_map_paths(proc_dir: &Path, pid: u32) -> Vec<PathBuf> {
     }
     paths.push(PathBuf::from(format!("/tmp/perf-{pid}.map")));
     paths
+}
+
+/// When a process started, from `/proc/PID/stat` (field 22, in clock ticks
+/// since boot) and the boot time in `/proc/stat`.
+fn process_start(proc_dir: &Path, proc_root: &Path) -> Option<std::time::SystemTime> {
+    // USER_HZ: the unit of /proc times, 100 on every Linux ABI.
+    const TICKS_PER_SECOND: u64 = 100;
+    let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
+    // Fields after the command name, which may itself contain ") ".
+    let after_comm = stat.rsplit_once(") ")?.1;
+    let ticks: u64 = after_comm.split_ascii_whitespace().nth(19)?.parse().ok()?;
+    let boot = std::fs::read_to_string(proc_root.join("stat")).ok()?;
+    let btime: u64 = boot
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let since_epoch = std::time::Duration::from_secs(btime)
+        + std::time::Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND);
+    Some(std::time::UNIX_EPOCH + since_epoch)
 }
 
 /// The innermost pid from `NSpid:` in `/proc/PID/status`.

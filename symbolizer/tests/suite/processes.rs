@@ -144,3 +144,62 @@ fn kernel_symbols_name_kernel_functions() {
     let resolved = s.symbolize_kernel(&[FrameAddress::ReturnAddress(vfs_read + 9)]);
     assert!(matches!(&resolved[0].0, Resolution::Symbols(f) if f[0].name == "vfs_read"));
 }
+
+fn first_name(located: &[symbolizer::UserLocation]) -> Option<String> {
+    match &located[0].resolution {
+        Resolution::Symbols(f) => Some(f[0].name.clone()),
+        Resolution::Unknown(_) => None,
+    }
+}
+
+#[test]
+fn perf_map_older_than_its_process_is_ignored() {
+    let child = Killed(Command::new("sleep").arg("30").spawn().unwrap());
+    let pid = child.0.id();
+    let path = format!("/tmp/perf-{pid}.map");
+    std::fs::write(&path, "10000 100 left_by_an_earlier_process\n").unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(an_hour_ago)
+        .unwrap();
+
+    let mut s = Symbolizer::new(SymbolizerConfig::default());
+    let maps = s.snapshot_process(pid).unwrap();
+    let started = maps.started.expect("start time from /proc");
+    let age = std::time::SystemTime::now()
+        .duration_since(started)
+        .unwrap();
+    assert!(
+        age < std::time::Duration::from_secs(60),
+        "started {age:?} ago"
+    );
+    let located = s.symbolize_user(&maps, &[FrameAddress::InstructionPointer(0x10010)]);
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(first_name(&located), None);
+    assert_eq!(s.stats().stale_perf_maps, 1);
+}
+
+#[test]
+fn perf_map_is_read_again_when_the_jit_appends() {
+    let child = Killed(Command::new("sleep").arg("30").spawn().unwrap());
+    let pid = child.0.id();
+    let path = format!("/tmp/perf-{pid}.map");
+    std::fs::write(&path, "10000 100 compiled_first\n").unwrap();
+    let mut s = Symbolizer::new(SymbolizerConfig::default());
+    let maps = s.snapshot_process(pid).unwrap();
+    let first = s.symbolize_user(&maps, &[FrameAddress::InstructionPointer(0x10010)]);
+    let before = s.symbolize_user(&maps, &[FrameAddress::InstructionPointer(0x20010)]);
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::options().append(true).open(&path).unwrap();
+        writeln!(file, "20000 100 compiled_later").unwrap();
+    }
+    let after = s.symbolize_user(&maps, &[FrameAddress::InstructionPointer(0x20010)]);
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(first_name(&first).as_deref(), Some("compiled_first"));
+    assert_eq!(first_name(&before), None);
+    assert_eq!(first_name(&after).as_deref(), Some("compiled_later"));
+}
