@@ -5,8 +5,10 @@
 //! follows Go's `debug/gosym`. The section is read from the binary:
 //! untrusted input, so every offset is bounds-checked.
 //!
-//! Not yet read: the inline tree (`FUNCDATA_InlTree`). Frames inlined into a
-//! stripped Go function show as that function.
+//! Inlined calls come from the inline tree (`FUNCDATA_InlTree`, Go 1.18+),
+//! found through `moduledata.gofunc`. The module data is the `.go.module`
+//! section (Go 1.26), or is found in `.noptrdata` by its pointer to the
+//! pclntab.
 
 use std::fs::File;
 use std::path::Path;
@@ -56,7 +58,19 @@ pub struct GoTable {
     functab: usize,
     /// PT_LOAD segments: (file offset, virtual address, file size).
     segments: Vec<(u64, u64, u64)>,
+    /// Virtual address of the pclntab section.
+    address: u64,
+    /// `moduledata.gofunc`, the base of funcdata offsets, when found.
+    gofunc: Option<u64>,
+    /// `.rodata` (address, bytes), where funcdata may live.
+    rodata: Option<(u64, Vec<u8>)>,
 }
+
+/// `_FUNCDATA_InlTree` and `_PCDATA_InlTreeIndex` (runtime/symtab.go).
+const FUNCDATA_INL_TREE: usize = 3;
+const PCDATA_INL_TREE_INDEX: usize = 2;
+/// Deepest inlining followed (the compiler's limit is far lower).
+const MAX_INLINE_DEPTH: usize = 64;
 
 impl GoTable {
     /// Reads the pclntab of an ELF file, touching only the parts it needs.
@@ -84,7 +98,65 @@ impl GoTable {
             .filter(|p| p.p_type(endian) == object::elf::PT_LOAD)
             .map(|p| (p.p_offset(endian), p.p_vaddr(endian), p.p_filesz(endian)))
             .collect();
-        Self::parse(data, text, segments)
+        let address = section.address();
+        let mut table = Self::parse(data, text, segments)?;
+        table.address = address;
+        let section_bytes = |name: &str| -> Option<(u64, Vec<u8>)> {
+            let s = elf.section_by_name(name)?;
+            Some((s.address(), s.data().ok()?.to_vec()))
+        };
+        let module = section_bytes(".go.module")
+            .map(|(_, bytes)| bytes)
+            .or_else(|| {
+                section_bytes(".noptrdata").and_then(|(_, bytes)| table.find_moduledata(&bytes))
+            });
+        table.gofunc = module.and_then(|m| table.gofunc_from(&m));
+        if table.gofunc.is_some_and(|g| !table.in_pclntab(g)) {
+            table.rodata = section_bytes(".rodata");
+        }
+        Ok(table)
+    }
+
+    /// Finds `runtime.firstmoduledata` in a data section: it starts with a
+    /// pointer to the pclntab, followed by the funcnametab slice.
+    fn find_moduledata(&self, data: &[u8]) -> Option<Vec<u8>> {
+        let funcnametab = self.address.checked_add(self.funcnametab as u64)?;
+        (0..data.len().saturating_sub(16))
+            .step_by(8)
+            .find(|&at| {
+                read_u64(data, at) == Some(self.address)
+                    && read_u64(data, at + 8) == Some(funcnametab)
+            })
+            .map(|at| data[at..].to_vec())
+    }
+
+    /// `moduledata.gofunc`: its offset depends on the layout version.
+    fn gofunc_from(&self, module: &[u8]) -> Option<u64> {
+        let offset = match self.version {
+            MAGIC_120 => 320, // covctrs added in 1.20
+            MAGIC_118 => 304,
+            _ => return None, // 1.16/1.17 funcdata are absolute pointers
+        };
+        if read_u64(module, 0)? != self.address {
+            return None; // not the module data of this pclntab
+        }
+        read_u64(module, offset).filter(|&g| g != 0)
+    }
+
+    fn in_pclntab(&self, address: u64) -> bool {
+        address >= self.address && address - self.address < self.data.len() as u64
+    }
+
+    /// `len` bytes at a virtual address in the pclntab or `.rodata`.
+    fn bytes_at(&self, address: u64, len: usize) -> Option<&[u8]> {
+        let (base, data) = if self.in_pclntab(address) {
+            (self.address, self.data.as_slice())
+        } else {
+            let (base, data) = self.rodata.as_ref()?;
+            (*base, data.as_slice())
+        };
+        let start = usize::try_from(address.checked_sub(base)?).ok()?;
+        data.get(start..start.checked_add(len)?)
     }
 
     /// Parses pclntab bytes. `text_section` is the address of `.text`, used
@@ -153,6 +225,9 @@ impl GoTable {
             functab,
             segments,
             data,
+            address: 0,
+            gofunc: None,
+            rodata: None,
         };
         // The function table must fit: (nfunc * 2 + 1) fields.
         let fields = nfunc
@@ -211,8 +286,66 @@ impl GoTable {
         Some((pc, func))
     }
 
-    /// The function containing the virtual address `pc`.
+    /// The function containing the virtual address `pc`, without inlined
+    /// calls.
     pub fn lookup(&self, pc: u64) -> Option<GoFunction> {
+        self.lookup_frames(pc)?.pop()
+    }
+
+    /// The functions at `pc`, innermost first: the calls inlined there, then
+    /// the function whose code it is.
+    pub fn lookup_frames(&self, pc: u64) -> Option<Vec<GoFunction>> {
+        let func = self.find_func(pc)?;
+        let mut frames = Vec::new();
+        let mut at = pc;
+        if let Some(tree) = self.inline_tree(&func) {
+            let mut index =
+                self.pc_value(func.pcdata(self, PCDATA_INL_TREE_INDEX)?, func.entry, at);
+            while let Some(ix) = index.and_then(|i| usize::try_from(i).ok()) {
+                if frames.len() >= MAX_INLINE_DEPTH {
+                    break;
+                }
+                let call = self.bytes_at(tree.checked_add(ix as u64 * 16)?, 16)?;
+                let name_off =
+                    usize::try_from(i32::from_le_bytes(call[4..8].try_into().ok()?)).ok()?;
+                let parent_pc =
+                    u64::try_from(i32::from_le_bytes(call[8..12].try_into().ok()?)).ok()?;
+                let name = read_cstr(&self.data, self.funcnametab.checked_add(name_off)?)?;
+                // The source position at `at` belongs to the innermost call.
+                frames.push(self.position(&func, name, at));
+                at = func.entry.checked_add(parent_pc)?;
+                index = self.pc_value(func.pcdata(self, PCDATA_INL_TREE_INDEX)?, func.entry, at);
+            }
+        }
+        let name = read_cstr(
+            &self.data,
+            self.funcnametab
+                .checked_add(func.field(self, 1)? as usize)?,
+        )?;
+        frames.push(self.position(&func, name, at));
+        Some(frames)
+    }
+
+    fn position(&self, func: &Func, name: String, pc: u64) -> GoFunction {
+        let file = func
+            .field(self, 5)
+            .and_then(|table| self.pc_value(table, func.entry, pc))
+            .and_then(|fno| self.file_name(func.field(self, 8)?, fno));
+        let line = func
+            .field(self, 6)
+            .and_then(|table| self.pc_value(table, func.entry, pc))
+            .and_then(|l| u32::try_from(l).ok());
+        GoFunction { name, file, line }
+    }
+
+    /// Address of the function's inline tree, if it has one.
+    fn inline_tree(&self, func: &Func) -> Option<u64> {
+        let gofunc = self.gofunc?;
+        let offset = func.funcdata(self, FUNCDATA_INL_TREE)?;
+        (offset != u32::MAX).then(|| gofunc.checked_add(u64::from(offset)))?
+    }
+
+    fn find_func(&self, pc: u64) -> Option<Func> {
         if self.nfunc == 0 {
             return None;
         }
@@ -231,25 +364,10 @@ impl GoTable {
         if pc < entry || pc >= end {
             return None;
         }
-        let func = self.functab.checked_add(func_off)?;
-        let field = |n: usize| -> Option<u32> {
-            // The first field is the entry (4 bytes since 1.18), then u32s.
-            let first = if self.version == MAGIC_116 {
-                self.ptr_size
-            } else {
-                4
-            };
-            read_u32(&self.data, func + first + (n - 1) * 4)
-        };
-        let name_off = field(1)? as usize;
-        let name = read_cstr(&self.data, self.funcnametab.checked_add(name_off)?)?;
-        let file = self
-            .pc_value(field(5)?, entry, pc)
-            .and_then(|fno| self.file_name(field(8)?, fno));
-        let line = self
-            .pc_value(field(6)?, entry, pc)
-            .and_then(|l| u32::try_from(l).ok());
-        Some(GoFunction { name, file, line })
+        Some(Func {
+            entry,
+            offset: self.functab.checked_add(func_off)?,
+        })
     }
 
     fn file_name(&self, cu_offset: u32, fno: i32) -> Option<String> {
@@ -291,6 +409,51 @@ impl GoTable {
             }
         }
         None
+    }
+}
+
+/// A `_func` record: its entry pc and where it starts in the table.
+struct Func {
+    entry: u64,
+    offset: usize,
+}
+
+impl Func {
+    /// Field `n` (1-based, after the entry) of `_func`, all u32.
+    fn field(&self, t: &GoTable, n: usize) -> Option<u32> {
+        let first = if t.version == MAGIC_116 {
+            t.ptr_size
+        } else {
+            4
+        };
+        read_u32(&t.data, self.offset + first + (n - 1) * 4)
+    }
+
+    /// Size of the fixed part of `_func`, before the pcdata offsets.
+    fn header_len(t: &GoTable) -> usize {
+        match t.version {
+            MAGIC_120 => 44, // startLine added in 1.20
+            MAGIC_118 => 40,
+            _ => 8 + 8 * 4,
+        }
+    }
+
+    fn pcdata(&self, t: &GoTable, index: usize) -> Option<u32> {
+        let npcdata = self.field(t, 7)? as usize;
+        (index < npcdata)
+            .then(|| read_u32(&t.data, self.offset + Self::header_len(t) + index * 4))?
+    }
+
+    fn funcdata(&self, t: &GoTable, index: usize) -> Option<u32> {
+        let npcdata = self.field(t, 7)? as usize;
+        let nfuncdata = usize::from(*t.data.get(self.offset + Self::header_len(t) - 1)?);
+        if index >= nfuncdata {
+            return None;
+        }
+        read_u32(
+            &t.data,
+            self.offset + Self::header_len(t) + npcdata * 4 + index * 4,
+        )
     }
 }
 

@@ -438,14 +438,20 @@ impl Symbolizer {
             } else {
                 Some(address)
             };
-            if let Some(function) = pc.and_then(|pc| table.lookup(pc)) {
-                *resolution = Resolution::Symbols(vec![FunctionFrame {
-                    system_name: function.name.clone(),
-                    name: function.name,
-                    file: function.file,
-                    line: function.line,
-                    inlined: false,
-                }]);
+            if let Some(functions) = pc.and_then(|pc| table.lookup_frames(pc)) {
+                let outermost = functions.len() - 1;
+                let frames = functions
+                    .into_iter()
+                    .enumerate()
+                    .map(|(depth, f)| FunctionFrame {
+                        system_name: f.name.clone(),
+                        name: f.name,
+                        file: f.file,
+                        line: f.line,
+                        inlined: depth < outermost,
+                    })
+                    .collect();
+                *resolution = Resolution::Symbols(frames);
             }
         }
     }

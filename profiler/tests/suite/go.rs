@@ -19,14 +19,13 @@ fn build_stripped(dir: &Path) -> PathBuf {
     out
 }
 
-/// Share of samples per function whose code was running (inlined callees
-/// count for the function they were inlined into: smolder does not read Go's
-/// inline tree yet, runtime/pprof does).
+/// Share of samples per innermost user-space function, inlined calls
+/// included (as runtime/pprof counts them).
 fn flat_shares(stacks: &[Stack]) -> HashMap<String, f64> {
     let total: u64 = stacks.iter().map(|s| s.count).sum();
     let mut shares: HashMap<String, f64> = HashMap::new();
     for s in stacks {
-        if let Some(leaf) = &s.user_leaf_function {
+        if let Some(leaf) = &s.user_leaf {
             *shares.entry(leaf.clone()).or_default() += s.count as f64 / total.max(1) as f64;
         }
     }

@@ -116,9 +116,9 @@ pub struct Stack {
     pub count: u64,
     /// Second value: nanoseconds on or off CPU.
     pub nanos: u64,
-    /// The function whose machine code that frame is in: the outermost of
-    /// the functions inlined at the innermost user-space location.
-    pub user_leaf_function: Option<String>,
+    /// The innermost user-space frame (below any kernel frames), inlined
+    /// calls included.
+    pub user_leaf: Option<String>,
 }
 
 impl Stack {
@@ -152,13 +152,13 @@ pub fn read_pprof(path: &Path) -> (pprof_proto::Profile, Vec<Stack>) {
                     .unwrap_or_default()
             };
             let mut frames = Vec::new();
-            let mut user_leaf_function = None;
+            let mut user_leaf = None;
             for &loc in sample.location_id.iter().rev() {
                 let location = location(loc);
-                for (i, line) in location.line.iter().rev().enumerate() {
+                for line in location.line.iter().rev() {
                     let name = s(function(line.function_id).name);
-                    if location.address < KERNEL_SPACE && i == 0 {
-                        user_leaf_function = Some(name.clone());
+                    if location.address < KERNEL_SPACE {
+                        user_leaf = Some(name.clone());
                     }
                     frames.push(name);
                 }
@@ -171,7 +171,7 @@ pub fn read_pprof(path: &Path) -> (pprof_proto::Profile, Vec<Stack>) {
                 frames,
                 count: sample.value[0] as u64,
                 nanos: sample.value[1] as u64,
-                user_leaf_function,
+                user_leaf,
             }
         })
         .collect();

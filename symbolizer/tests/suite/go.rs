@@ -102,3 +102,79 @@ fn stripped_go_binary_names_functions_and_lines_like_dwarf() {
         other => panic!("{other:?}"),
     }
 }
+
+/// (name, start, size) of text symbols, from `go tool nm -size`.
+fn go_functions_sized(binary: &Path) -> Vec<(String, u64, u64)> {
+    run(Command::new("go").args(["tool", "nm", "-size"]).arg(binary))
+        .lines()
+        .filter_map(|l| {
+            let p: Vec<&str> = l.split_whitespace().collect();
+            match p.as_slice() {
+                [addr, size, "T", name] => Some((
+                    name.to_string(),
+                    u64::from_str_radix(addr, 16).ok()?,
+                    size.parse().ok()?,
+                )),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn stripped_go_binary_has_the_inlined_frames_dwarf_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = go_build(dir.path(), "gochain", "");
+    let stripped = go_build(dir.path(), "gochain-stripped", "-s -w");
+    let addresses: Vec<u64> = go_functions_sized(&full)
+        .into_iter()
+        .filter(|(name, _, _)| {
+            ["main.", "runtime.", "time."]
+                .iter()
+                .any(|p| name.starts_with(p))
+        })
+        .flat_map(|(_, start, size)| (start..start + size).step_by(8))
+        .take(40_000)
+        .collect();
+    let mut s = Symbolizer::new(SymbolizerConfig::default());
+    let frames = |r: &Resolution| match r {
+        Resolution::Symbols(frames) => frames
+            .iter()
+            .map(|f| (f.name.replace('·', "."), f.line))
+            .collect::<Vec<_>>(),
+        Resolution::Unknown(_) => Vec::new(),
+    };
+    let dwarf: Vec<_> = s
+        .symbolize_elf_file(&full, &addresses)
+        .iter()
+        .map(frames)
+        .collect();
+    let pclntab: Vec<_> = s
+        .symbolize_elf_file(&stripped, &addresses)
+        .iter()
+        .map(frames)
+        .collect();
+    let inlined: Vec<usize> = (0..addresses.len())
+        .filter(|&i| dwarf[i].len() > 1)
+        .collect();
+    assert!(
+        inlined.len() >= 100,
+        "only {} addresses inside inlined code",
+        inlined.len()
+    );
+    let agree = inlined.iter().filter(|&&i| dwarf[i] == pclntab[i]).count();
+    eprintln!(
+        "{} of {} addresses are in inlined code; {agree} of those match DWARF",
+        inlined.len(),
+        addresses.len()
+    );
+    let example = inlined
+        .iter()
+        .find(|&&i| dwarf[i] != pclntab[i])
+        .map(|&i| (&dwarf[i], &pclntab[i]));
+    assert!(
+        agree * 100 >= inlined.len() * 90,
+        "{agree}/{} inlined addresses agree with DWARF; e.g. {example:?}",
+        inlined.len()
+    );
+}
