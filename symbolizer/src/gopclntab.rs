@@ -110,6 +110,17 @@ impl GoTable {
             .or_else(|| {
                 section_bytes(".noptrdata").and_then(|(_, bytes)| table.find_moduledata(&bytes))
             });
+        if let Some(module) = &module {
+            // Externally linked (cgo) binaries leave the header's text start
+            // zero, and C code comes first in .text: the module data has the
+            // real runtime.text.
+            let header_text = read_u64(&table.data, 8 + 2 * table.ptr_size);
+            if table.version != MAGIC_116 && header_text == Some(0) {
+                if let Some(text) = table.module_text(module) {
+                    table.text_start = text;
+                }
+            }
+        }
         table.gofunc = module.and_then(|m| table.gofunc_from(&m));
         if table.gofunc.is_some_and(|g| !table.in_pclntab(g)) {
             table.rodata = section_bytes(".rodata");
@@ -141,6 +152,14 @@ impl GoTable {
             return None; // not the module data of this pclntab
         }
         read_u64(module, offset).filter(|&g| g != 0)
+    }
+
+    /// `moduledata.text` (runtime.text), the same offset in every 1.18+ layout.
+    fn module_text(&self, module: &[u8]) -> Option<u64> {
+        if read_u64(module, 0)? != self.address {
+            return None;
+        }
+        read_u64(module, 176).filter(|&t| t != 0)
     }
 
     fn in_pclntab(&self, address: u64) -> bool {

@@ -9,12 +9,16 @@ use symbolizer::{Resolution, Symbolizer, SymbolizerConfig};
 use crate::build::{run, testdata};
 
 fn go_build(dir: &Path, name: &str, ldflags: &str) -> std::path::PathBuf {
+    go_build_from("gochain", dir, name, ldflags)
+}
+
+fn go_build_from(source: &str, dir: &Path, name: &str, ldflags: &str) -> std::path::PathBuf {
     let out = dir.join(name);
     run(Command::new("go")
         .args(["build", "-trimpath=false", "-ldflags", ldflags, "-o"])
         .arg(&out)
         .arg(".")
-        .current_dir(testdata("gochain")));
+        .current_dir(testdata(source)));
     out
 }
 
@@ -27,7 +31,7 @@ fn go_functions(binary: &Path) -> Vec<(String, u64)> {
             match p.as_slice() {
                 // Assembly functions are `name.abi0` in the symbol table and
                 // `name` in pclntab, as Go itself prints them.
-                [addr, "T", name] => Some((
+                [addr, "T" | "t", name] => Some((
                     name.trim_end_matches(".abi0").to_string(),
                     u64::from_str_radix(addr, 16).ok()?,
                 )),
@@ -110,7 +114,7 @@ fn go_functions_sized(binary: &Path) -> Vec<(String, u64, u64)> {
         .filter_map(|l| {
             let p: Vec<&str> = l.split_whitespace().collect();
             match p.as_slice() {
-                [addr, size, "T", name] => Some((
+                [addr, size, "T" | "t", name] => Some((
                     name.to_string(),
                     u64::from_str_radix(addr, 16).ok()?,
                     size.parse().ok()?,
@@ -176,5 +180,49 @@ fn stripped_go_binary_has_the_inlined_frames_dwarf_has() {
         agree * 100 >= inlined.len() * 90,
         "{agree}/{} inlined addresses agree with DWARF; e.g. {example:?}",
         inlined.len()
+    );
+}
+
+#[test]
+fn stripped_cgo_binary_names_its_go_functions() {
+    // External linking (gcc) puts C code first in .text and leaves the
+    // pclntab's text start zero.
+    let dir = tempfile::tempdir().unwrap();
+    let full = go_build_from("gocgo", dir.path(), "gocgo", "");
+    let stripped = go_build_from("gocgo", dir.path(), "gocgo-stripped", "-s -w");
+    assert!(
+        crate::build::nm(&stripped).is_empty(),
+        "-s -w must strip the symbol table"
+    );
+    let functions: Vec<(String, u64)> = go_functions(&full)
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("main.") || name.starts_with("runtime."))
+        .collect();
+    let addresses: Vec<u64> = functions.iter().map(|(_, a)| *a).collect();
+    let mut s = Symbolizer::new(SymbolizerConfig::default());
+    let dwarf = s.symbolize_elf_file(&full, &addresses);
+    let pclntab = s.symbolize_elf_file(&stripped, &addresses);
+    let outer = |r: &Resolution| match r {
+        Resolution::Symbols(frames) => frames.last().map(|f| (f.name.replace('·', "."), f.line)),
+        Resolution::Unknown(_) => None,
+    };
+    for name in ["main.main", "main.callC"] {
+        let i = functions.iter().position(|(n, _)| n == name).expect(name);
+        assert_eq!(outer(&pclntab[i]).map(|(n, _)| n), Some(name.to_string()));
+        assert_eq!(
+            outer(&pclntab[i]),
+            outer(&dwarf[i]),
+            "{name}: same line as DWARF"
+        );
+    }
+    let named = functions
+        .iter()
+        .zip(&pclntab)
+        .filter(|((name, _), r)| outer(r).is_some_and(|(n, _)| &n == name))
+        .count();
+    assert!(
+        named * 100 >= functions.len() * 99,
+        "{named}/{} named",
+        functions.len()
     );
 }

@@ -1,0 +1,3 @@
+module smolder.test/gocgo
+
+go 1.21
