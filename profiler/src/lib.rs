@@ -11,6 +11,7 @@ pub mod aggregate;
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod debuginfod;
 pub mod encode;
 pub mod preflight;
 pub mod processes;

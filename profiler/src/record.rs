@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use symbolizer::{Symbolizer, SymbolizerConfig, SymbolizerStats};
@@ -12,6 +13,7 @@ use crate::collect::{
     BpfKernelSymbols, LoadError, Sampler, SamplerConfig, SamplerStats, DRAIN_INTERVAL,
 };
 use crate::config::{OutputFormat, RecordConfig};
+use crate::debuginfod::{Debuginfod, DebuginfodConfig, DebuginfodStats};
 use crate::encode::{collapsed_lines, write_pprof, write_svg, EncodeError};
 use crate::preflight::{self, PreflightError};
 use crate::processes::ProcessTracker;
@@ -70,6 +72,7 @@ pub struct RecordOutcome {
     pub off_cpu: Option<Profile>,
     pub sampler: SamplerStats,
     pub symbolizer: SymbolizerStats,
+    pub debuginfod: Option<Arc<DebuginfodStats>>,
     pub processes_missed: u64,
 }
 
@@ -122,6 +125,18 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
     match BpfKernelSymbols::load() {
         Ok(source) => symbolizer.set_kernel_source(Box::new(source)),
         Err(e) => log::info!("kernel symbols will come from /proc/kallsyms: {e:#}"),
+    }
+    let debuginfod =
+        DebuginfodConfig::from_env().and_then(|config| match Debuginfod::new(config) {
+            Ok(client) => Some(client),
+            Err(e) => {
+                log::warn!("debuginfod disabled: {e}");
+                None
+            }
+        });
+    let debuginfod_stats = debuginfod.as_ref().map(Debuginfod::stats);
+    if let Some(client) = debuginfod {
+        symbolizer.set_debug_info_source(Box::new(client));
     }
     let mut processes = ProcessTracker::default();
     let period_ns = 1_000_000_000 / u64::from(config.frequency.get());
@@ -197,6 +212,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         off_cpu: None,
         sampler: sampler_stats,
         symbolizer: SymbolizerStats::default(),
+        debuginfod: None,
         processes_missed: 0,
     };
     if let Some(output) = on_cpu_output {
@@ -219,6 +235,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
     }
     clock.lap("symbolize and encode");
     outcome.symbolizer = symbolizer.stats();
+    outcome.debuginfod = debuginfod_stats;
     log::debug!("symbolizer: {:?}", outcome.symbolizer);
     outcome.processes_missed = processes.missed;
     Ok(outcome)
@@ -330,6 +347,16 @@ pub fn print_summary(outcome: &RecordOutcome, config: &RecordConfig) {
         eprintln!(
             "note: {} processes exited before their mappings could be read; their frames stay [unknown]",
             outcome.processes_missed
+        );
+    }
+    if let Some(d) = &outcome.debuginfod {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!(
+            "debuginfod: {} fetched, {} from cache, {} not found, {} failed requests",
+            load(&d.fetched),
+            load(&d.cache_hits),
+            load(&d.not_found),
+            load(&d.failures)
         );
     }
     let sym = &outcome.symbolizer;

@@ -273,10 +273,7 @@ impl GoTable {
 
     /// The virtual address of a file offset (through PT_LOAD segments).
     pub fn virtual_address(&self, file_offset: u64) -> Option<u64> {
-        self.segments
-            .iter()
-            .find(|&&(off, _, size)| file_offset >= off && file_offset - off < size)
-            .map(|&(off, vaddr, _)| vaddr + (file_offset - off))
+        crate::debug_info::virtual_address(&self.segments, file_offset)
     }
 
     fn field_size(&self) -> usize {

@@ -10,6 +10,7 @@
 //! depends on neither aya nor tokio.
 
 mod address;
+mod debug_info;
 mod demangle;
 mod error;
 mod frame;
@@ -22,6 +23,7 @@ mod process;
 mod symbolizer;
 
 pub use address::FrameAddress;
+pub use debug_info::DebugInfoSource;
 pub use demangle::demangle;
 pub use error::Error;
 pub use frame::{FunctionFrame, Resolution, UnknownReason};

@@ -10,6 +10,7 @@ use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{Input, Reason, Sym, Symbolized};
 use lru::LruCache;
 
+use crate::debug_info::{load_segments, virtual_address, DebugInfoSource};
 use crate::frame::{FunctionFrame, Resolution, UnknownReason};
 use crate::gopclntab::GoTable;
 use crate::kernel::{Kallsyms, KernelFunction, KernelSymbolSource};
@@ -90,6 +91,9 @@ pub struct Symbolizer {
     /// Go tables of files blazesym could not name addresses in (`None`: not Go).
     go_tables: LruCache<FileId, Option<Arc<GoTable>>>,
     perf_maps: LruCache<PathBuf, CachedPerfMap>,
+    debug_info: Option<Box<dyn DebugInfoSource>>,
+    /// Debug files by build-id (`None`: the source has none).
+    debug_files: LruCache<BuildId, Option<PathBuf>>,
     stats: SymbolizerStats,
     /// Files already reported as broken, so each is reported once.
     reported: std::collections::HashSet<PathBuf>,
@@ -114,6 +118,8 @@ impl Symbolizer {
             kernel_failed: false,
             go_tables: LruCache::new(NonZeroUsize::new(64).expect("non-zero")),
             perf_maps: LruCache::new(NonZeroUsize::new(64).expect("non-zero")),
+            debug_info: None,
+            debug_files: LruCache::new(NonZeroUsize::new(4096).expect("non-zero")),
             stats: SymbolizerStats::default(),
             reported: Default::default(),
         }
@@ -353,7 +359,68 @@ impl Symbolizer {
         let Some(path) = module.open_path() else {
             return vec![Resolution::Unknown(UnknownReason::ModuleUnavailable); offsets.len()];
         };
-        self.symbolize_elf(module.id, &module.path, &path, Input::FileOffset(offsets))
+        let mut resolved =
+            self.symbolize_elf(module.id, &module.path, &path, Input::FileOffset(offsets));
+        let lacking = |r: &Resolution| match r {
+            Resolution::Unknown(_) => true,
+            Resolution::Symbols(frames) => frames.iter().all(|f| f.file.is_none()),
+        };
+        if self.debug_info.is_some() && resolved.iter().any(lacking) {
+            if let Some(build_id) = &module.build_id {
+                self.use_debug_file(build_id, &path, offsets, &mut resolved, lacking);
+            }
+        }
+        resolved
+    }
+
+    /// Uses the binary's separate debug file (from the configured source)
+    /// for the addresses the binary itself could not name or place.
+    fn use_debug_file(
+        &mut self,
+        build_id: &BuildId,
+        binary: &Path,
+        offsets: &[u64],
+        resolved: &mut [Resolution],
+        lacking: impl Fn(&Resolution) -> bool,
+    ) {
+        let debug_file = match self.debug_files.get(build_id) {
+            Some(known) => known.clone(),
+            None => {
+                let found = self
+                    .debug_info
+                    .as_mut()
+                    .and_then(|s| s.debug_file(build_id));
+                self.debug_files.put(build_id.clone(), found.clone());
+                found
+            }
+        };
+        let (Some(debug_file), Some(segments)) = (debug_file, load_segments(binary)) else {
+            return;
+        };
+        let wanted: Vec<(usize, u64)> = resolved
+            .iter()
+            .zip(offsets)
+            .enumerate()
+            .filter(|(_, (r, _))| lacking(r))
+            .filter_map(|(i, (_, &off))| Some((i, virtual_address(&segments, off)?)))
+            .collect();
+        let addresses: Vec<u64> = wanted.iter().map(|&(_, a)| a).collect();
+        let source = Source::Elf(Elf::new(&debug_file));
+        let Ok(found) = self.blaze.symbolize(&source, Input::VirtOffset(&addresses)) else {
+            return;
+        };
+        for ((index, _), symbolized) in wanted.into_iter().zip(found) {
+            if let Resolution::Symbols(frames) = convert(symbolized) {
+                resolved[index] = Resolution::Symbols(frames);
+            }
+        }
+    }
+
+    /// Where separate debug files come from when binaries lack symbols or
+    /// lines (off by default).
+    pub fn set_debug_info_source(&mut self, source: Box<dyn DebugInfoSource>) {
+        self.debug_info = Some(source);
+        self.debug_files.clear();
     }
 
     /// Symbolizes virtual addresses (as in the ELF file, like `addr2line`) of

@@ -1,6 +1,7 @@
 //! End-to-end tests of `smolder record`: real BPF, real processes built from
 //! `testdata/`. They need root; in CI a missing root is a failure.
 
+mod debuginfod;
 mod go;
 mod harness;
 mod kernel_symbols;
