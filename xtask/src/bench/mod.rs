@@ -75,6 +75,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut reports = Vec::new();
     if options.wants("symbolizer") {
         reports.push(symbolizer::measure()?.to_string());
+        reports.push(symbolizer::measure_go()?.to_string());
     }
     if options.wants("overhead") {
         reports.push(overhead::measure(&options)?.to_string());

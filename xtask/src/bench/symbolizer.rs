@@ -1,12 +1,113 @@
 //! Symbolizer speed on a large binary, next to `addr2line -f -i`.
 
 use std::fmt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 
 use crate::util::{output, workspace_root};
+
+/// One run of the `symbolize_bench` example: (cold ms, warm addresses/s, named).
+fn symbolize_bench(binary: &Path, list: &Path) -> Result<(f64, f64, usize)> {
+    let root = workspace_root();
+    let out = output(
+        Command::new(root.join("target/release/examples/symbolize_bench"))
+            .arg(binary)
+            .arg(list),
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> Result<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            .with_context(|| format!("{name} missing from symbolize_bench output"))
+    };
+    Ok((
+        field("cold_first_lookup_ms")?,
+        field("warm_addresses_per_s")?,
+        field("named")? as usize,
+    ))
+}
+
+/// Go: the same program with a symbol table (`-w`) and with only its
+/// pclntab (`-s -w`), and the debuginfod cache-hit path.
+pub struct GoReport {
+    addresses: usize,
+    symtab: (f64, f64, usize),
+    pclntab: (f64, f64, usize),
+    debuginfod_hit_ns: f64,
+}
+
+pub fn measure_go() -> Result<GoReport> {
+    let root = workspace_root();
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let build = |name: &str, ldflags: &str| -> Result<std::path::PathBuf> {
+        let out = dir.join(name);
+        crate::util::run(
+            Command::new("go")
+                .args(["build", "-ldflags", ldflags, "-o"])
+                .arg(&out)
+                .arg(".")
+                .current_dir(root.join("testdata/gochain")),
+        )?;
+        Ok(out)
+    };
+    let symtab = build("gochain-symtab", "-w")?;
+    let pclntab = build("gochain-stripped", "-s -w")?;
+    let addresses = addresses(&symtab, 2000)?;
+    let list = dir.join("go-addresses.txt");
+    std::fs::write(
+        &list,
+        addresses
+            .iter()
+            .map(|a| format!("{a:x}\n"))
+            .collect::<String>(),
+    )?;
+    let hit = output(&mut Command::new(
+        root.join("target/release/examples/debuginfod_bench"),
+    ))?;
+    let debuginfod_hit_ns = String::from_utf8_lossy(&hit.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("cache_hit_ns=")?.parse().ok())
+        .context("cache_hit_ns missing from debuginfod_bench output")?;
+    Ok(GoReport {
+        addresses: addresses.len(),
+        symtab: symbolize_bench(&symtab, &list)?,
+        pclntab: symbolize_bench(&pclntab, &list)?,
+        debuginfod_hit_ns,
+    })
+}
+
+impl fmt::Display for GoReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "== Go symbols: {} function midpoints of testdata/gochain ==",
+            self.addresses
+        )?;
+        for (what, (cold, rate, named)) in [
+            ("symtab (-w)", self.symtab),
+            ("pclntab (-s -w)", self.pclntab),
+        ] {
+            writeln!(
+                f,
+                "  {what:<16} cold first lookup {cold:>7.1} ms   warm {rate:>10.0} addresses/s   ({named} named)"
+            )?;
+        }
+        writeln!(
+            f,
+            "  ratio pclntab/symtab warm throughput: {:.2}x",
+            self.pclntab.1 / self.symtab.1
+        )?;
+        writeln!(
+            f,
+            "  debuginfod cache hit: {:.1} us per lookup (then kept in memory per build-id)",
+            self.debuginfod_hit_ns / 1e3
+        )
+    }
+}
 
 pub struct Report {
     binary_mib: f64,
@@ -76,17 +177,7 @@ pub fn measure() -> Result<Report> {
         binary.display()
     );
 
-    let out = output(
-        Command::new(root.join("target/release/examples/symbolize_bench"))
-            .arg(&binary)
-            .arg(&list),
-    )?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let field = |name: &str| -> Result<f64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-            .with_context(|| format!("{name} missing from symbolize_bench output"))
-    };
+    let (ours_cold_ms, ours_rate, named) = symbolize_bench(&binary, &list)?;
     let mut cold = Vec::new();
     for _ in 0..3 {
         cold.push(addr2line(&binary, &addresses[..1])? * 1e3);
@@ -98,9 +189,9 @@ pub fn measure() -> Result<Report> {
     Ok(Report {
         binary_mib: std::fs::metadata(&binary)?.len() as f64 / (1 << 20) as f64,
         addresses: addresses.len(),
-        ours_cold_ms: field("cold_first_lookup_ms")?,
-        ours_rate: field("warm_addresses_per_s")?,
-        named: field("named")? as usize,
+        ours_cold_ms,
+        ours_rate,
+        named,
         addr2line_cold_ms: super::median(&mut cold),
         addr2line_rate: addresses.len() as f64 / super::median(&mut full),
     })
