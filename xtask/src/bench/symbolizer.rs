@@ -9,6 +9,20 @@ use anyhow::{Context, Result};
 
 use crate::util::{output, workspace_root};
 
+/// Picks 2000 function midpoints of `binary` and writes them to `list`, one
+/// hex address per line, for the `symbolize_bench` example.
+fn write_addresses(binary: &Path, list: &Path) -> Result<Vec<u64>> {
+    let picked = addresses(binary, 2000)?;
+    std::fs::write(
+        list,
+        picked
+            .iter()
+            .map(|a| format!("{a:x}\n"))
+            .collect::<String>(),
+    )?;
+    Ok(picked)
+}
+
 /// One run of the `symbolize_bench` example: (cold ms, warm addresses/s, named).
 fn symbolize_bench(binary: &Path, list: &Path) -> Result<(f64, f64, usize)> {
     let root = workspace_root();
@@ -56,15 +70,8 @@ pub fn measure_go() -> Result<GoReport> {
     };
     let symtab = build("gochain-symtab", "-w")?;
     let pclntab = build("gochain-stripped", "-s -w")?;
-    let addresses = addresses(&symtab, 2000)?;
     let list = dir.join("go-addresses.txt");
-    std::fs::write(
-        &list,
-        addresses
-            .iter()
-            .map(|a| format!("{a:x}\n"))
-            .collect::<String>(),
-    )?;
+    let addresses = write_addresses(&symtab, &list)?;
     let hit = output(&mut Command::new(
         root.join("target/release/examples/debuginfod_bench"),
     ))?;
@@ -162,15 +169,8 @@ fn addr2line(binary: &std::path::Path, addresses: &[u64]) -> Result<f64> {
 pub fn measure() -> Result<Report> {
     let root = workspace_root();
     let binary = root.join("target/debug/smolder");
-    let addresses = addresses(&binary, 2000)?;
     let list = root.join("target/bench-addresses.txt");
-    std::fs::write(
-        &list,
-        addresses
-            .iter()
-            .map(|a| format!("{a:x}\n"))
-            .collect::<String>(),
-    )?;
+    let addresses = write_addresses(&binary, &list)?;
     eprintln!(
         "symbolizer: {} addresses in {}",
         addresses.len(),
