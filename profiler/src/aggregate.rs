@@ -54,6 +54,12 @@ impl Aggregate {
         }
     }
 
+    /// Counts a process as seen before any of its weight arrives (off-CPU
+    /// totals are read at the end).
+    pub fn note_process(&mut self, pid: u32) {
+        self.processes.insert(pid);
+    }
+
     /// Records a thread's names (the latest win).
     pub fn name_thread(&mut self, tid: u32, comm: String, thread_name: String) {
         let names = self.threads.entry(tid).or_insert_with(|| ThreadNames {

@@ -26,7 +26,15 @@ impl Progress {
                 .is_none_or(|t| t.elapsed() >= Duration::from_millis(500))
     }
 
-    pub fn update(&mut self, samples: u64, processes: usize, lost: u64, limit: Option<Duration>) {
+    /// `count` of `what` so far ("1234 samples").
+    pub fn update(
+        &mut self,
+        count: u64,
+        what: &str,
+        processes: usize,
+        lost: u64,
+        limit: Option<Duration>,
+    ) {
         if !self.due() {
             return;
         }
@@ -43,7 +51,7 @@ impl Progress {
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,
-            "\r\x1b[2K[smolder] {elapsed}s{of} elapsed, {samples} samples, {processes} processes{lost} (Ctrl-C to stop)"
+            "\r\x1b[2K[smolder] {elapsed}s{of} elapsed, {count} {what}, {processes} processes{lost} (Ctrl-C to stop)"
         );
         let _ = err.flush();
     }

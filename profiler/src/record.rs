@@ -77,15 +77,30 @@ pub struct RecordOutcome {
 }
 
 /// One output file, opened before the capture so a bad path fails early.
+/// If the capture fails before the profile is written, the empty file is
+/// removed again.
 struct Output {
     path: PathBuf,
-    file: File,
+    file: Option<File>,
+    written: bool,
 }
 
 impl Output {
     fn open(path: PathBuf) -> Result<Self, RecordError> {
         let file = preflight::open_output(&path)?;
-        Ok(Self { path, file })
+        Ok(Self {
+            path,
+            file: Some(file),
+            written: false,
+        })
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if !self.written {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -165,7 +180,14 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         if progress.due() {
             let lost = sampler.stats().ring_buffer_full;
             let seen = on_cpu.process_count().max(off_cpu.process_count());
-            progress.update(on_cpu.samples, seen, lost, config.duration);
+            // Off-CPU totals are read at the end; meanwhile count the
+            // threads seen blocking.
+            let (count, what) = if config.on_cpu {
+                (on_cpu.samples, "samples")
+            } else {
+                (off_cpu.threads.len() as u64, "threads blocked")
+            };
+            progress.update(count, what, seen, lost, config.duration);
         }
         if signals::stop_requested() || config.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
@@ -256,6 +278,7 @@ fn drain(
     });
     sampler.drain_threads(|thread| {
         processes.observe(thread.pid, thread.mm_id, symbolizer);
+        off_cpu.note_process(thread.pid);
         off_cpu.name_thread(thread.tid, thread.comm, thread.thread_name);
     });
 }
@@ -286,14 +309,17 @@ fn command_exited(launched: &mut Launched) -> bool {
 fn write_output(
     profile: &Profile,
     format: OutputFormat,
-    output: Output,
+    mut output: Output,
 ) -> Result<(), RecordError> {
     let path = output.path.display().to_string();
     let title = match profile.kind {
         ProfileKind::OnCpu { .. } => "smolder record: on-CPU",
         ProfileKind::OffCpu => "smolder record: off-CPU (microseconds blocked)",
     };
-    let mut out = BufWriter::new(output.file);
+    let Some(file) = output.file.take() else {
+        return Ok(());
+    };
+    let mut out = BufWriter::new(file);
     let result = match format {
         OutputFormat::Pprof => write_pprof(profile, &mut out),
         OutputFormat::Svg => write_svg(profile, title, &mut out),
@@ -303,6 +329,7 @@ fn write_output(
             .map_err(EncodeError::Io),
     }
     .and_then(|()| out.flush().map_err(EncodeError::Io));
+    output.written = result.is_ok();
     result.map_err(|source| RecordError::Write { path, source })
 }
 

@@ -270,6 +270,10 @@ fn bad_targets_and_outputs_fail_clearly() {
         "/nonexistent/program",
     ]);
     assert!(e.contains("cannot start `/nonexistent/program`"), "{e}");
+    assert!(
+        !std::path::Path::new("/tmp/smolder-never.pb.gz").exists(),
+        "a failed capture leaves no empty output file behind"
+    );
 }
 
 #[test]
