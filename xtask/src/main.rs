@@ -91,7 +91,16 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ])?;
-    let totals = util::cargo_test(&["test", "--workspace", "--no-fail-fast"])?;
+    // One test at a time: the BPF tests compare CPU and off-CPU times with
+    // the workloads' own clocks, and tests competing for two cores would
+    // blur those numbers.
+    let totals = util::cargo_test(&[
+        "test",
+        "--workspace",
+        "--no-fail-fast",
+        "--",
+        "--test-threads=1",
+    ])?;
     // cargo's last line is the doc-test run (often 0 tests): say the total.
     println!(
         "summary: {} passed, {} failed",
