@@ -4,6 +4,7 @@
 //! `smolder` binary like a user would.
 
 mod bench;
+mod pyroscope;
 mod setup;
 mod util;
 
@@ -16,6 +17,7 @@ commands:
   setup    install what building and testing need (clang-19, clang-format, libbpf, binutils, perf, go)
   record   set up, build, and profile this machine for 10 s into smolder-flame.svg
   test     set up, then rustfmt and clang-format checks, clippy, and every test (root for BPF tests)
+  pyroscope  build (once) and print the cached Grafana Pyroscope server used by agent tests
   bench    set up, then measure smolder against perf and addr2line (see docs/benchmarks.md)
            options: --seconds N (capture length, default 30), --runs N (default 3),
                     --only symbolizer|overhead|offcpu";
@@ -31,6 +33,10 @@ fn main() -> Result<()> {
         "record" => record(),
         "test" => test(),
         "bench" => bench::run(rest),
+        "pyroscope" => {
+            println!("{}", pyroscope::ensure()?.display());
+            Ok(())
+        }
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
