@@ -21,6 +21,8 @@ const NEEDS: &[(Check, &str)] = &[
     (Check::File("/usr/sbin/offcputime"), "libbpf-tools"),
     (Check::Program("node"), "nodejs"),
     (Check::Program("unshare"), "util-linux"),
+    (Check::Program("debuginfod"), "debuginfod"),
+    (Check::Program("bpftool"), "bpftool"),
 ];
 
 enum Check {
