@@ -121,8 +121,81 @@ impl Aggregate {
         self.add_weighted(key, weight);
     }
 
+    /// CPU time one on-CPU sample stands for (0 for weighted aggregates).
+    pub fn period_ns(&self) -> u64 {
+        self.period_ns
+    }
+
     /// Distinct processes seen.
     pub fn process_count(&self) -> usize {
         self.processes.len()
+    }
+
+    /// Splits the stacks into one aggregate per group (stacks whose group
+    /// is `None` are dropped); thread names follow their stacks.
+    pub fn split_by<K: std::hash::Hash + Eq>(
+        self,
+        mut group: impl FnMut(&StackKey) -> Option<K>,
+    ) -> HashMap<K, Aggregate> {
+        let mut parts: HashMap<K, Aggregate> = HashMap::new();
+        for (key, weight) in self.stacks {
+            let Some(k) = group(&key) else { continue };
+            let part = parts
+                .entry(k)
+                .or_insert_with(|| Aggregate::new(self.period_ns));
+            if let Some(names) = self.threads.get(&key.tid) {
+                part.threads.entry(key.tid).or_insert_with(|| names.clone());
+            }
+            part.add_weighted(key, weight);
+        }
+        parts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(pid: u32, tid: u32) -> StackKey {
+        StackKey {
+            pid,
+            tid,
+            mm_id: 1,
+            kernel: Box::new([]),
+            user: Box::new([0x10]),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn splits_by_group_and_keeps_thread_names() {
+        let mut all = Aggregate::new(10);
+        all.name_thread(11, "a".into(), "a-main".into());
+        all.add_weighted(
+            key(1, 11),
+            Weight {
+                count: 2,
+                nanos: 20,
+            },
+        );
+        all.add_weighted(
+            key(2, 22),
+            Weight {
+                count: 1,
+                nanos: 10,
+            },
+        );
+        all.add_weighted(
+            key(3, 33),
+            Weight {
+                count: 5,
+                nanos: 50,
+            },
+        );
+        let parts = all.split_by(|k| (k.pid != 3).then_some(k.pid % 2));
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[&1].samples, 2);
+        assert_eq!(parts[&1].threads[&11].thread_name, "a-main");
+        assert_eq!(parts[&0].process_count(), 1);
     }
 }

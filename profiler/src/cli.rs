@@ -26,6 +26,98 @@ pub struct Cli {
 pub enum Commands {
     /// Capture an on-CPU profile once: pprof, collapsed stacks or an SVG flame graph.
     Record(RecordArgs),
+    /// Profile every process continuously; push to Pyroscope or write pprof files.
+    Agent(AgentArgs),
+}
+
+/// Flags of `smolder agent`. Each overrides the config file and the
+/// `SMOLDER_*` environment; credentials are only read from files or the
+/// environment, never from flags (argv is visible to every user).
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  smolder agent                                   # pprof files in /var/lib/smolder/profiles\n  smolder agent --server https://pyroscope:4040 --tenant team-a\n  smolder agent --config /etc/smolder/agent.toml --check\n\nEnvironment: SMOLDER_SERVER_URL, SMOLDER_TENANT, SMOLDER_BEARER_TOKEN(_FILE),\nSMOLDER_BASIC_AUTH_USER, SMOLDER_BASIC_AUTH_PASSWORD(_FILE), SMOLDER_CA_FILE,\nSMOLDER_WINDOW, SMOLDER_FREQUENCY, SMOLDER_OFF_CPU, SMOLDER_OUTPUT_DIR,\nSMOLDER_SPOOL_DIR, SMOLDER_METRICS_ADDRESS, SMOLDER_LOG_FORMAT, SMOLDER_LOG (level).\nSee docs/agent.md."
+)]
+pub struct AgentArgs {
+    /// TOML config file (also SMOLDER_CONFIG).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Pyroscope base URL; without one, profiles go to --output-dir.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Tenant (X-Scope-OrgID).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Window length: one profile per service per window (default 15s).
+    #[arg(long, value_name = "DURATION")]
+    pub window: Option<String>,
+    /// Samples per second per CPU (default 19).
+    #[arg(short = 'F', long)]
+    pub frequency: Option<String>,
+    /// Also profile off-CPU time (pushed as `offcpu`).
+    #[arg(long)]
+    pub off_cpu: bool,
+    /// Local directory for pprof files when no server is set.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// Where pushes wait while the server is unreachable.
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics here (IP:PORT, or a port on 127.0.0.1).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_address: Option<String>,
+    /// Static label added to every profile (repeatable).
+    #[arg(long = "label", value_name = "NAME=VALUE")]
+    pub labels: Vec<String>,
+    /// Log lines as text or JSON.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Check the configuration, print it, and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+impl AgentArgs {
+    /// The flags as the last configuration layer.
+    pub fn overrides(&self) -> crate::agent::Overrides {
+        let mut o = crate::agent::Overrides::default();
+        let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+        let flags: [(&'static str, &str, Option<String>); 9] = [
+            ("server.url", "--server", self.server.clone()),
+            ("server.tenant", "--tenant", self.tenant.clone()),
+            ("profiling.window", "--window", self.window.clone()),
+            ("profiling.frequency", "--frequency", self.frequency.clone()),
+            (
+                "profiling.off_cpu",
+                "--off-cpu",
+                self.off_cpu.then(|| "true".to_owned()),
+            ),
+            (
+                "output.directory",
+                "--output-dir",
+                self.output_dir.as_ref().map(path),
+            ),
+            (
+                "spool.directory",
+                "--spool-dir",
+                self.spool_dir.as_ref().map(path),
+            ),
+            (
+                "metrics.address",
+                "--metrics-address",
+                self.metrics_address.clone(),
+            ),
+            ("log.format", "--log-format", self.log_format.clone()),
+        ];
+        for (key, flag, value) in flags {
+            if let Some(value) = value {
+                o.set(key, value, flag);
+            }
+        }
+        for label in &self.labels {
+            o.set("labels", label.clone(), "--label");
+        }
+        o
+    }
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +219,7 @@ mod tests {
         let cli = Cli::try_parse_from(args).expect("parses");
         match cli.command {
             Commands::Record(r) => r.into_config(),
+            Commands::Agent(_) => panic!("not a record command"),
         }
     }
 

@@ -210,7 +210,7 @@ impl DebugInfoSource for Debuginfod {
                     self.stats.failures.fetch_add(1, Ordering::Relaxed);
                     if !self.reported {
                         self.reported = true;
-                        log::warn!(
+                        tracing::warn!(
                             "debuginfod at {url} failed ({e}: {}); frames without local debug info stay module+offset",
                             std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()
                         );

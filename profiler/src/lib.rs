@@ -7,12 +7,15 @@
 //!
 //! Non-goals of this crate: symbol file parsing (the `symbolizer` crate does it).
 
+pub mod agent;
 pub mod aggregate;
 pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod debuginfod;
 pub mod encode;
+pub mod export;
+pub mod logging;
 pub mod preflight;
 pub mod processes;
 pub mod profile;

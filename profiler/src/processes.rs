@@ -25,7 +25,7 @@ impl ProcessTracker {
             match symbolizer.snapshot_process(pid) {
                 Ok(maps) => Some(maps),
                 Err(e) => {
-                    log::debug!("no mappings for pid {pid}: {e}");
+                    tracing::debug!("no mappings for pid {pid}: {e}");
                     self.missed += 1;
                     None
                 }
@@ -35,6 +35,20 @@ impl ProcessTracker {
 
     pub fn maps(&self, pid: u32, mm_id: u64) -> Option<&ProcessMaps> {
         self.snapshots.get(&(pid, mm_id))?.as_ref()
+    }
+
+    /// Drops the snapshot of a process no longer sampled (long-running use).
+    pub fn forget(&mut self, pid: u32, mm_id: u64) {
+        self.snapshots.remove(&(pid, mm_id));
+    }
+
+    /// Processes with a snapshot slot.
+    pub fn len(&self) -> usize {
+        self.snapshots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.snapshots.is_empty()
     }
 
     /// Replaces a snapshot with a fresh one if the process still lives (used

@@ -57,7 +57,7 @@ struct PhaseClock(Duration);
 impl PhaseClock {
     fn lap(&mut self, phase: &str) {
         let now = cpu_used();
-        log::debug!(
+        tracing::debug!(
             "phase {phase}: {:.1} ms CPU",
             (now - self.0).as_secs_f64() * 1e3
         );
@@ -139,13 +139,13 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
     let mut symbolizer = Symbolizer::new(SymbolizerConfig::default());
     match BpfKernelSymbols::load() {
         Ok(source) => symbolizer.set_kernel_source(Box::new(source)),
-        Err(e) => log::info!("kernel symbols will come from /proc/kallsyms: {e:#}"),
+        Err(e) => tracing::info!("kernel symbols will come from /proc/kallsyms: {e:#}"),
     }
     let debuginfod =
         DebuginfodConfig::from_env().and_then(|config| match Debuginfod::new(config) {
             Ok(client) => Some(client),
             Err(e) => {
-                log::warn!("debuginfod disabled: {e}");
+                tracing::warn!("debuginfod disabled: {e}");
                 None
             }
         });
@@ -199,7 +199,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
             last_liveness_check = Instant::now();
             if let TargetSpec::Pids(pids) = &config.targets {
                 if pids.iter().all(|&pid| !process_alive(pid)) {
-                    log::info!("every target process has exited");
+                    tracing::info!("every target process has exited");
                     break;
                 }
             }
@@ -258,7 +258,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
     clock.lap("symbolize and encode");
     outcome.symbolizer = symbolizer.stats();
     outcome.debuginfod = debuginfod_stats;
-    log::debug!("symbolizer: {:?}", outcome.symbolizer);
+    tracing::debug!("symbolizer: {:?}", outcome.symbolizer);
     outcome.processes_missed = processes.missed;
     Ok(outcome)
 }
@@ -299,7 +299,7 @@ fn process_alive(pid: u32) -> bool {
 fn command_exited(launched: &mut Launched) -> bool {
     match launched.exited() {
         Some(status) => {
-            log::info!("command (pid {}) exited: {status}", launched.pid());
+            tracing::info!("command (pid {}) exited: {status}", launched.pid());
             true
         }
         None => false,

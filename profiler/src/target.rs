@@ -67,7 +67,7 @@ impl Launched {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        log::warn!(
+        tracing::warn!(
             "command (pid {}) ignored SIGTERM and is still running",
             self.pid()
         );

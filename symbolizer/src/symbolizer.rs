@@ -5,6 +5,7 @@ use std::fs::File;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{Input, Reason, Sym, Symbolized};
@@ -31,6 +32,9 @@ pub struct SymbolizerConfig {
     pub proc_root: PathBuf,
     /// Kernel symbol table.
     pub kallsyms: PathBuf,
+    /// How long a build-id the debug info source did not have stays
+    /// unasked (a long-running agent asks again after this).
+    pub debug_miss_ttl: Duration,
 }
 
 impl Default for SymbolizerConfig {
@@ -40,6 +44,7 @@ impl Default for SymbolizerConfig {
             max_modules: NonZeroUsize::new(1024).expect("non-zero"),
             proc_root: PathBuf::from("/proc"),
             kallsyms: PathBuf::from("/proc/kallsyms"),
+            debug_miss_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -93,7 +98,8 @@ pub struct Symbolizer {
     perf_maps: LruCache<PathBuf, CachedPerfMap>,
     debug_info: Option<Box<dyn DebugInfoSource>>,
     /// Debug files by build-id (`None`: the source has none).
-    debug_files: LruCache<BuildId, Option<PathBuf>>,
+    /// Debug files by build-id; misses carry when they were asked.
+    debug_files: LruCache<BuildId, (Option<PathBuf>, Instant)>,
     stats: SymbolizerStats,
     /// Files already reported as broken, so each is reported once.
     reported: std::collections::HashSet<PathBuf>,
@@ -383,14 +389,20 @@ impl Symbolizer {
         resolved: &mut [Resolution],
         lacking: impl Fn(&Resolution) -> bool,
     ) {
-        let debug_file = match self.debug_files.get(build_id) {
-            Some(known) => known.clone(),
+        let ttl = self.config.debug_miss_ttl;
+        let known = self
+            .debug_files
+            .get(build_id)
+            .filter(|(path, asked)| path.is_some() || asked.elapsed() < ttl);
+        let debug_file = match known {
+            Some((path, _)) => path.clone(),
             None => {
                 let found = self
                     .debug_info
                     .as_mut()
                     .and_then(|s| s.debug_file(build_id));
-                self.debug_files.put(build_id.clone(), found.clone());
+                self.debug_files
+                    .put(build_id.clone(), (found.clone(), Instant::now()));
                 found
             }
         };

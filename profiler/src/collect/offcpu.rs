@@ -47,6 +47,18 @@ pub(super) struct RawValue {
     count: u64,
 }
 
+/// Mirrors `struct smolder_offcpu_start`: a thread asleep right now.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RawStart {
+    time_ns: u64,
+    mm_id: u64,
+    kernel_stack: i32,
+    user_stack: i32,
+    pid: u32,
+    pad: u32,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct RawThread {
@@ -60,11 +72,14 @@ struct RawThread {
 const _: () = assert!(size_of::<RawKey>() == 24);
 const _: () = assert!(size_of::<RawValue>() == 16);
 const _: () = assert!(size_of::<RawThread>() == 48);
+const _: () = assert!(size_of::<RawStart>() == 32);
 
 // SAFETY: repr(C) plain old data without padding (sizes asserted above).
 unsafe impl aya::Pod for RawKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RawValue {}
+// SAFETY: as above (the explicit `pad` field leaves no implicit padding).
+unsafe impl aya::Pod for RawStart {}
 
 /// A thread that blocked for the first time with a given pair of stacks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,12 +126,13 @@ pub struct OffCpuEntry {
     pub nanos: u64,
 }
 
-/// Reads every totals entry and resolves its stack ids.
+/// Reads every totals entry and resolves its stack ids; the raw keys come
+/// along so the caller can remove what it read.
 pub(super) fn read_totals(
     totals: &BpfHashMap<&MapData, RawKey, RawValue>,
     stacks: &StackTraceMap<&MapData>,
     scale: u64,
-) -> Result<Vec<OffCpuEntry>, LoadError> {
+) -> Result<Vec<(RawKey, OffCpuEntry)>, LoadError> {
     let mut cache: HashMap<i32, Vec<u64>> = HashMap::new();
     let mut stack = |id: i32| -> Vec<u64> {
         if id < 0 {
@@ -138,15 +154,30 @@ pub(super) fn read_totals(
             name: "offcpu_totals",
             source,
         })?;
-        entries.push(OffCpuEntry {
-            pid: key.pid,
-            tid: key.tid,
-            mm_id: key.mm_id,
-            kernel: stack(key.kernel_stack),
-            user: stack(key.user_stack),
-            count: value.count * scale,
-            nanos: value.nanos * scale,
-        });
+        entries.push((
+            key,
+            OffCpuEntry {
+                pid: key.pid,
+                tid: key.tid,
+                mm_id: key.mm_id,
+                kernel: stack(key.kernel_stack),
+                user: stack(key.user_stack),
+                count: value.count * scale,
+                nanos: value.nanos * scale,
+            },
+        ));
     }
     Ok(entries)
+}
+
+impl RawKey {
+    pub(super) fn stack_ids(&self) -> [i32; 2] {
+        [self.kernel_stack, self.user_stack]
+    }
+}
+
+impl RawStart {
+    pub(super) fn stack_ids(&self) -> [i32; 2] {
+        [self.kernel_stack, self.user_stack]
+    }
 }

@@ -1,6 +1,7 @@
 //! Loads `sampler.bpf.o`, attaches it to a cpu-clock perf event on every
 //! online CPU and drains its ring buffer.
 
+use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -9,7 +10,9 @@ use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, S
 use aya::programs::{BtfTracePoint, PerfEvent, ProgramError, RawTracePoint};
 use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 
-use super::offcpu::{read_totals, OffCpuConfig, OffCpuEntry, ThreadSeen};
+use super::offcpu::{
+    read_totals, OffCpuConfig, OffCpuEntry, RawKey, RawStart, RawValue, ThreadSeen,
+};
 use super::programs::program;
 use super::record::Sample;
 
@@ -180,7 +183,7 @@ impl Sampler {
         // Keeping the fd open keeps the kernel's BPF run-time accounting on.
         let stats_fd = if bpf_stats {
             aya::sys::enable_stats(aya::sys::Stats::RunTime)
-                .map_err(|e| log::warn!("cannot enable BPF run-time stats: {e}"))
+                .map_err(|e| tracing::warn!("cannot enable BPF run-time stats: {e}"))
                 .ok()
         } else {
             None
@@ -279,7 +282,7 @@ impl Sampler {
                     self.decode_errors += 1;
                     if !self.decode_error_reported {
                         self.decode_error_reported = true;
-                        log::warn!("dropping undecodable thread records: {e}");
+                        tracing::warn!("dropping undecodable thread records: {e}");
                     }
                 }
             }
@@ -308,7 +311,84 @@ impl Sampler {
             name: "offcpu_stacks",
             source,
         })?;
-        read_totals(&totals, &stacks, u64::from(config.sample_every.get()))
+        let entries = read_totals(&totals, &stacks, u64::from(config.sample_every.get()))?;
+        Ok(entries.into_iter().map(|(_, entry)| entry).collect())
+    }
+
+    /// Like [`Sampler::off_cpu_totals`], but removes what it read, so that the
+    /// next call returns only what was blocked since (the agent's windows).
+    /// Stacks no sleeping thread or remaining entry refers to are removed
+    /// too, so the stack map does not fill up over days. A block that ends
+    /// between the read and the removal of its entry is lost; that window
+    /// is a few microseconds per entry.
+    pub fn take_off_cpu_totals(&mut self) -> Result<Vec<OffCpuEntry>, LoadError> {
+        let Some(config) = self.config.off_cpu else {
+            return Ok(Vec::new());
+        };
+        let map_error = |name| move |source| LoadError::Map { name, source };
+        let read = {
+            let totals = BpfHashMap::try_from(
+                self.ebpf
+                    .map("offcpu_totals")
+                    .ok_or(LoadError::Missing("offcpu_totals"))?,
+            )
+            .map_err(map_error("offcpu_totals"))?;
+            let stacks = StackTraceMap::try_from(
+                self.ebpf
+                    .map("offcpu_stacks")
+                    .ok_or(LoadError::Missing("offcpu_stacks"))?,
+            )
+            .map_err(map_error("offcpu_stacks"))?;
+            read_totals(&totals, &stacks, u64::from(config.sample_every.get()))?
+        };
+        let mut read_ids: HashSet<i32> = HashSet::new();
+        {
+            let mut totals: BpfHashMap<_, RawKey, RawValue> = BpfHashMap::try_from(
+                self.ebpf
+                    .map_mut("offcpu_totals")
+                    .ok_or(LoadError::Missing("offcpu_totals"))?,
+            )
+            .map_err(map_error("offcpu_totals"))?;
+            for (key, _) in &read {
+                read_ids.extend(key.stack_ids());
+                // Gone already only if the map was changed under us: harmless.
+                let _ = totals.remove(key);
+            }
+        }
+        let mut in_use: HashSet<i32> = HashSet::new();
+        {
+            let starts: BpfHashMap<_, u32, RawStart> = BpfHashMap::try_from(
+                self.ebpf
+                    .map("offcpu_start")
+                    .ok_or(LoadError::Missing("offcpu_start"))?,
+            )
+            .map_err(map_error("offcpu_start"))?;
+            in_use.extend(
+                starts
+                    .iter()
+                    .flatten()
+                    .flat_map(|(_, start)| start.stack_ids()),
+            );
+            let totals: BpfHashMap<_, RawKey, RawValue> = BpfHashMap::try_from(
+                self.ebpf
+                    .map("offcpu_totals")
+                    .ok_or(LoadError::Missing("offcpu_totals"))?,
+            )
+            .map_err(map_error("offcpu_totals"))?;
+            in_use.extend(totals.keys().flatten().flat_map(|key| key.stack_ids()));
+        }
+        let mut stacks = StackTraceMap::try_from(
+            self.ebpf
+                .map_mut("offcpu_stacks")
+                .ok_or(LoadError::Missing("offcpu_stacks"))?,
+        )
+        .map_err(map_error("offcpu_stacks"))?;
+        for id in read_ids.difference(&in_use) {
+            if let Ok(id) = u32::try_from(*id) {
+                let _ = stacks.remove(&id);
+            }
+        }
+        Ok(read.into_iter().map(|(_, entry)| entry).collect())
     }
 
     /// Hands every buffered sample to `sink`; returns how many.
@@ -324,7 +404,7 @@ impl Sampler {
                     self.decode_errors += 1;
                     if !self.decode_error_reported {
                         self.decode_error_reported = true;
-                        log::warn!("dropping undecodable sample records: {e}");
+                        tracing::warn!("dropping undecodable sample records: {e}");
                     }
                 }
             }
@@ -373,7 +453,7 @@ fn load_off_cpu(ebpf: &mut Ebpf, btf: &Btf) -> Result<&'static str, LoadError> {
     let btf_prog: &mut BtfTracePoint = program(ebpf, OFFCPU_BTF)?;
     match btf_prog.load("sched_switch", btf) {
         Ok(()) => return Ok(OFFCPU_BTF),
-        Err(e) => log::info!("tp_btf/sched_switch unavailable ({e}); using raw_tp"),
+        Err(e) => tracing::info!("tp_btf/sched_switch unavailable ({e}); using raw_tp"),
     }
     let raw: &mut RawTracePoint = program(ebpf, OFFCPU_RAW)?;
     raw.load().map_err(|source| LoadError::Program {
@@ -421,7 +501,7 @@ fn raise_memlock_limit() {
     };
     // SAFETY: setrlimit reads a valid, initialised struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        log::debug!(
+        tracing::debug!(
             "cannot raise RLIMIT_MEMLOCK: {}",
             std::io::Error::last_os_error()
         );

@@ -8,7 +8,7 @@ pub mod proto;
 
 pub use collapsed::collapsed_lines;
 pub use flamegraph::write_svg;
-pub use pprof::{encode_pprof, write_pprof};
+pub use pprof::{encode_pprof, encode_pprof_labelled, write_pprof, SampleLabels};
 pub use proto as pprof_proto;
 
 use std::io;

@@ -38,8 +38,19 @@ impl Strings {
     }
 }
 
+/// How samples are labelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleLabels {
+    /// `pid`, `tid`, `comm`, `thread_name`, all strings: for files.
+    Strings,
+    /// `pid` and `tid` as numbers, `comm` and `thread_name` as strings:
+    /// Pyroscope turns every string label into a series label, and pids
+    /// would make series without bound. Numeric labels stay in the profile.
+    Pyroscope,
+}
+
 /// Builds the pprof message (not yet serialized).
-pub(crate) fn to_proto(profile: &Profile) -> proto::Profile {
+pub(crate) fn to_proto(profile: &Profile, labels: SampleLabels) -> proto::Profile {
     let mut strings = Strings::new();
     let value_type = |strings: &mut Strings, t: &str, u: &str| proto::ValueType {
         r#type: strings.get(t),
@@ -135,12 +146,25 @@ pub(crate) fn to_proto(profile: &Profile) -> proto::Profile {
                 num: 0,
                 num_unit: 0,
             };
+            let number = |key: i64, value: u32| proto::Label {
+                key,
+                str: 0,
+                num: i64::from(value),
+                num_unit: 0,
+            };
+            let (pid, tid) = match labels {
+                SampleLabels::Strings => (
+                    label(keys[0], &s.pid.to_string(), &mut strings),
+                    label(keys[1], &s.tid.to_string(), &mut strings),
+                ),
+                SampleLabels::Pyroscope => (number(keys[0], s.pid), number(keys[1], s.tid)),
+            };
             proto::Sample {
                 location_id: s.locations.iter().map(|&l| l as u64 + 1).collect(),
                 value: vec![s.count as i64, s.nanos as i64],
                 label: vec![
-                    label(keys[0], &s.pid.to_string(), &mut strings),
-                    label(keys[1], &s.tid.to_string(), &mut strings),
+                    pid,
+                    tid,
                     label(keys[2], &s.comm, &mut strings),
                     label(keys[3], &s.thread_name, &mut strings),
                 ],
@@ -170,9 +194,17 @@ pub(crate) fn to_proto(profile: &Profile) -> proto::Profile {
     }
 }
 
-/// Serializes and gzips the profile.
+/// Serializes and gzips the profile, every label a string.
 pub fn encode_pprof(profile: &Profile) -> Result<Vec<u8>, EncodeError> {
-    let bytes = to_proto(profile).encode_to_vec();
+    encode_pprof_labelled(profile, SampleLabels::Strings)
+}
+
+/// Serializes and gzips the profile with the given sample labels.
+pub fn encode_pprof_labelled(
+    profile: &Profile,
+    labels: SampleLabels,
+) -> Result<Vec<u8>, EncodeError> {
+    let bytes = to_proto(profile, labels).encode_to_vec();
     let mut gz = GzEncoder::new(Vec::with_capacity(bytes.len() / 4), Compression::default());
     gz.write_all(&bytes)?;
     Ok(gz.finish()?)

@@ -1,0 +1,284 @@
+//! The agent's sampling side, on a thread of its own: drains the BPF
+//! sampler continuously and, at the end of every window, cuts the window
+//! into one profile per service and kind, symbolized and encoded, for
+//! delivery. It never waits on delivery: if the queue is full the window
+//! is dropped and counted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use symbolizer::Symbolizer;
+use tokio::sync::mpsc;
+
+use super::config::AgentConfig;
+use super::metrics::{add, set, Metrics};
+use super::service_cache::ServiceCache;
+use super::services::Service;
+use crate::aggregate::Aggregate;
+use crate::collect::{Sampler, DRAIN_INTERVAL};
+use crate::encode::{encode_pprof_labelled, SampleLabels};
+use crate::processes::ProcessTracker;
+use crate::profile::{Profile, ProfileKind};
+use crate::signals;
+use crate::symbolize::{symbolize, Window};
+
+/// One service's profile of one kind for one window.
+#[derive(Debug)]
+pub struct WindowProfile {
+    pub service: Arc<Service>,
+    pub kind: ProfileKind,
+    /// Gzipped pprof.
+    pub pprof_gz: Vec<u8>,
+}
+
+/// Everything one window produced.
+#[derive(Debug)]
+pub struct WindowBatch {
+    pub start: SystemTime,
+    pub profiles: Vec<WindowProfile>,
+}
+
+pub struct Collector {
+    pub sampler: Sampler,
+    pub symbolizer: Symbolizer,
+    pub config: Arc<AgentConfig>,
+    pub metrics: Arc<Metrics>,
+    processes: ProcessTracker,
+    services: ServiceCache,
+    on_cpu: Aggregate,
+    off_cpu: Aggregate,
+    lost_before: u64,
+    off_cpu_lost_before: u64,
+}
+
+impl Collector {
+    pub fn new(
+        sampler: Sampler,
+        symbolizer: Symbolizer,
+        config: Arc<AgentConfig>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let period_ns = 1_000_000_000 / u64::from(config.frequency.get());
+        Self {
+            sampler,
+            symbolizer,
+            config,
+            metrics,
+            processes: ProcessTracker::default(),
+            services: ServiceCache::new(),
+            on_cpu: Aggregate::new(period_ns),
+            off_cpu: Aggregate::new(0),
+            lost_before: 0,
+            off_cpu_lost_before: 0,
+        }
+    }
+
+    /// Runs windows until SIGINT/SIGTERM, then finishes the current window
+    /// and returns (dropping `tx`, which tells delivery to flush).
+    pub fn run(mut self, tx: mpsc::Sender<WindowBatch>) {
+        let window = self.config.window;
+        let mut start = SystemTime::now();
+        let mut started = Instant::now();
+        loop {
+            std::thread::sleep(DRAIN_INTERVAL);
+            self.drain();
+            let stopping = signals::stop_requested();
+            if started.elapsed() < window && !stopping {
+                continue;
+            }
+            let duration = started.elapsed();
+            let batch = self.finish_window(start, duration);
+            start = SystemTime::now();
+            started = Instant::now();
+            if !batch.profiles.is_empty() {
+                match tx.try_send(batch) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        add(&self.metrics.windows_dropped, 1);
+                        tracing::warn!("delivery is behind: a window was dropped");
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+            if stopping {
+                tracing::info!("stopping: last window handed to delivery");
+                return;
+            }
+        }
+    }
+
+    /// Moves buffered samples into the window, reading the mappings and the
+    /// service of every process the first time it is seen.
+    fn drain(&mut self) {
+        let Self {
+            sampler,
+            symbolizer,
+            config,
+            processes,
+            services,
+            on_cpu,
+            off_cpu,
+            ..
+        } = self;
+        sampler.drain(|sample| {
+            if services
+                .resolve(sample.pid, sample.mm_id, &sample.comm, config)
+                .is_some()
+            {
+                processes.observe(sample.pid, sample.mm_id, symbolizer);
+                on_cpu.add(sample);
+            }
+        });
+        sampler.drain_threads(|thread| {
+            if services
+                .resolve(thread.pid, thread.mm_id, &thread.comm, config)
+                .is_some()
+            {
+                processes.observe(thread.pid, thread.mm_id, symbolizer);
+                off_cpu.note_process(thread.pid);
+                off_cpu.name_thread(thread.tid, thread.comm, thread.thread_name);
+            }
+        });
+    }
+
+    fn finish_window(&mut self, start: SystemTime, duration: Duration) -> WindowBatch {
+        match self.sampler.take_off_cpu_totals() {
+            Ok(entries) => {
+                for entry in entries {
+                    if self.services.get(entry.pid, entry.mm_id).is_some() {
+                        self.off_cpu.add_off_cpu(entry);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot read off-CPU totals: {e}"),
+        }
+        let period_ns = self.on_cpu.period_ns();
+        let on_cpu = std::mem::replace(&mut self.on_cpu, Aggregate::new(period_ns));
+        let off_cpu = std::mem::replace(&mut self.off_cpu, Aggregate::new(0));
+        let mut profiles = Vec::new();
+        let mut processes = on_cpu.process_count().max(off_cpu.process_count());
+        let kinds = [
+            (
+                on_cpu,
+                ProfileKind::OnCpu {
+                    frequency_hz: self.config.frequency.get(),
+                },
+            ),
+            (off_cpu, ProfileKind::OffCpu),
+        ];
+        let mut services = 0;
+        for (aggregate, kind) in kinds {
+            add(
+                &self.metrics.samples,
+                if matches!(kind, ProfileKind::OnCpu { .. }) {
+                    aggregate.samples
+                } else {
+                    0
+                },
+            );
+            let cache = &self.services;
+            let parts = aggregate.split_by(|key| cache.get(key.pid, key.mm_id));
+            services = services.max(parts.len());
+            let mut parts: Vec<_> = parts.into_iter().collect();
+            parts.sort_by(|a, b| a.0.cmp(&b.0));
+            for (service, part) in parts {
+                processes = processes.max(part.process_count());
+                let window = Window {
+                    start,
+                    duration,
+                    kind,
+                };
+                let mut profile =
+                    symbolize(&part, &mut self.processes, &mut self.symbolizer, window);
+                cap_thread_names(&mut profile, self.config.max_thread_names);
+                match encode_pprof_labelled(&profile, SampleLabels::Pyroscope) {
+                    Ok(pprof_gz) => profiles.push(WindowProfile {
+                        service,
+                        kind,
+                        pprof_gz,
+                    }),
+                    Err(e) => tracing::warn!("cannot encode a profile: {e}"),
+                }
+            }
+        }
+        self.update_metrics(processes, services);
+        for (pid, mm_id) in self.services.end_window() {
+            self.processes.forget(pid, mm_id);
+        }
+        WindowBatch { start, profiles }
+    }
+
+    fn update_metrics(&mut self, processes: usize, services: usize) {
+        let m = &self.metrics;
+        add(&m.windows, 1);
+        set(&m.processes, processes as u64);
+        set(&m.services, services as u64);
+        let stats = self.sampler.stats();
+        let lost = stats.ring_buffer_full + stats.decode_errors;
+        add(&m.samples_lost, lost.saturating_sub(self.lost_before));
+        self.lost_before = lost;
+        let off_lost = stats.off_cpu_totals_full + stats.off_cpu_events_full;
+        add(
+            &m.off_cpu_lost,
+            off_lost.saturating_sub(self.off_cpu_lost_before),
+        );
+        self.off_cpu_lost_before = off_lost;
+        let sym = self.symbolizer.stats();
+        set(&m.symbol_lookups, sym.lookups);
+        set(&m.symbol_unknown, sym.unknown);
+        set(&m.processes_missed, self.processes.missed);
+    }
+}
+
+/// Keeps the `thread_name` label to the `max` heaviest names of the
+/// profile; the rest become `other`. Pyroscope makes a series of each
+/// distinct value, and thread pools can be large.
+fn cap_thread_names(profile: &mut Profile, max: usize) {
+    let mut weights: HashMap<&str, u64> = HashMap::new();
+    for sample in &profile.samples {
+        *weights.entry(sample.thread_name.as_str()).or_default() += sample.nanos.max(sample.count);
+    }
+    if weights.len() <= max {
+        return;
+    }
+    let mut ranked: Vec<(&str, u64)> = weights.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let keep: BTreeMap<String, ()> = ranked
+        .iter()
+        .take(max)
+        .map(|(name, _)| ((*name).to_owned(), ()))
+        .collect();
+    for sample in &mut profile.samples {
+        if !keep.contains_key(&sample.thread_name) {
+            sample.thread_name = "other".to_owned();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::fixtures::small_profile;
+
+    #[test]
+    fn caps_thread_names_by_weight() {
+        let mut profile = small_profile();
+        let template = profile.samples[0].clone();
+        profile.samples = (0..5)
+            .map(|i| {
+                let mut s = template.clone();
+                s.thread_name = format!("pool-{i}");
+                s.nanos = 100 * (i + 1);
+                s
+            })
+            .collect();
+        cap_thread_names(&mut profile, 2);
+        let names: Vec<&str> = profile
+            .samples
+            .iter()
+            .map(|s| s.thread_name.as_str())
+            .collect();
+        assert_eq!(names, ["other", "other", "other", "pool-3", "pool-4"]);
+    }
+}

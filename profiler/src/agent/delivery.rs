@@ -1,0 +1,469 @@
+//! The agent's delivery side (async): takes finished windows and either
+//! writes them to the local directory, or pushes them to Pyroscope with
+//! retries, spooling to disk while the server is unreachable and replaying
+//! the spool, oldest first, when it is back.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::collector::{WindowBatch, WindowProfile};
+use super::metrics::{add, set, Metrics};
+use crate::export::bounded_dir::BoundedDir;
+use crate::export::directory::ProfileDir;
+use crate::export::pyroscope::{encode_request, PushClient, PushError, Series};
+use crate::profile::ProfileKind;
+
+/// Backoff between attempts while the server fails: doubling from the
+/// first value up to the cap, with jitter.
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// The longest a 429's Retry-After is honoured for.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
+/// At shutdown, how long pushing what is left may take before it is spooled.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(10);
+/// Requests held in memory when the spool cannot be written.
+const MEMORY_QUEUE_MAX: usize = 64;
+
+const SPOOL_SUFFIX: &str = ".push";
+
+fn kind_name(kind: ProfileKind) -> (&'static str, &'static str) {
+    // (series __name__, file infix)
+    match kind {
+        ProfileKind::OnCpu { .. } => ("process_cpu", "cpu"),
+        ProfileKind::OffCpu => ("offcpu", "offcpu"),
+    }
+}
+
+/// Writes every window into `dir` until the collector stops.
+pub async fn to_directory(
+    mut rx: mpsc::Receiver<WindowBatch>,
+    mut dir: ProfileDir,
+    metrics: Arc<Metrics>,
+) {
+    let mut reported = false;
+    while let Some(batch) = rx.recv().await {
+        for profile in &batch.profiles {
+            let kind = kind_name(profile.kind).1;
+            match dir.write(batch.start, &profile.service.name, kind, &profile.pprof_gz) {
+                Ok(written) => {
+                    add(&metrics.profiles_written, 1);
+                    add(&metrics.profiles_removed, written.removed);
+                }
+                Err(e) => {
+                    add(&metrics.write_errors, 1);
+                    if !reported {
+                        reported = true;
+                        tracing::error!("cannot write profiles to {}: {e:#}", dir.path().display());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One encoded push request, named for its place in the spool.
+struct Request {
+    name: String,
+    body: Vec<u8>,
+}
+
+/// The push requests of one window: one per service, its kinds as series.
+fn requests(batch: &WindowBatch, labels: &BTreeMap<String, String>, seq: &mut u64) -> Vec<Request> {
+    let mut by_service: BTreeMap<&str, Vec<&WindowProfile>> = BTreeMap::new();
+    for profile in &batch.profiles {
+        by_service
+            .entry(profile.service.name.as_str())
+            .or_default()
+            .push(profile);
+    }
+    let millis = batch
+        .start
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    by_service
+        .into_values()
+        .map(|profiles| {
+            let label_sets: Vec<Vec<(String, String)>> =
+                profiles.iter().map(|p| series_labels(p, labels)).collect();
+            let series = profiles
+                .iter()
+                .zip(&label_sets)
+                .map(|(p, labels)| Series {
+                    labels,
+                    pprof_gz: p.pprof_gz.clone(),
+                })
+                .collect();
+            *seq += 1;
+            Request {
+                name: format!("{millis:013}-{seq:08}{SPOOL_SUFFIX}"),
+                body: encode_request(series),
+            }
+        })
+        .collect()
+}
+
+/// Series labels, sorted: `__name__`, `service_name`, the service's own
+/// labels, then the static ones (which cannot override the first two).
+fn series_labels(
+    profile: &WindowProfile,
+    static_labels: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut labels: BTreeMap<String, String> = static_labels.clone();
+    labels.extend(profile.service.labels.clone());
+    labels.insert("__name__".into(), kind_name(profile.kind).0.into());
+    labels.insert("service_name".into(), profile.service.name.clone());
+    labels.into_iter().collect()
+}
+
+struct Backoff {
+    next: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        Self {
+            next: BACKOFF_FIRST,
+            seed,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = BACKOFF_FIRST;
+    }
+
+    /// The next delay: between half and all of the current step.
+    fn delay(&mut self) -> Duration {
+        // xorshift64: jitter only, no need for a real generator.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let fraction = 0.5 + (self.seed % 1000) as f64 / 2000.0;
+        let delay = self.next.mul_f64(fraction);
+        self.next = (self.next * 2).min(BACKOFF_CAP);
+        delay
+    }
+}
+
+pub struct Pusher {
+    client: PushClient,
+    spool: Option<BoundedDir>,
+    /// Requests not yet on disk: new ones while the server is healthy, or
+    /// all of them when the spool cannot be written.
+    memory: VecDeque<Request>,
+    labels: BTreeMap<String, String>,
+    metrics: Arc<Metrics>,
+    backoff: Backoff,
+    failing: bool,
+    next_attempt: Instant,
+    rejected_statuses: HashSet<u16>,
+    seq: u64,
+    spool_error_reported: bool,
+}
+
+enum Attempt {
+    /// Nothing left to send.
+    Done,
+    /// The server failed: try again at `next_attempt`.
+    Later,
+}
+
+impl Pusher {
+    pub fn new(
+        client: PushClient,
+        spool: Option<BoundedDir>,
+        labels: BTreeMap<String, String>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let pusher = Self {
+            client,
+            spool,
+            memory: VecDeque::new(),
+            labels,
+            metrics,
+            backoff: Backoff::new(),
+            failing: false,
+            next_attempt: Instant::now(),
+            rejected_statuses: HashSet::new(),
+            seq: 0,
+            spool_error_reported: false,
+        };
+        if let Some(spool) = &pusher.spool {
+            if !spool.is_empty() {
+                tracing::info!(
+                    "{} requests ({} bytes) left in the spool {} by an earlier run; replaying them",
+                    spool.len(),
+                    spool.bytes(),
+                    spool.path().display()
+                );
+            }
+        }
+        pusher.update_spool_metrics();
+        pusher
+    }
+
+    /// Pushes windows until the collector stops, then flushes.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<WindowBatch>) {
+        loop {
+            let pending = self.pending();
+            tokio::select! {
+                batch = rx.recv() => match batch {
+                    Some(batch) => self.enqueue(&batch),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(self.next_attempt), if pending => {
+                    let _ = self.attempt().await;
+                }
+            }
+        }
+        self.flush().await;
+    }
+
+    fn pending(&self) -> bool {
+        !self.memory.is_empty() || self.spool.as_ref().is_some_and(|s| !s.is_empty())
+    }
+
+    fn enqueue(&mut self, batch: &WindowBatch) {
+        for request in requests(batch, &self.labels, &mut self.seq) {
+            self.memory.push_back(request);
+        }
+        if self.failing {
+            self.spill();
+        }
+        while self.memory.len() > MEMORY_QUEUE_MAX {
+            self.memory.pop_front();
+            add(&self.metrics.spool_dropped, 1);
+        }
+    }
+
+    /// Moves what is in memory to the spool, oldest first.
+    fn spill(&mut self) {
+        let Some(spool) = self.spool.as_mut() else {
+            return;
+        };
+        while let Some(request) = self.memory.front() {
+            match spool.add(&request.name, &request.body) {
+                Ok(evicted) => {
+                    add(&self.metrics.spool_dropped, evicted);
+                    if evicted > 0 {
+                        tracing::warn!("spool full: dropped the {evicted} oldest requests");
+                    }
+                    self.memory.pop_front();
+                }
+                Err(e) => {
+                    add(&self.metrics.write_errors, 1);
+                    if !self.spool_error_reported {
+                        self.spool_error_reported = true;
+                        tracing::error!("cannot spool to disk, keeping up to {MEMORY_QUEUE_MAX} requests in memory: {e:#}");
+                    }
+                    break;
+                }
+            }
+        }
+        self.update_spool_metrics();
+    }
+
+    fn update_spool_metrics(&self) {
+        let (files, bytes) = self
+            .spool
+            .as_ref()
+            .map_or((0, 0), |s| (s.len() as u64, s.bytes()));
+        set(&self.metrics.spool_files, files);
+        set(&self.metrics.spool_bytes, bytes);
+    }
+
+    /// The oldest request: from the spool first, then memory.
+    fn next_request(&self) -> Option<(bool, String, Vec<u8>)> {
+        if let Some(spool) = &self.spool {
+            if let Some(name) = spool.oldest() {
+                return match spool.read(name) {
+                    Ok(body) => Some((true, name.to_owned(), body)),
+                    // Unreadable: hand back an empty body, which the
+                    // caller drops.
+                    Err(_) => Some((true, name.to_owned(), Vec::new())),
+                };
+            }
+        }
+        self.memory
+            .front()
+            .map(|r| (false, r.name.clone(), r.body.clone()))
+    }
+
+    fn done_with(&mut self, from_spool: bool, name: &str) {
+        if from_spool {
+            if let Some(spool) = self.spool.as_mut() {
+                spool.remove(name);
+            }
+            self.update_spool_metrics();
+        } else {
+            self.memory.pop_front();
+        }
+    }
+
+    /// Sends requests in order until none is left or the server fails.
+    async fn attempt(&mut self) -> Attempt {
+        while let Some((from_spool, name, body)) = self.next_request() {
+            if body.is_empty() {
+                tracing::warn!("dropping unreadable spooled request {name}");
+                self.done_with(from_spool, &name);
+                continue;
+            }
+            let size = body.len() as u64;
+            let started = std::time::Instant::now();
+            let result = self.client.push(body).await;
+            self.metrics.observe_push(started.elapsed());
+            match result {
+                Ok(()) => {
+                    add(&self.metrics.pushes_ok, 1);
+                    add(&self.metrics.bytes_pushed, size);
+                    if self.failing {
+                        self.failing = false;
+                        tracing::info!(
+                            "Pyroscope accepts pushes again; replaying what was spooled"
+                        );
+                    }
+                    self.backoff.reset();
+                    self.done_with(from_spool, &name);
+                }
+                Err(PushError::Rejected { status, message }) => {
+                    add(&self.metrics.pushes_rejected, 1);
+                    if self.rejected_statuses.insert(status.as_u16()) {
+                        tracing::error!(
+                            "Pyroscope rejected a push with {status}: {message} (not retried; further {status} rejections are only counted)"
+                        );
+                    }
+                    self.done_with(from_spool, &name);
+                }
+                Err(e) => {
+                    let delay = match &e {
+                        PushError::RateLimited {
+                            retry_after: Some(after),
+                            ..
+                        } => (*after).min(RETRY_AFTER_CAP),
+                        _ => self.backoff.delay(),
+                    };
+                    if matches!(e, PushError::RateLimited { .. }) {
+                        add(&self.metrics.pushes_rate_limited, 1);
+                    } else {
+                        add(&self.metrics.pushes_failed, 1);
+                    }
+                    if !self.failing {
+                        self.failing = true;
+                        tracing::warn!(
+                            "push failed: {e:#}; spooling windows and retrying (next in {:.1}s)",
+                            delay.as_secs_f64()
+                        );
+                    }
+                    self.spill();
+                    self.next_attempt = Instant::now() + delay;
+                    return Attempt::Later;
+                }
+            }
+        }
+        Attempt::Done
+    }
+
+    /// At shutdown: one bounded try to send what is left; the rest goes to
+    /// the spool for the next run.
+    async fn flush(&mut self) {
+        if self.pending() && !self.failing {
+            match tokio::time::timeout(FLUSH_DEADLINE, self.attempt()).await {
+                Ok(Attempt::Done) => {}
+                Ok(Attempt::Later) | Err(_) => {
+                    tracing::warn!("could not push everything before exiting")
+                }
+            }
+        }
+        self.spill();
+        if let Some(spool) = &self.spool {
+            if !spool.is_empty() {
+                tracing::info!(
+                    "{} requests stay in {} for the next run",
+                    spool.len(),
+                    spool.path().display()
+                );
+            }
+        }
+        if !self.memory.is_empty() {
+            tracing::warn!(
+                "{} requests lost: the spool could not be written",
+                self.memory.len()
+            );
+        }
+    }
+}
+
+/// Opens the spool, keeping only our own files.
+pub fn open_spool(
+    path: &std::path::Path,
+    max_bytes: u64,
+) -> Result<BoundedDir, crate::export::bounded_dir::DirError> {
+    BoundedDir::open(path, max_bytes, |name| name.ends_with(SPOOL_SUFFIX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::services::Service;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let mut b = Backoff::new();
+        let first = b.delay();
+        assert!(first >= BACKOFF_FIRST / 2 && first <= BACKOFF_FIRST);
+        for _ in 0..20 {
+            assert!(b.delay() <= BACKOFF_CAP);
+        }
+        assert!(b.delay() >= BACKOFF_CAP / 2);
+        b.reset();
+        assert!(b.delay() <= BACKOFF_FIRST);
+    }
+
+    #[test]
+    fn one_request_per_service_with_sorted_labels() {
+        let service = |name: &str| {
+            Arc::new(Service {
+                name: name.into(),
+                labels: BTreeMap::from([("namespace".to_owned(), "ml".to_owned())]),
+            })
+        };
+        let profile = |s: &Arc<Service>, kind| WindowProfile {
+            service: s.clone(),
+            kind,
+            pprof_gz: vec![1],
+        };
+        let (a, b) = (service("a"), service("b"));
+        let batch = WindowBatch {
+            start: UNIX_EPOCH + Duration::from_millis(1500),
+            profiles: vec![
+                profile(&a, ProfileKind::OnCpu { frequency_hz: 19 }),
+                profile(&b, ProfileKind::OnCpu { frequency_hz: 19 }),
+                profile(&a, ProfileKind::OffCpu),
+            ],
+        };
+        let statics = BTreeMap::from([
+            ("host_name".to_owned(), "h".to_owned()),
+            ("service_name".to_owned(), "x".to_owned()),
+        ]);
+        let mut seq = 0;
+        let reqs = requests(&batch, &statics, &mut seq);
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(reqs[0].name, "0000000001500-00000001.push");
+        let labels = series_labels(&batch.profiles[2], &statics);
+        let names: Vec<&str> = labels.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["__name__", "host_name", "namespace", "service_name"]
+        );
+        assert_eq!(labels[0].1, "offcpu");
+        assert_eq!(labels[3].1, "a");
+    }
+}

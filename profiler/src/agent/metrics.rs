@@ -1,0 +1,286 @@
+//! The agent's own numbers, as Prometheus text on an optional listener
+//! (`GET /metrics`; loopback unless configured otherwise).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Upper bounds (seconds) of the push latency histogram.
+const PUSH_BUCKETS: [f64; 8] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub samples: AtomicU64,
+    pub samples_lost: AtomicU64,
+    pub processes: AtomicU64,
+    pub services: AtomicU64,
+    pub windows: AtomicU64,
+    pub windows_dropped: AtomicU64,
+    pub profiles_written: AtomicU64,
+    pub profiles_removed: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub pushes_ok: AtomicU64,
+    pub pushes_failed: AtomicU64,
+    pub pushes_rejected: AtomicU64,
+    pub pushes_rate_limited: AtomicU64,
+    pub bytes_pushed: AtomicU64,
+    push_seconds_nanos: AtomicU64,
+    push_buckets: [AtomicU64; PUSH_BUCKETS.len()],
+    push_count: AtomicU64,
+    pub spool_files: AtomicU64,
+    pub spool_bytes: AtomicU64,
+    pub spool_dropped: AtomicU64,
+    pub symbol_lookups: AtomicU64,
+    pub symbol_unknown: AtomicU64,
+    pub processes_missed: AtomicU64,
+    pub off_cpu_lost: AtomicU64,
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+pub fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+pub fn set(c: &AtomicU64, n: u64) {
+    c.store(n, Ordering::Relaxed);
+}
+
+impl Metrics {
+    pub fn observe_push(&self, took: Duration) {
+        add(&self.push_seconds_nanos, took.as_nanos() as u64);
+        add(&self.push_count, 1);
+        for (bound, bucket) in PUSH_BUCKETS.iter().zip(&self.push_buckets) {
+            if took.as_secs_f64() <= *bound {
+                add(bucket, 1);
+            }
+        }
+    }
+
+    /// The Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        metric(
+            "smolder_samples_total",
+            "counter",
+            "On-CPU samples taken.",
+            get(&self.samples),
+        );
+        metric(
+            "smolder_samples_lost_total",
+            "counter",
+            "Samples lost (ring buffer full or undecodable).",
+            get(&self.samples_lost),
+        );
+        metric(
+            "smolder_off_cpu_lost_total",
+            "counter",
+            "Off-CPU blocks or thread events lost to full maps.",
+            get(&self.off_cpu_lost),
+        );
+        metric(
+            "smolder_processes",
+            "gauge",
+            "Processes profiled in the last window.",
+            get(&self.processes),
+        );
+        metric(
+            "smolder_services",
+            "gauge",
+            "Services profiled in the last window.",
+            get(&self.services),
+        );
+        metric(
+            "smolder_windows_total",
+            "counter",
+            "Windows completed.",
+            get(&self.windows),
+        );
+        metric(
+            "smolder_windows_dropped_total",
+            "counter",
+            "Windows dropped because delivery fell behind.",
+            get(&self.windows_dropped),
+        );
+        metric(
+            "smolder_profiles_written_total",
+            "counter",
+            "Profiles written to the local directory.",
+            get(&self.profiles_written),
+        );
+        metric(
+            "smolder_profiles_removed_total",
+            "counter",
+            "Old profiles removed to keep the local directory bounded.",
+            get(&self.profiles_removed),
+        );
+        metric(
+            "smolder_write_errors_total",
+            "counter",
+            "Failed writes to the local directory or spool.",
+            get(&self.write_errors),
+        );
+        metric(
+            "smolder_pushes_ok_total",
+            "counter",
+            "Push requests accepted by the server.",
+            get(&self.pushes_ok),
+        );
+        metric(
+            "smolder_pushes_failed_total",
+            "counter",
+            "Push attempts that failed and will be retried (network errors, 5xx).",
+            get(&self.pushes_failed),
+        );
+        metric(
+            "smolder_pushes_rate_limited_total",
+            "counter",
+            "Push attempts answered 429.",
+            get(&self.pushes_rate_limited),
+        );
+        metric(
+            "smolder_pushes_rejected_total",
+            "counter",
+            "Push requests the server rejected (4xx); not retried.",
+            get(&self.pushes_rejected),
+        );
+        metric(
+            "smolder_pushed_bytes_total",
+            "counter",
+            "Bytes of accepted push requests.",
+            get(&self.bytes_pushed),
+        );
+        metric(
+            "smolder_spool_files",
+            "gauge",
+            "Push requests waiting on disk.",
+            get(&self.spool_files),
+        );
+        metric(
+            "smolder_spool_bytes",
+            "gauge",
+            "Bytes waiting on disk.",
+            get(&self.spool_bytes),
+        );
+        metric(
+            "smolder_spool_dropped_total",
+            "counter",
+            "Spooled requests dropped, oldest first, to keep the spool bounded.",
+            get(&self.spool_dropped),
+        );
+        metric(
+            "smolder_symbol_lookups_total",
+            "counter",
+            "Addresses symbolized.",
+            get(&self.symbol_lookups),
+        );
+        metric(
+            "smolder_symbol_unknown_total",
+            "counter",
+            "Addresses left as module+offset.",
+            get(&self.symbol_unknown),
+        );
+        metric(
+            "smolder_processes_missed_total",
+            "counter",
+            "Processes gone before their mappings could be read.",
+            get(&self.processes_missed),
+        );
+        let name = "smolder_push_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Push request latency.\n# TYPE {name} histogram"
+        );
+        for (bound, bucket) in PUSH_BUCKETS.iter().zip(&self.push_buckets) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", get(bucket));
+        }
+        let count = get(&self.push_count);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            get(&self.push_seconds_nanos) as f64 / 1e9
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+        out
+    }
+}
+
+/// Serves `GET /metrics` until the task is dropped. Requests are read with
+/// a size and time limit; anything else gets 404.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut request = vec![0u8; 4096];
+            let mut len = 0;
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while len < request.len() {
+                    let n = stream.read(&mut request[len..]).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    len += n;
+                    if request[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+            if !matches!(read, Ok(Ok(()))) {
+                return;
+            }
+            let head = String::from_utf8_lossy(&request[..len]);
+            let (status, body) =
+                if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
+                    ("200 OK", metrics.render())
+                } else {
+                    ("404 Not Found", "try /metrics\n".to_owned())
+                };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}
+
+/// Binds the metrics listener.
+pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_a_histogram() {
+        let m = Metrics::default();
+        add(&m.pushes_ok, 3);
+        m.observe_push(Duration::from_millis(200));
+        let text = m.render();
+        assert!(text.contains("smolder_pushes_ok_total 3\n"));
+        assert!(text.contains("smolder_push_duration_seconds_bucket{le=\"0.1\"} 0\n"));
+        assert!(text.contains("smolder_push_duration_seconds_bucket{le=\"0.25\"} 1\n"));
+        assert!(text.contains("smolder_push_duration_seconds_count 1\n"));
+    }
+}

@@ -1,0 +1,16 @@
+//! `smolder agent`: continuous profiling in windows, one profile per
+//! service and window, pushed to Grafana Pyroscope or written to a local
+//! directory. See docs/agent.md.
+
+mod collector;
+pub mod config;
+mod delivery;
+mod file;
+mod metrics;
+mod process_info;
+mod run;
+mod service_cache;
+mod services;
+
+pub use config::{env_overrides, load, AgentConfig, ConfigError, Overrides, Sink};
+pub use run::{run, AgentError};
