@@ -1,10 +1,12 @@
 //! End-to-end tests of `smolder record`: real BPF, real processes built from
 //! `testdata/`. They need root; in CI a missing root is a failure.
 
+mod agent;
 mod debuginfod;
 mod go;
 mod harness;
 mod kernel_symbols;
 mod offcpu;
+mod pyroscope;
 mod record;
 mod symbol_sources;

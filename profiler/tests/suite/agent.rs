@@ -1,0 +1,486 @@
+//! `smolder agent` end to end: real BPF, real workloads, a real Pyroscope
+//! server on loopback (started per test), queried through its own API.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{is_root, workload};
+use crate::pyroscope::{now_ms, Pyroscope};
+
+const CPU_TYPE: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running agent, its log in a file, its metrics on a loopback port.
+struct Agent {
+    child: Child,
+    metrics_port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts `smolder agent --config` with `config` (TOML) plus the
+    /// metrics listener and a spool in a temporary directory, and waits
+    /// until it samples.
+    fn start(config: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("agent.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let metrics_port = free_port();
+        let log = dir.path().join("agent.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_smolder"))
+            .arg("agent")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--metrics-address")
+            .arg(metrics_port.to_string())
+            .arg("--spool-dir")
+            .arg(dir.path().join("spool"))
+            .env("SMOLDER_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let agent = Agent {
+            child,
+            metrics_port,
+            log,
+            _dir: dir,
+        };
+        agent.wait_for_log("smolder agent started", Duration::from_secs(30));
+        agent
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_for_log(&self, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.log_text().contains(text) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("agent never logged `{text}`:\n{}", self.log_text());
+    }
+
+    /// One metric's value from `/metrics`.
+    fn metric(&self, name: &str) -> f64 {
+        let text =
+            reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+                .and_then(|r| r.text())
+                .unwrap_or_default();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    }
+
+    /// Waits until `cond` holds on a metric.
+    fn wait_metric(&self, name: &str, limit: Duration, cond: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let value = self.metric(name);
+            if cond(value) {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "metric {name} stuck at {value}; agent log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGTERM, then the exit status and the whole log.
+    fn stop(mut self) -> (ExitStatus, String) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let log = self.log_text();
+                eprintln!("agent log:\n{log}");
+                return (status, log);
+            }
+            assert!(Instant::now() < deadline, "agent did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A workload process, killed when dropped.
+struct Workload(Child);
+
+impl Workload {
+    fn spawn(path: &Path, args: &[&str]) -> Workload {
+        Workload(
+            Command::new(path)
+                .args(args)
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// CPU time used so far (utime + stime from /proc/PID/stat).
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let rest = stat.rsplit_once(')').unwrap().1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // After the comm: state is field 3, utime 14 and stime 15 (1-based).
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_secs_f64(ticks as f64 / hz as f64)
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Config for the two test services: each workload its own service by
+/// rule, nothing else pushed.
+fn two_services_config(url: &str, window: &str) -> String {
+    format!(
+        r#"
+[server]
+url = "{url}"
+
+[profiling]
+window = "{window}"
+
+[labels]
+env = "test"
+
+[[service]]
+name = "smolder-test-chain"
+exe = "/chain$"
+
+[[service]]
+name = "smolder-test-inline"
+exe = "/inline$"
+
+[[processes.include]]
+service = "^smolder-test-"
+"#
+    )
+}
+
+#[test]
+fn two_services_reach_pyroscope_with_their_own_stacks() {
+    if !is_root() {
+        return;
+    }
+    let server = Pyroscope::start();
+    let begin = now_ms() - 1000;
+    let chain = Workload::spawn(&workload("chain"), &["120"]);
+    let inline = Workload::spawn(&workload("inline"), &["1000000000"]);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let agent = Agent::start(&two_services_config(&server.url(), "3s"));
+    let cpu_before = [chain.cpu(), inline.cpu()];
+    // At least two windows pushed for each service.
+    agent.wait_metric("smolder_pushes_ok_total", Duration::from_secs(40), |v| {
+        v >= 6.0
+    });
+    let (status, _) = agent.stop();
+    let cpu_used = [chain.cpu() - cpu_before[0], inline.cpu() - cpu_before[1]];
+    assert!(status.success(), "agent exit: {status}");
+    let range = (begin, now_ms() + 1000);
+
+    let types = server.profile_types(range);
+    assert!(
+        types.iter().any(|t| t == CPU_TYPE),
+        "profile types: {types:?}"
+    );
+    let services = server.label_values("service_name", range);
+    for name in ["smolder-test-chain", "smolder-test-inline"] {
+        assert!(services.iter().any(|s| s == name), "services: {services:?}");
+    }
+    assert_eq!(
+        services.len(),
+        2,
+        "only the included services: {services:?}"
+    );
+    assert!(server
+        .label_values("env", range)
+        .contains(&"test".to_owned()));
+
+    let chain_graph = server.stacks(CPU_TYPE, r#"{service_name="smolder-test-chain"}"#, range);
+    let inline_graph = server.stacks(CPU_TYPE, r#"{service_name="smolder-test-inline"}"#, range);
+    let chain_share = chain_graph.share_with(&["main", "a", "b", "c", "spin"]);
+    eprintln!("chain stacks: {:?}", chain_graph.stacks);
+    eprintln!("inline stacks: {:?}", inline_graph.stacks);
+    assert!(
+        chain_share >= 0.9,
+        "chain share {chain_share}: {chain_graph:?}"
+    );
+    assert!(
+        !chain_graph.has_function("outer"),
+        "inline's frames in chain's graph"
+    );
+    let inline_share = inline_graph.share_with(&["main", "outer"]);
+    assert!(
+        inline_share >= 0.9,
+        "inline share {inline_share}: {inline_graph:?}"
+    );
+    assert!(
+        !inline_graph.has_function("spin"),
+        "chain's frames in inline's graph"
+    );
+
+    // CPU time in Pyroscope against what the kernel says each used.
+    for (graph, used) in [(&chain_graph, cpu_used[0]), (&inline_graph, cpu_used[1])] {
+        let ratio = graph.total as f64 / used.as_nanos() as f64;
+        eprintln!(
+            "Pyroscope total {} ns, process CPU {used:?}, ratio {ratio:.3}",
+            graph.total
+        );
+        assert!(
+            (0.8..=1.2).contains(&ratio),
+            "Pyroscope has {} ns, the process used {used:?} (ratio {ratio:.2})",
+            graph.total
+        );
+    }
+    // Two or more windows per service.
+    for service in ["smolder-test-chain", "smolder-test-inline"] {
+        let selector = format!(r#"{{service_name="{service}"}}"#);
+        let points = server.series_points(CPU_TYPE, &selector, range, 1.0);
+        eprintln!("{service}: points {points:?}");
+        assert!(points.len() >= 2, "{service}: windows {points:?}");
+    }
+}
+
+#[test]
+fn outage_windows_are_spooled_and_replayed() {
+    if !is_root() {
+        return;
+    }
+    let mut server = Pyroscope::start();
+    let begin = now_ms() - 1000;
+    let _chain = Workload::spawn(&workload("chain"), &["120"]);
+    let agent = Agent::start(&two_services_config(&server.url(), "2s"));
+    agent.wait_metric("smolder_pushes_ok_total", Duration::from_secs(30), |v| {
+        v >= 1.0
+    });
+
+    server.stop();
+    let down_at = now_ms();
+    let windows_at_stop = agent.metric("smolder_windows_total");
+    // At least three windows while the server is down.
+    agent.wait_metric("smolder_windows_total", Duration::from_secs(30), |v| {
+        v >= windows_at_stop + 4.0
+    });
+    assert!(agent.metric("smolder_pushes_failed_total") >= 1.0);
+    assert!(
+        agent.metric("smolder_spool_files") >= 3.0,
+        "windows not spooled"
+    );
+    let windows_at_restart = agent.metric("smolder_windows_total");
+    server.restart();
+    let up_at = now_ms();
+    // Replayed: the spool drains and the agent survived.
+    agent.wait_metric("smolder_spool_files", Duration::from_secs(60), |v| v == 0.0);
+    let (status, log) = agent.stop();
+    assert!(status.success(), "agent exit: {status}");
+    assert_eq!(
+        log.matches("push failed").count(),
+        1,
+        "the outage is reported once"
+    );
+
+    // Every window that started while the server was down is queryable:
+    // one point per window start in a 1 s step series.
+    let points = server.series_points(
+        CPU_TYPE,
+        r#"{service_name="smolder-test-chain"}"#,
+        (begin, now_ms() + 1000),
+        1.0,
+    );
+    let during: Vec<_> = points
+        .iter()
+        .filter(|(ts, _)| *ts >= down_at - 500 && *ts <= up_at)
+        .collect();
+    let outage_windows = windows_at_restart - windows_at_stop;
+    eprintln!("outage windows {outage_windows}, points during outage {during:?}");
+    assert!(
+        during.len() as f64 >= outage_windows - 1.0,
+        "{} windows made during the outage, {} in Pyroscope: {points:?} (down {down_at}, up {up_at})",
+        outage_windows,
+        during.len()
+    );
+    assert!(
+        during.len() >= 3,
+        "at least three outage windows: {during:?}"
+    );
+}
+
+#[test]
+fn a_rejected_push_is_reported_once_and_not_retried() {
+    if !is_root() {
+        return;
+    }
+    let server = Pyroscope::start();
+    let _chain = Workload::spawn(&workload("chain"), &["60"]);
+    // Pyroscope rejects label values over 2048 bytes (400 Bad Request).
+    let config = two_services_config(&server.url(), "1s")
+        .replace("env = \"test\"", &format!("env = \"{}\"", "x".repeat(3000)));
+    let agent = Agent::start(&config);
+    agent.wait_metric(
+        "smolder_pushes_rejected_total",
+        Duration::from_secs(30),
+        |v| v >= 3.0,
+    );
+    assert_eq!(
+        agent.metric("smolder_pushes_failed_total"),
+        0.0,
+        "4xx must not be retried"
+    );
+    assert_eq!(
+        agent.metric("smolder_spool_files"),
+        0.0,
+        "rejected data is not spooled"
+    );
+    let (status, log) = agent.stop();
+    assert!(status.success());
+    assert_eq!(
+        log.matches("rejected a push").count(),
+        1,
+        "reported once:\n{log}"
+    );
+    assert!(log.contains("400"), "status in the report:\n{log}");
+}
+
+#[test]
+fn without_a_server_windows_become_local_pprof_files() {
+    if !is_root() {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let _chain = Workload::spawn(&workload("chain"), &["60"]);
+    let config = format!(
+        "[profiling]\nwindow = \"1s\"\n[output]\ndirectory = \"{}\"\n[[service]]\nname = \"chain-svc\"\nexe = \"/chain$\"\n",
+        out.path().display()
+    );
+    let agent = Agent::start(&config);
+    agent.wait_metric(
+        "smolder_profiles_written_total",
+        Duration::from_secs(20),
+        |v| v >= 3.0,
+    );
+    let (status, _) = agent.stop();
+    assert!(status.success());
+    let files: Vec<PathBuf> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with("-chain-svc.cpu.pb.gz"))
+        .collect();
+    assert!(files.len() >= 2, "files: {files:?}");
+    let (_, stacks) = crate::harness::read_pprof(&files[0]);
+    let share = crate::harness::share(&stacks, |s| s.contains(&["main", "a", "b", "c", "spin"]));
+    assert!(
+        share >= 0.9,
+        "chain share {share} in {}",
+        files[0].display()
+    );
+}
+
+/// Runs `smolder agent --check` with a config and returns (success, stderr).
+fn check(config: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, config).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_smolder"))
+        .args(["agent", "--check", "--config"])
+        .arg(&path)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.success(), stderr)
+}
+
+#[test]
+fn config_errors_name_the_problem() {
+    let (ok, err) = check("[profiling]\nwindwo = \"15s\"\n", &[]);
+    assert!(!ok);
+    assert!(err.contains("windwo"), "{err}");
+    let (ok, err) = check("[server]\nurl = \"not a url\"\n", &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("server.url") && err.contains("not a url"),
+        "{err}"
+    );
+    let (ok, err) = check(
+        "[server]\nurl = \"https://pyroscope.example\"\nbearer_token_file = \"/nonexistent/token\"\n",
+        &[],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("bearer_token_file") && err.contains("/nonexistent/token"),
+        "{err}"
+    );
+    let (ok, err) = check("", &[("SMOLDER_FREQUENCY", "fast")]);
+    assert!(!ok);
+    assert!(
+        err.contains("profiling.frequency") && err.contains("SMOLDER_FREQUENCY"),
+        "{err}"
+    );
+    let (ok, err) = check("[server]\nurl = \"http://pyroscope.example\"\n", &[]);
+    assert!(!ok);
+    assert!(err.contains("https"), "{err}");
+    // And a good one passes, with the token never printed.
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let (ok, err) = check(
+        &format!(
+            "[server]\nurl = \"https://pyroscope.example\"\nbearer_token_file = \"{}\"\n",
+            token.display()
+        ),
+        &[],
+    );
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn check_never_prints_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "[server]\nurl = \"https://pyroscope.example\"\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_smolder"))
+        .args(["agent", "--check", "--config"])
+        .arg(&config)
+        .env("SMOLDER_BEARER_TOKEN", "s3cret-token")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(all.contains("Bearer"), "{all}");
+    assert!(!all.contains("s3cret"), "secret printed:\n{all}");
+    let _ = BufReader::new(all.as_bytes()).lines();
+}
