@@ -97,6 +97,10 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ])?;
+    // The agent tests push to a real Pyroscope: build it once (cached
+    // outside the clone) and tell the tests where it is.
+    let pyroscope = pyroscope::ensure()?;
+    std::env::set_var("SMOLDER_PYROSCOPE", &pyroscope);
     // One test at a time: the BPF tests compare CPU and off-CPU times with
     // the workloads' own clocks, and tests competing for two cores would
     // blur those numbers.

@@ -484,3 +484,73 @@ fn check_never_prints_secrets() {
     assert!(!all.contains("s3cret"), "secret printed:\n{all}");
     let _ = BufReader::new(all.as_bytes()).lines();
 }
+
+#[test]
+fn off_cpu_reaches_pyroscope_as_its_own_profile_type() {
+    if !is_root() {
+        return;
+    }
+    const OFF_CPU_TYPE: &str = "offcpu:offcpu:nanoseconds:offcpu:nanoseconds";
+    let server = Pyroscope::start();
+    let begin = now_ms() - 1000;
+    let config = format!(
+        r#"
+[server]
+url = "{}"
+[profiling]
+window = "2s"
+off_cpu = true
+[[service]]
+name = "smolder-test-offcpu"
+exe = "/offcpu$"
+[[processes.include]]
+service = "^smolder-test-"
+"#,
+        server.url()
+    );
+    let agent = Agent::start(&config);
+    let waiter = Workload::spawn(&workload("offcpu"), &["5"]);
+    agent.wait_metric("smolder_pushes_ok_total", Duration::from_secs(30), |v| {
+        v >= 3.0
+    });
+    let (status, _) = agent.stop();
+    drop(waiter);
+    assert!(status.success());
+    let range = (begin, now_ms() + 1000);
+    let types = server.profile_types(range);
+    assert!(
+        types.iter().any(|t| t == OFF_CPU_TYPE),
+        "profile types: {types:?}"
+    );
+    assert!(
+        types.iter().any(|t| t == CPU_TYPE),
+        "on-CPU still pushed: {types:?}"
+    );
+    let graph = server.stacks(
+        OFF_CPU_TYPE,
+        r#"{service_name="smolder-test-offcpu"}"#,
+        range,
+    );
+    for function in ["sleep_here", "read_here", "lock_here"] {
+        let share = graph
+            .stacks
+            .iter()
+            .filter(|(stack, _)| stack.iter().any(|f| f == function))
+            .map(|(_, v)| *v)
+            .sum::<i64>() as f64
+            / graph.total.max(1) as f64;
+        eprintln!("{function}: {share:.3} of {} ns blocked", graph.total);
+        assert!(
+            share >= 0.1,
+            "{function} has {share:.3} of the off-CPU time: {graph:?}"
+        );
+    }
+    // Kernel frames say why: the sleeper waits in a nanosleep syscall.
+    let sleeps_in_kernel = graph.stacks.iter().any(|(stack, _)| {
+        stack.iter().any(|f| f == "sleep_here") && stack.iter().any(|f| f.contains("nanosleep"))
+    });
+    assert!(
+        sleeps_in_kernel,
+        "no nanosleep kernel frame under sleep_here: {graph:?}"
+    );
+}
