@@ -15,6 +15,8 @@ usage: cargo xtask <command>
 
 commands:
   setup    install what building and testing need (clang-19, clang-format, libbpf, binutils, perf, go)
+  agent    set up, build, and run `smolder agent` on its embedded default (pprof files per
+           service every 15 s in target/smolder-profiles) for 60 s; --seconds N, 0 = until Ctrl-C
   record   set up, build, and profile this machine for 10 s into smolder-flame.svg
   test     set up, then rustfmt and clang-format checks, clippy, and every test (root for BPF tests)
   pyroscope  build (once) and print the cached Grafana Pyroscope server used by agent tests
@@ -31,6 +33,7 @@ fn main() -> Result<()> {
     match command.as_str() {
         "setup" => setup::setup(),
         "record" => record(),
+        "agent" => agent(rest),
         "test" => test(),
         "bench" => bench::run(rest),
         "pyroscope" => {
@@ -57,6 +60,59 @@ fn record() -> Result<()> {
             .arg(&out),
     )?;
     println!("flame graph written to {}", out.display());
+    Ok(())
+}
+
+/// The README's first command: the agent's main job on its embedded default
+/// (no server: one pprof file per service and window in a local directory).
+fn agent(args: &[String]) -> Result<()> {
+    let seconds: u64 = match args {
+        [] => 60,
+        [flag, n] if flag == "--seconds" => n.parse()?,
+        _ => bail!("usage: cargo xtask agent [--seconds N]"),
+    };
+    setup::setup()?;
+    util::cargo(&["build", "--release", "-p", "smolder"])?;
+    let root = util::workspace_root();
+    let smolder = root.join("target/release/smolder");
+    let out = root.join("target/smolder-profiles");
+    eprintln!(
+        "smolder agent: every 15 s, one pprof per service into {}{}",
+        out.display(),
+        if seconds > 0 {
+            format!("; stopping after {seconds} s")
+        } else {
+            "; Ctrl-C to stop".to_owned()
+        }
+    );
+    let mut child = std::process::Command::new(&smolder)
+        .args(["agent", "--output-dir"])
+        .arg(&out)
+        .spawn()?;
+    if seconds > 0 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        while std::time::Instant::now() < deadline {
+            if child.try_wait()?.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        // SAFETY: signalling our own child; SIGTERM makes it flush and exit.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("smolder agent: {status}");
+    }
+    let mut files: Vec<_> = std::fs::read_dir(&out)?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    files.sort();
+    println!("{} profiles in {}, newest:", files.len(), out.display());
+    for name in files.iter().rev().take(10) {
+        println!("  {name}");
+    }
+    println!("open one with: go tool pprof -http=: {}/<file>", out.display());
     Ok(())
 }
 
