@@ -11,7 +11,11 @@
 //! pclntab.
 
 use std::fs::File;
+use std::ops::Deref;
 use std::path::Path;
+use std::sync::Arc;
+
+use memmap2::Mmap;
 
 use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Object, ObjectSection, ReadCache};
@@ -41,11 +45,52 @@ pub struct GoFunction {
     pub line: Option<u32>,
 }
 
+/// Section bytes: a range of the mapped file, or owned (tests, synthetic
+/// tables).
+#[derive(Debug, Clone)]
+pub enum SectionBytes {
+    Owned(Vec<u8>),
+    Mapped {
+        map: Arc<Mmap>,
+        start: usize,
+        len: usize,
+    },
+}
+
+impl SectionBytes {
+    fn mapped(map: &Arc<Mmap>, offset: u64, size: u64) -> Option<Self> {
+        let start = usize::try_from(offset).ok()?;
+        let len = usize::try_from(size).ok()?;
+        (start.checked_add(len)? <= map.len()).then(|| SectionBytes::Mapped {
+            map: Arc::clone(map),
+            start,
+            len,
+        })
+    }
+}
+
+impl From<Vec<u8>> for SectionBytes {
+    fn from(bytes: Vec<u8>) -> Self {
+        SectionBytes::Owned(bytes)
+    }
+}
+
+impl Deref for SectionBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            SectionBytes::Owned(bytes) => bytes,
+            SectionBytes::Mapped { map, start, len } => &map[*start..*start + *len],
+        }
+    }
+}
+
 /// A parsed pclntab plus what is needed to turn file offsets into the
 /// virtual addresses it is indexed by.
 #[derive(Debug)]
 pub struct GoTable {
-    data: Vec<u8>,
+    data: SectionBytes,
     version: u32,
     quantum: u64,
     ptr_size: usize,
@@ -63,7 +108,7 @@ pub struct GoTable {
     /// `moduledata.gofunc`, the base of funcdata offsets, when found.
     gofunc: Option<u64>,
     /// `.rodata` (address, bytes), where funcdata may live.
-    rodata: Option<(u64, Vec<u8>)>,
+    rodata: Option<(u64, SectionBytes)>,
 }
 
 /// `_FUNCDATA_InlTree` and `_PCDATA_InlTreeIndex` (runtime/symtab.go).
@@ -76,6 +121,11 @@ impl GoTable {
     /// Reads the pclntab of an ELF file, touching only the parts it needs.
     pub fn open(path: &Path) -> Result<Self, GoTableError> {
         let file = File::open(path).map_err(|e| GoTableError::Elf(e.to_string()))?;
+        // SAFETY: a read-only private mapping. If the file is truncated while
+        // mapped, reads past the end fault (as for every mmap-based reader,
+        // blazesym included); binaries are not rewritten in place.
+        let map =
+            Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| GoTableError::Elf(e.to_string()))?);
         let cache = ReadCache::new(file);
         let elf = ElfFile64::<object::Endianness, _>::parse(&cache)
             .map_err(|e| GoTableError::Elf(e.to_string()))?;
@@ -83,10 +133,13 @@ impl GoTable {
             .section_by_name(".gopclntab")
             .or_else(|| elf.section_by_name(".data.rel.ro.gopclntab"))
             .ok_or(GoTableError::NotGo)?;
-        let data = section
-            .data()
-            .map_err(|e| GoTableError::Elf(e.to_string()))?
-            .to_vec();
+        // The table stays in the page cache, not on the heap: a large Go
+        // binary's pclntab is tens of MiB and lookups touch little of it.
+        let mapped = |range: Option<(u64, u64)>| {
+            let (offset, size) = range?;
+            SectionBytes::mapped(&map, offset, size)
+        };
+        let data = mapped(section.file_range()).ok_or(GoTableError::Malformed)?;
         let text = elf
             .section_by_name(".text")
             .map(|s| s.address())
@@ -123,7 +176,9 @@ impl GoTable {
         }
         table.gofunc = module.and_then(|m| table.gofunc_from(&m));
         if table.gofunc.is_some_and(|g| !table.in_pclntab(g)) {
-            table.rodata = section_bytes(".rodata");
+            table.rodata = elf
+                .section_by_name(".rodata")
+                .and_then(|s| Some((s.address(), mapped(s.file_range())?)));
         }
         Ok(table)
     }
@@ -169,10 +224,10 @@ impl GoTable {
     /// `len` bytes at a virtual address in the pclntab or `.rodata`.
     fn bytes_at(&self, address: u64, len: usize) -> Option<&[u8]> {
         let (base, data) = if self.in_pclntab(address) {
-            (self.address, self.data.as_slice())
+            (self.address, &self.data[..])
         } else {
             let (base, data) = self.rodata.as_ref()?;
-            (*base, data.as_slice())
+            (*base, &data[..])
         };
         let start = usize::try_from(address.checked_sub(base)?).ok()?;
         data.get(start..start.checked_add(len)?)
@@ -182,10 +237,11 @@ impl GoTable {
     /// when the header's own text start is zero (position-independent builds
     /// relocate it at run time).
     pub fn parse(
-        data: Vec<u8>,
+        data: impl Into<SectionBytes>,
         text_section: u64,
         segments: Vec<(u64, u64, u64)>,
     ) -> Result<Self, GoTableError> {
+        let data: SectionBytes = data.into();
         let magic = read_u32(&data, 0).ok_or(GoTableError::Malformed)?;
         if ![MAGIC_116, MAGIC_118, MAGIC_120].contains(&magic) {
             return Err(GoTableError::Unsupported(magic));

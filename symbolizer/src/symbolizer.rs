@@ -105,6 +105,31 @@ pub struct Symbolizer {
     reported: std::collections::HashSet<PathBuf>,
 }
 
+/// The frames Go's table gives for an address (a file offset or a virtual
+/// address), innermost (inlined) first.
+fn go_frames(table: &GoTable, address: u64, file_offset: bool) -> Option<Vec<FunctionFrame>> {
+    let pc = if file_offset {
+        table.virtual_address(address)?
+    } else {
+        address
+    };
+    let functions = table.lookup_frames(pc)?;
+    let outermost = functions.len().checked_sub(1)?;
+    Some(
+        functions
+            .into_iter()
+            .enumerate()
+            .map(|(depth, f)| FunctionFrame {
+                system_name: f.name.clone(),
+                name: f.name,
+                file: f.file,
+                line: f.line,
+                inlined: depth < outermost,
+            })
+            .collect(),
+    )
+}
+
 impl Symbolizer {
     pub fn new(config: SymbolizerConfig) -> Self {
         let blaze = blazesym::symbolize::Symbolizer::builder()
@@ -457,6 +482,10 @@ impl Symbolizer {
         self.symbolize_elf(id, path, path, Input::VirtOffset(addresses))
     }
 
+    /// Go binaries are named from Go's own table first: it is compact and
+    /// complete (inlined calls included), while loading the DWARF of a large
+    /// Go binary costs over 100 MiB. Everything else, and what the Go table
+    /// does not cover (cgo's C code), goes through blazesym.
     fn symbolize_elf(
         &mut self,
         id: FileId,
@@ -464,73 +493,58 @@ impl Symbolizer {
         path: &Path,
         input: Input<&[u64]>,
     ) -> Vec<Resolution> {
-        let count = match input {
-            Input::AbsAddr(a) | Input::VirtOffset(a) | Input::FileOffset(a) => a.len(),
+        let (addresses, file_offsets) = match input {
+            Input::FileOffset(a) => (a, true),
+            Input::VirtOffset(a) | Input::AbsAddr(a) => (a, false),
+        };
+        let mut resolved = vec![Resolution::Unknown(UnknownReason::NoSymbol); addresses.len()];
+        let mut rest: Vec<usize> = (0..addresses.len()).collect();
+        if let Some(table) = self.go_table(id, path) {
+            rest.clear();
+            for (index, &address) in addresses.iter().enumerate() {
+                match go_frames(&table, address, file_offsets) {
+                    Some(frames) => resolved[index] = Resolution::Symbols(frames),
+                    None => rest.push(index),
+                }
+            }
+        }
+        if rest.is_empty() {
+            return resolved;
+        }
+        let subset: Vec<u64> = rest.iter().map(|&i| addresses[i]).collect();
+        let input = match input {
+            Input::FileOffset(_) => Input::FileOffset(subset.as_slice()),
+            Input::VirtOffset(_) => Input::VirtOffset(subset.as_slice()),
+            Input::AbsAddr(_) => Input::AbsAddr(subset.as_slice()),
         };
         let source = Source::Elf(Elf::new(path));
-        let mut resolved: Vec<Resolution> = match self.blaze.symbolize(&source, input) {
-            Ok(symbolized) => symbolized.into_iter().map(convert).collect(),
+        match self.blaze.symbolize(&source, input) {
+            Ok(symbolized) => {
+                for (&index, symbolized) in rest.iter().zip(symbolized) {
+                    resolved[index] = convert(symbolized);
+                }
+            }
             Err(err) => {
                 self.stats.bad_modules += 1;
                 if self.reported.insert(shown.to_owned()) {
                     log::warn!("cannot symbolize {}: {err:#}", shown.display());
                 }
-                vec![Resolution::Unknown(UnknownReason::BadModule); count]
+                for &index in &rest {
+                    resolved[index] = Resolution::Unknown(UnknownReason::BadModule);
+                }
             }
-        };
-        if resolved.iter().any(|r| matches!(r, Resolution::Unknown(_))) {
-            self.go_fallback(id, path, input, &mut resolved);
         }
         resolved
     }
 
-    /// Names what blazesym could not from Go's own table, when the file has
-    /// one (stripped Go binaries keep it).
-    fn go_fallback(
-        &mut self,
-        id: FileId,
-        path: &Path,
-        input: Input<&[u64]>,
-        resolved: &mut [Resolution],
-    ) {
-        let table = match self.go_tables.get(&id) {
+    /// The Go table of a file, opened once (`None` for files without one).
+    fn go_table(&mut self, id: FileId, path: &Path) -> Option<Arc<GoTable>> {
+        match self.go_tables.get(&id) {
             Some(table) => table.clone(),
             None => {
                 let table = GoTable::open(path).ok().map(Arc::new);
                 self.go_tables.put(id, table.clone());
                 table
-            }
-        };
-        let Some(table) = table else {
-            return;
-        };
-        let (addresses, file_offsets) = match input {
-            Input::FileOffset(a) => (a, true),
-            Input::VirtOffset(a) | Input::AbsAddr(a) => (a, false),
-        };
-        for (resolution, &address) in resolved.iter_mut().zip(addresses) {
-            if !matches!(resolution, Resolution::Unknown(_)) {
-                continue;
-            }
-            let pc = if file_offsets {
-                table.virtual_address(address)
-            } else {
-                Some(address)
-            };
-            if let Some(functions) = pc.and_then(|pc| table.lookup_frames(pc)) {
-                let outermost = functions.len() - 1;
-                let frames = functions
-                    .into_iter()
-                    .enumerate()
-                    .map(|(depth, f)| FunctionFrame {
-                        system_name: f.name.clone(),
-                        name: f.name,
-                        file: f.file,
-                        line: f.line,
-                        inlined: depth < outermost,
-                    })
-                    .collect();
-                *resolution = Resolution::Symbols(frames);
             }
         }
     }

@@ -4,6 +4,7 @@
 //! `smolder` binary like a user would.
 
 mod bench;
+mod otel;
 mod pyroscope;
 mod setup;
 mod util;
@@ -22,7 +23,7 @@ commands:
   pyroscope  build (once) and print the cached Grafana Pyroscope server used by agent tests
   bench    set up, then measure smolder against perf and addr2line (see docs/benchmarks.md)
            options: --seconds N (capture length, default 30), --runs N (default 3),
-                    --only symbolizer|overhead|offcpu";
+                    --only symbolizer|overhead|offcpu|agent";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -112,7 +113,10 @@ fn agent(args: &[String]) -> Result<()> {
     for name in files.iter().rev().take(10) {
         println!("  {name}");
     }
-    println!("open one with: go tool pprof -http=: {}/<file>", out.display());
+    println!(
+        "open one with: go tool pprof -http=: {}/<file>",
+        out.display()
+    );
     Ok(())
 }
 

@@ -14,17 +14,31 @@ pub const VERSION: &str = "v1.21.1";
 /// The `api` submodule the server's go.mod replaces with `./api`.
 const API_VERSION: &str = "v1.5.0";
 
-fn cache_dir() -> PathBuf {
+/// `~/.cache/smolder`: builds that outlive the clone.
+pub fn cache_root() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(|| PathBuf::from("/var/cache"));
-    base.join("smolder").join(format!("pyroscope-{VERSION}"))
+    base.join("smolder")
+}
+
+fn cache_dir() -> PathBuf {
+    cache_root().join(format!("pyroscope-{VERSION}"))
 }
 
 /// `go mod download -json MODULE@VERSION`: the module's directory.
 fn download(module: &str) -> Result<PathBuf> {
-    let out = output(Command::new("go").args(["mod", "download", "-json", module]))?;
+    download_with(module, &[])
+}
+
+/// [`download`] with extra environment for go.
+pub fn download_with(module: &str, env: &[(&str, &str)]) -> Result<PathBuf> {
+    let out = output(
+        Command::new("go")
+            .args(["mod", "download", "-json", module])
+            .envs(env.iter().copied()),
+    )?;
     let text = String::from_utf8_lossy(&out.stdout);
     let dir = text
         .lines()
@@ -34,7 +48,7 @@ fn download(module: &str) -> Result<PathBuf> {
 }
 
 /// Copies a read-only module tree into a writable place.
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
@@ -90,4 +104,105 @@ pub fn ensure() -> Result<PathBuf> {
         bail!("the build produced no {}", binary.display());
     }
     Ok(binary)
+}
+
+/// A Pyroscope server started on loopback for the benchmarks, killed on drop.
+pub struct Server {
+    child: std::process::Child,
+    pub http_port: u16,
+    _data: TempDir,
+}
+
+/// A temporary directory removed on drop (xtask has no tempfile crate).
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Server {
+    /// Starts a fresh server with every address on 127.0.0.1 (the flag set
+    /// docs/contributing.md explains) and waits for `/ready`.
+    pub fn start() -> Result<Self> {
+        let binary = ensure()?;
+        let data =
+            TempDir(std::env::temp_dir().join(format!("smolder-pyroscope-{}", std::process::id())));
+        let (http, grpc, memberlist) = (free_port()?, free_port()?, free_port()?);
+        let child = Command::new(binary)
+            .args([
+                "-target=all".to_owned(),
+                "-server.http-listen-address=127.0.0.1".to_owned(),
+                format!("-server.http-listen-port={http}"),
+                "-server.grpc-listen-address=127.0.0.1".to_owned(),
+                format!("-server.grpc-listen-port={grpc}"),
+                "-memberlist.bind-addr=127.0.0.1".to_owned(),
+                format!("-memberlist.bind-port={memberlist}"),
+                "-memberlist.advertise-addr=127.0.0.1".to_owned(),
+                format!("-memberlist.advertise-port={memberlist}"),
+                "-distributor.ring.instance-addr=127.0.0.1".to_owned(),
+                "-distributor.ring.store=inmemory".to_owned(),
+                "-overrides-exporter.ring.instance-addr=127.0.0.1".to_owned(),
+                "-overrides-exporter.ring.store=inmemory".to_owned(),
+                "-query-frontend.instance-addr=127.0.0.1".to_owned(),
+                "-query-scheduler.ring.instance-addr=127.0.0.1".to_owned(),
+                "-query-scheduler.ring.store=inmemory".to_owned(),
+                "-ingester.lifecycler.addr=127.0.0.1".to_owned(),
+                "-ring.store=inmemory".to_owned(),
+                "-ingester.min-ready-duration=0s".to_owned(),
+                format!("-pyroscopedb.data-path={}", data.0.display()),
+                "-self-profiling.disable-push=true".to_owned(),
+                "-usage-stats.enabled=false".to_owned(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let server = Self {
+            child,
+            http_port: http,
+            _data: data,
+        };
+        for _ in 0..300 {
+            if server
+                .get("/ready")
+                .is_ok_and(|r| r.starts_with("HTTP/1.1 200"))
+            {
+                return Ok(server);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        bail!("pyroscope did not become ready in 60 s")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// A plain HTTP/1.1 GET on loopback: the whole response.
+    pub fn get(&self, path: &str) -> Result<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port))?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        Ok(text)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: smolder next to its peers, measured in the same run.
 //! Prints medians and ratios; see docs/benchmarks.md for how to read them.
 
+mod agent;
 mod offcpu;
 mod overhead;
 mod rusage;
@@ -13,11 +14,11 @@ use crate::{setup, util};
 pub struct Options {
     pub seconds: u64,
     pub runs: usize,
-    /// Run only this benchmark (`symbolizer`, `overhead`, `offcpu`).
+    /// Run only this benchmark (`symbolizer`, `overhead`, `offcpu`, `agent`).
     pub only: Option<String>,
 }
 
-const BENCHMARKS: [&str; 3] = ["symbolizer", "overhead", "offcpu"];
+const BENCHMARKS: [&str; 4] = ["symbolizer", "overhead", "offcpu", "agent"];
 
 impl Options {
     fn wants(&self, name: &str) -> bool {
@@ -82,6 +83,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if options.wants("offcpu") {
         reports.push(offcpu::measure(&options)?.to_string());
+    }
+    if options.wants("agent") {
+        reports.push(agent::measure(&options)?.to_string());
     }
     println!();
     for report in reports {

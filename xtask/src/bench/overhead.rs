@@ -49,7 +49,7 @@ impl Drop for Load {
     }
 }
 
-fn build_workload(dir: &Path) -> Result<PathBuf> {
+pub(super) fn build_workload(dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let out = dir.join("chain");
     run(Command::new("clang-19")
