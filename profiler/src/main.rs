@@ -47,7 +47,7 @@ fn run_agent(args: &AgentArgs) -> anyhow::Result<()> {
         tracing::warn!("ignoring unknown environment variable {name}");
     }
     if args.check {
-        println!("{config:#?}");
+        println!("{config}");
         return Ok(());
     }
     agent::run(config).context("smolder agent")
