@@ -718,6 +718,85 @@ pub fn host_name() -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// The summary `smolder agent --check` prints: what will happen, no secrets.
+impl fmt::Display for AgentConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "configuration OK")?;
+        match &self.sink {
+            Sink::Server { server, spool } => {
+                let auth = match server.auth {
+                    Auth::None => "none",
+                    Auth::Basic { .. } => "basic",
+                    Auth::Bearer(_) => "bearer token",
+                };
+                writeln!(
+                    f,
+                    "  push to:    {} (tenant {}, auth {auth}{}, timeout {:?})",
+                    server.url,
+                    server.tenant.as_deref().unwrap_or("-"),
+                    if server.ca_pem.is_some() {
+                        ", custom CA"
+                    } else {
+                        ""
+                    },
+                    server.timeout
+                )?;
+                writeln!(
+                    f,
+                    "  spool:      {} (max {} MiB)",
+                    spool.path.display(),
+                    spool.max_bytes >> 20
+                )?;
+            }
+            Sink::Directory(dir) => {
+                writeln!(
+                    f,
+                    "  write to:   {} (max {} MiB)",
+                    dir.path.display(),
+                    dir.max_bytes >> 20
+                )?;
+            }
+        }
+        writeln!(
+            f,
+            "  profiling:  {:?} windows at {} Hz, off-CPU {}",
+            self.window,
+            self.frequency,
+            match &self.off_cpu {
+                Some(o) => format!(
+                    "on (blocks of {:?} or more, 1 in {})",
+                    o.min_block, o.sample_every
+                ),
+                None => "off".to_owned(),
+            }
+        )?;
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        writeln!(f, "  labels:     {}", labels.join(", "))?;
+        let rules: Vec<&str> = self.services.iter().map(|r| r.name.as_str()).collect();
+        writeln!(
+            f,
+            "  services:   {} rules {:?}, then inference",
+            rules.len(),
+            rules
+        )?;
+        writeln!(
+            f,
+            "  processes:  {} include, {} exclude rules",
+            self.include.len(),
+            self.exclude.len()
+        )?;
+        match self.metrics_address {
+            Some(address) => writeln!(f, "  metrics:    http://{address}/metrics")?,
+            None => writeln!(f, "  metrics:    off")?,
+        }
+        write!(f, "  log format: {:?}", self.log_format)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -858,84 +937,5 @@ mod tests {
         assert_eq!(unknown, ["SMOLDER_TYPO"]);
         let c = load(None, &[overrides]).unwrap();
         assert!(matches!(c.sink, Sink::Server { .. }));
-    }
-}
-
-/// The summary `smolder agent --check` prints: what will happen, no secrets.
-impl fmt::Display for AgentConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "configuration OK")?;
-        match &self.sink {
-            Sink::Server { server, spool } => {
-                let auth = match server.auth {
-                    Auth::None => "none",
-                    Auth::Basic { .. } => "basic",
-                    Auth::Bearer(_) => "bearer token",
-                };
-                writeln!(
-                    f,
-                    "  push to:    {} (tenant {}, auth {auth}{}, timeout {:?})",
-                    server.url,
-                    server.tenant.as_deref().unwrap_or("-"),
-                    if server.ca_pem.is_some() {
-                        ", custom CA"
-                    } else {
-                        ""
-                    },
-                    server.timeout
-                )?;
-                writeln!(
-                    f,
-                    "  spool:      {} (max {} MiB)",
-                    spool.path.display(),
-                    spool.max_bytes >> 20
-                )?;
-            }
-            Sink::Directory(dir) => {
-                writeln!(
-                    f,
-                    "  write to:   {} (max {} MiB)",
-                    dir.path.display(),
-                    dir.max_bytes >> 20
-                )?;
-            }
-        }
-        writeln!(
-            f,
-            "  profiling:  {:?} windows at {} Hz, off-CPU {}",
-            self.window,
-            self.frequency,
-            match &self.off_cpu {
-                Some(o) => format!(
-                    "on (blocks of {:?} or more, 1 in {})",
-                    o.min_block, o.sample_every
-                ),
-                None => "off".to_owned(),
-            }
-        )?;
-        let labels: Vec<String> = self
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        writeln!(f, "  labels:     {}", labels.join(", "))?;
-        let rules: Vec<&str> = self.services.iter().map(|r| r.name.as_str()).collect();
-        writeln!(
-            f,
-            "  services:   {} rules {:?}, then inference",
-            rules.len(),
-            rules
-        )?;
-        writeln!(
-            f,
-            "  processes:  {} include, {} exclude rules",
-            self.include.len(),
-            self.exclude.len()
-        )?;
-        match self.metrics_address {
-            Some(address) => writeln!(f, "  metrics:    http://{address}/metrics")?,
-            None => writeln!(f, "  metrics:    off")?,
-        }
-        write!(f, "  log format: {:?}", self.log_format)
     }
 }
