@@ -19,13 +19,10 @@
 //!   older than 5.8. Only kernel symbols of BPF programs loaded later are
 //!   affected; sampling and unwinding are not.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use anyhow::{bail, Result};
+use std::path::PathBuf;
 
-use crate::pyroscope::{cache_root, copy_tree, download_with};
-use crate::util::run;
+use crate::pyroscope::{cache_root, copy_tree, download_with, go_build};
 
 pub const VERSION: &str = "v0.0.202610";
 const MODULE: &str = "go.opentelemetry.io/ebpf-profiler";
@@ -57,20 +54,7 @@ pub fn ensure() -> Result<PathBuf> {
         r#"return fmt.Errorf("failed opening kprobe for kallsyms trigger: %s", err)"#,
         r#"log.Warnf("no kallsyms trigger (smolder bench patch): %s", err); return nil"#,
     )?;
-    let partial = dir.join("ebpf-profiler.partial");
-    run(Command::new("go")
-        .args(["build", "-trimpath", "-o"])
-        .arg(&partial)
-        .arg(".")
-        .current_dir(&src)
-        .envs(env)
-        .env("CGO_ENABLED", "0")
-        .env("GOFLAGS", "-mod=mod"))?;
-    std::fs::rename(&partial, &binary)?;
-    std::fs::remove_dir_all(&src)?;
-    if !binary.is_file() {
-        bail!("the build produced no {}", binary.display());
-    }
+    go_build(&src, &binary, &[], ".", &env)?;
     Ok(binary)
 }
 

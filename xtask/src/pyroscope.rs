@@ -89,21 +89,43 @@ pub fn ensure() -> Result<PathBuf> {
         std::fs::remove_dir_all(&api_dir)?;
     }
     copy_tree(&api, &api_dir)?;
-    let partial = dir.join("pyroscope.partial");
+    go_build(
+        &src,
+        &binary,
+        &["-tags", "netgo"],
+        "./cmd/pyroscope",
+        &[("GOWORK", "off")],
+    )?;
+    Ok(binary)
+}
+
+/// `go build` of `package` in the module copy `src` into `binary` (through
+/// a temporary name, so an interrupted build leaves no binary), then removes
+/// the copy.
+pub fn go_build(
+    src: &Path,
+    binary: &Path,
+    flags: &[&str],
+    package: &str,
+    env: &[(&str, &str)],
+) -> Result<()> {
+    let partial = binary.with_extension("partial");
     run(Command::new("go")
-        .args(["build", "-trimpath", "-tags", "netgo", "-o"])
+        .args(["build", "-trimpath"])
+        .args(flags)
+        .arg("-o")
         .arg(&partial)
-        .arg("./cmd/pyroscope")
-        .current_dir(&src)
-        .env("GOWORK", "off")
+        .arg(package)
+        .current_dir(src)
+        .envs(env.iter().copied())
         .env("CGO_ENABLED", "0")
         .env("GOFLAGS", "-mod=mod"))?;
-    std::fs::rename(&partial, &binary)?;
-    std::fs::remove_dir_all(&src)?;
+    std::fs::rename(&partial, binary)?;
+    std::fs::remove_dir_all(src)?;
     if !binary.is_file() {
         bail!("the build produced no {}", binary.display());
     }
-    Ok(binary)
+    Ok(())
 }
 
 /// A Pyroscope server started on loopback for the benchmarks, killed on drop.

@@ -1,12 +1,11 @@
 //! A stripped binary whose debug file only a real debuginfod (elfutils) on
 //! 127.0.0.1 has; then the same with the server down.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{is_root, read_pprof, share, smolder_with_env};
+use crate::harness::{free_port, is_root, read_pprof, share, smolder_with_env};
 
 const CHAIN: &[&str] = &["main", "a", "b", "c", "spin"];
 
@@ -22,14 +21,6 @@ impl Drop for Server {
 fn run(cmd: &mut Command) {
     let status = cmd.status().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(status.success(), "{cmd:?}");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -188,3 +188,12 @@ pub fn share(stacks: &[Stack], pred: impl Fn(&Stack) -> bool) -> f64 {
         hit as f64 / total as f64
     }
 }
+
+/// A port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

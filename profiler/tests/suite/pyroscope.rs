@@ -2,12 +2,13 @@
 //! binary `cargo xtask pyroscope` builds and caches, started fresh per test
 //! with every address pinned to 127.0.0.1 (see docs/contributing.md).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
+
+use crate::harness::free_port;
 
 /// The cached server binary: `SMOLDER_PYROSCOPE` (set by `cargo xtask test`)
 /// or the xtask cache path.
@@ -23,14 +24,6 @@ fn binary() -> PathBuf {
         path.display()
     );
     path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 pub struct Pyroscope {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::overhead::build_workload;
+use super::overhead::{build_workload, Load};
 use super::{median, Options};
 use crate::pyroscope::Server;
 use crate::util::{output, workspace_root};
@@ -42,32 +42,19 @@ pub struct Report {
 }
 
 /// ~200 processes: mostly idle, two busy.
-struct Load(Vec<Child>);
-
-impl Load {
-    fn start(spinner: &Path, seconds: u64) -> Result<Self> {
-        let mut children = Vec::new();
-        for _ in 0..SLEEPERS {
-            children.push(Command::new("sleep").arg("3600").spawn()?);
-        }
-        for _ in 0..SPINNERS {
-            children.push(
-                Command::new(spinner)
-                    .arg((seconds + 60).to_string())
-                    .spawn()?,
-            );
-        }
-        Ok(Self(children))
+fn start_load(spinner: &Path, seconds: u64) -> Result<Load> {
+    let mut load = Load(Vec::new());
+    for _ in 0..SLEEPERS {
+        load.0.push(Command::new("sleep").arg("3600").spawn()?);
     }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    for _ in 0..SPINNERS {
+        load.0.push(
+            Command::new(spinner)
+                .arg((seconds + 60).to_string())
+                .spawn()?,
+        );
     }
+    Ok(load)
 }
 
 fn process_count() -> usize {
@@ -195,7 +182,7 @@ fn stop(child: &mut Child) {
 
 fn smolder_once(spinner: &Path, seconds: u64) -> Result<Sample> {
     let server = Server::start()?;
-    let _load = Load::start(spinner, seconds)?;
+    let _load = start_load(spinner, seconds)?;
     let spool = workspace_root().join("target/bench/agent-spool");
     let _ = std::fs::remove_dir_all(&spool);
     let mut child = Command::new(workspace_root().join("target/release/smolder"))
@@ -209,7 +196,7 @@ fn smolder_once(spinner: &Path, seconds: u64) -> Result<Sample> {
 
 fn otel_once(binary: &Path, spinner: &Path, seconds: u64) -> Result<Sample> {
     let server = Server::start()?;
-    let _load = Load::start(spinner, seconds)?;
+    let _load = start_load(spinner, seconds)?;
     let log = workspace_root().join("target/bench/otel-profiler.log");
     let mut child = Command::new(binary)
         .args([

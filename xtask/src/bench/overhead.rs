@@ -24,8 +24,8 @@ pub struct Report {
     perf_rss_mib: f64,
 }
 
-/// Busy processes that keep every CPU loaded during a measurement.
-struct Load(Vec<Child>);
+/// Processes that load the machine during a measurement, killed on drop.
+pub(super) struct Load(pub(super) Vec<Child>);
 
 impl Load {
     fn start(workload: &Path, count: usize, seconds: u64) -> Result<Self> {
