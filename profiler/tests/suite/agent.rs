@@ -328,6 +328,57 @@ fn outage_windows_are_spooled_and_replayed() {
 }
 
 #[test]
+fn rate_limited_pushes_wait_and_lose_nothing() {
+    if !is_root() {
+        return;
+    }
+    // A burst allowance of a few bytes: every push is answered 429.
+    let mut server = Pyroscope::start_with(&[
+        "-distributor.ingestion-rate-limit-mb=0.000001",
+        "-distributor.ingestion-burst-size-mb=0.000001",
+    ]);
+    let begin = now_ms() - 1000;
+    let _chain = Workload::spawn(&workload("chain"), &["120"]);
+    let agent = Agent::start(&two_services_config(&server.url(), "1s"));
+    agent.wait_metric(
+        "smolder_pushes_rate_limited_total",
+        Duration::from_secs(30),
+        |v| v >= 2.0,
+    );
+    assert_eq!(
+        agent.metric("smolder_pushes_rejected_total"),
+        0.0,
+        "429 is not a rejection"
+    );
+    assert_eq!(agent.metric("smolder_pushes_ok_total"), 0.0);
+    agent.wait_metric("smolder_spool_files", Duration::from_secs(30), |v| v >= 2.0);
+    let held = agent.metric("smolder_windows_total");
+    // Lift the limit: what waited is delivered.
+    server.stop();
+    server.extra_args.clear();
+    server.restart();
+    agent.wait_metric("smolder_spool_files", Duration::from_secs(90), |v| v == 0.0);
+    let (status, log) = agent.stop();
+    assert!(status.success());
+    assert_eq!(
+        log.matches("push failed").count(),
+        1,
+        "reported once:\n{log}"
+    );
+    let points = server.series_points(
+        CPU_TYPE,
+        r#"{service_name="smolder-test-chain"}"#,
+        (begin, now_ms() + 1000),
+        1.0,
+    );
+    assert!(
+        points.len() as f64 >= held - 1.0,
+        "{held} windows made while rate limited, {} in Pyroscope",
+        points.len()
+    );
+}
+
+#[test]
 fn a_rejected_push_is_reported_once_and_not_retried() {
     if !is_root() {
         return;

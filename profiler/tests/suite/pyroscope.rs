@@ -30,18 +30,26 @@ pub struct Pyroscope {
     child: Option<Child>,
     data: PathBuf,
     ports: [u16; 3],
+    /// Extra flags for the next (re)start.
+    pub extra_args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Pyroscope {
     /// A fresh server with an empty data directory.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A fresh server with extra flags (limits, for instance).
+    pub fn start_with(extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let mut server = Self {
             child: None,
             data,
             ports: [free_port(), free_port(), free_port()],
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             _dir: dir,
         };
         server.restart();
@@ -82,6 +90,7 @@ impl Pyroscope {
                 "-self-profiling.disable-push=true",
                 "-usage-stats.enabled=false",
             ])
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
