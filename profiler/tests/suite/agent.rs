@@ -597,3 +597,76 @@ service = "^smolder-test-"
         "no nanosleep kernel frame under sleep_here: {graph:?}"
     );
 }
+
+/// Reads one HTTP request from a loopback listener (head and body) and
+/// answers 200: enough to see what the agent sends. Not a Pyroscope: the
+/// tests above use the real one; this only looks at headers.
+fn capture_one_request(listener: std::net::TcpListener) -> String {
+    use std::io::{Read, Write};
+    let (mut stream, _) = listener.accept().unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut data = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        data.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&data);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if data.len() >= end + 4 + length {
+                break;
+            }
+        }
+    }
+    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    String::from_utf8_lossy(&data[..data.len().min(4096)]).into_owned()
+}
+
+#[test]
+fn pushes_carry_tenant_and_credentials_from_a_file() {
+    if !is_root() {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let request = std::thread::spawn(move || capture_one_request(listener));
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken-from-file\n").unwrap();
+    let _chain = Workload::spawn(&workload("chain"), &["30"]);
+    let config = format!(
+        "[server]\nurl = \"http://127.0.0.1:{port}/prefix\"\ntenant = \"team-a\"\nbearer_token_file = \"{}\"\n[profiling]\nwindow = \"1s\"\n[[processes.include]]\nexe = \"/chain$\"\n",
+        token.display()
+    );
+    let agent = Agent::start(&config);
+    let head = request.join().unwrap();
+    let (status, log) = agent.stop();
+    assert!(status.success());
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        head.starts_with("POST /prefix/push.v1.PusherService/Push HTTP/1.1"),
+        "{head}"
+    );
+    assert!(
+        lower.contains("authorization: bearer t0ken-from-file\r\n"),
+        "{head}"
+    );
+    assert!(lower.contains("x-scope-orgid: team-a\r\n"), "{head}");
+    assert!(
+        lower.contains("content-type: application/proto\r\n"),
+        "{head}"
+    );
+    assert!(!log.contains("t0ken"), "token in the log:\n{log}");
+}
