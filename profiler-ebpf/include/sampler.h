@@ -18,12 +18,21 @@ enum smolder_stat {
 	STAT_OFFCPU_TOTALS_FULL = 5, /* off-CPU time lost: offcpu_totals full */
 	STAT_OFFCPU_STACK_ERROR = 6, /* off-CPU stack could not be stored */
 	STAT_OFFCPU_EVENTS_FULL = 7, /* new-thread event lost: ring buffer full */
-	STAT_COUNT = 8,
+	STAT_UNWIND_TABLES = 8,	     /* user stacks walked with unwind tables */
+	STAT_UNWIND_NO_PROCESS = 9,  /* user stacks of processes without tables (frame pointers) */
+	STAT_UNWIND_ERROR = 10,	     /* user stacks cut short by an unwind error */
+	STAT_UNWIND_TRUNCATED = 11,  /* user stacks deeper than SMOLDER_MAX_USER_FRAMES */
+	STAT_UNWIND_FP_FRAMES = 12,  /* frames without a table row, stepped with frame pointers */
+	STAT_UNWIND_UNMAPPED = 13,   /* user stacks with an address outside every known mapping */
+	STAT_COUNT = 14,
 };
 
 /* sample.flags */
 #define SAMPLE_KERNEL_TRUNCATED (1u << 0)
 #define SAMPLE_USER_TRUNCATED (1u << 1)
+#define SAMPLE_USER_UNWIND_ERROR (1u << 2)   /* the walk stopped early: root is unknown */
+#define SAMPLE_USER_FRAME_POINTERS (1u << 3) /* no tables for the process: the kernel's walk */
+#define SAMPLE_USER_UNMAPPED (1u << 4)	     /* an address outside the known mappings */
 
 /* One on-CPU sample. Frame arrays hold `*_len` valid entries; a negative
  * length is the kernel's error code from bpf_get_stack. */

@@ -42,11 +42,62 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
-static __always_inline void count(__u32 stat)
+static __always_inline void count_n(__u32 stat, __u64 n)
 {
 	__u64 *value = bpf_map_lookup_elem(&stats, &stat);
 	if (value)
-		*value += 1;
+		*value += n;
+}
+
+static __always_inline void count(__u32 stat)
+{
+	count_n(stat, 1);
+}
+
+#include "unwind_user.h"
+
+/* The sample is built here, then copied into the ring buffer: the unwinder
+ * fills it from a bpf_loop callback. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct smolder_sample);
+} sample_scratch SEC(".maps");
+
+/* The user stack with the kernel's frame-pointer walk. */
+static __always_inline void frame_pointer_stack(struct bpf_perf_event_data *ctx,
+						struct smolder_sample *s)
+{
+	long ulen = bpf_get_stack(ctx, s->user_stack, sizeof(s->user_stack), BPF_F_USER_STACK);
+	if (ulen < 0) {
+		count(STAT_USTACK_ERROR);
+		s->user_len = (__s32)ulen;
+		return;
+	}
+	s->user_len = (__s32)(ulen / sizeof(__u64));
+	if (s->user_len == SMOLDER_MAX_USER_FRAMES)
+		s->flags |= SAMPLE_USER_TRUNCATED;
+}
+
+static __always_inline void user_stack(struct bpf_perf_event_data *ctx, struct smolder_sample *s)
+{
+	int fp_frames = unwind_user_stack(ctx, s);
+	if (fp_frames < 0) {
+		count(STAT_UNWIND_NO_PROCESS);
+		s->flags |= SAMPLE_USER_FRAME_POINTERS;
+		frame_pointer_stack(ctx, s);
+		return;
+	}
+	count(STAT_UNWIND_TABLES);
+	if (fp_frames > 0)
+		count_n(STAT_UNWIND_FP_FRAMES, (__u64)fp_frames);
+	if (s->flags & SAMPLE_USER_UNWIND_ERROR)
+		count(STAT_UNWIND_ERROR);
+	if (s->flags & SAMPLE_USER_TRUNCATED)
+		count(STAT_UNWIND_TRUNCATED);
+	if (s->flags & SAMPLE_USER_UNMAPPED)
+		count(STAT_UNWIND_UNMAPPED);
 }
 
 static __always_inline int is_target(__u32 tgid)
@@ -66,11 +117,10 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	if (!is_target(tgid))
 		return 0;
 
-	struct smolder_sample *s = bpf_ringbuf_reserve(&samples, sizeof(*s), 0);
-	if (!s) {
-		count(STAT_RINGBUF_FULL);
+	__u32 zero = 0;
+	struct smolder_sample *s = bpf_map_lookup_elem(&sample_scratch, &zero);
+	if (!s)
 		return 0;
-	}
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 
 	s->pid = tgid;
@@ -94,24 +144,16 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	/* Kernel threads have no user stack. */
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
 	s->mm_id = (__u64)mm;
-	if (mm == NULL) {
-		s->user_len = 0;
-	} else {
-		long ulen =
-		    bpf_get_stack(ctx, s->user_stack, sizeof(s->user_stack), BPF_F_USER_STACK);
-		if (ulen < 0) {
-			count(STAT_USTACK_ERROR);
-			s->user_len = (__s32)ulen;
-		} else {
-			s->user_len = (__s32)(ulen / sizeof(__u64));
-			if (s->user_len == SMOLDER_MAX_USER_FRAMES)
-				s->flags |= SAMPLE_USER_TRUNCATED;
-		}
-	}
+	s->user_len = 0;
+	if (mm != NULL)
+		user_stack(ctx, s);
 
-	count(STAT_SAMPLES);
 	/* User space drains the buffer on a timer: no wakeup per sample. */
-	bpf_ringbuf_submit(s, BPF_RB_NO_WAKEUP);
+	if (bpf_ringbuf_output(&samples, s, sizeof(*s), BPF_RB_NO_WAKEUP) != 0) {
+		count(STAT_RINGBUF_FULL);
+		return 0;
+	}
+	count(STAT_SAMPLES);
 	return 0;
 }
 

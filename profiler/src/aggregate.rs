@@ -16,6 +16,8 @@ pub struct StackKey {
     pub user: Box<[u64]>,
     /// The stack hit the BPF depth limit: outer frames are missing.
     pub truncated: bool,
+    /// The user stack walk stopped at an error: outer frames are missing.
+    pub unwind_error: bool,
 }
 
 /// Names of a thread, as last seen.
@@ -90,6 +92,7 @@ impl Aggregate {
             kernel: sample.kernel.into_boxed_slice(),
             user: sample.user.into_boxed_slice(),
             truncated: sample.kernel_truncated || sample.user_truncated,
+            unwind_error: sample.user_unwind_error,
         };
         let period_ns = self.period_ns;
         self.add_weighted(
@@ -113,6 +116,7 @@ impl Aggregate {
             kernel: entry.kernel.into_boxed_slice(),
             user: entry.user.into_boxed_slice(),
             truncated,
+            unwind_error: false,
         };
         let weight = Weight {
             count: entry.count,
@@ -164,6 +168,7 @@ mod tests {
             kernel: Box::new([]),
             user: Box::new([0x10]),
             truncated: false,
+            unwind_error: false,
         }
     }
 

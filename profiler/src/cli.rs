@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::collect::OffCpuConfig;
+use crate::collect::{OffCpuConfig, UnwindConfig, UnwindMode, DEFAULT_UNWIND_TABLE_MIB};
 use crate::config::{parse_duration, OutputFormat, RecordConfig};
 use crate::target::TargetSpec;
 
@@ -161,6 +161,14 @@ pub struct RecordArgs {
     /// scaled back up by N.
     #[arg(long, default_value = "1", value_name = "N")]
     pub off_cpu_sample_every: NonZeroU32,
+    /// How user stacks are walked: `dwarf` (.eh_frame tables, frame pointers
+    /// where there are none) or `fp` (frame pointers only).
+    #[arg(long, value_enum, default_value = "dwarf", value_name = "MODE")]
+    pub unwind: UnwindMode,
+    /// Kernel memory for unwind tables, in MiB (16 bytes per row; libc needs
+    /// about 0.3 MiB, libpython 1 MiB). Modules that do not fit use frame pointers.
+    #[arg(long, default_value_t = NonZeroU32::new(DEFAULT_UNWIND_TABLE_MIB).expect("nonzero"), value_name = "MIB")]
+    pub unwind_table_mib: NonZeroU32,
     /// Report the BPF programs' run time (turns on kernel BPF stats).
     #[arg(long, hide = true)]
     pub bpf_stats: bool,
@@ -207,6 +215,10 @@ impl RecordArgs {
                 min_block: self.off_cpu_min,
                 sample_every: self.off_cpu_sample_every,
             }),
+            unwind: UnwindConfig {
+                mode: self.unwind,
+                table_bytes: u64::from(self.unwind_table_mib.get()) << 20,
+            },
         })
     }
 }

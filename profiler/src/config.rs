@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::collect::OffCpuConfig;
+use crate::collect::{OffCpuConfig, UnwindConfig};
 use crate::target::TargetSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -53,6 +53,8 @@ pub struct RecordConfig {
     pub on_cpu: bool,
     /// Time voluntary sleeps.
     pub off_cpu: Option<OffCpuConfig>,
+    /// How user stacks are walked.
+    pub unwind: UnwindConfig,
 }
 
 impl RecordConfig {

@@ -1,8 +1,8 @@
 //! smolder: an eBPF profiler for Linux.
 //!
-//! The pipeline, one module per stage: [`collect`] (BPF sampler) ->
-//! [`aggregate`] (raw stack counts) -> [`symbolize`] (names, via the
-//! `symbolizer` crate) -> [`encode`] (pprof, collapsed, SVG). [`record`] runs
+//! The pipeline, one module per stage: [`collect`] (BPF sampler, fed by
+//! [`unwind`]'s DWARF tables) -> [`aggregate`] (raw stack counts) ->
+//! [`symbolize`] (names, via the `symbolizer` crate) -> [`encode`] (pprof, collapsed, SVG). [`record`] runs
 //! it once for `smolder record`. See docs/architecture.md.
 //!
 //! Non-goals of this crate: symbol file parsing (the `symbolizer` crate does it).
@@ -25,3 +25,4 @@ pub mod report;
 pub mod signals;
 pub mod symbolize;
 pub mod target;
+pub mod unwind;

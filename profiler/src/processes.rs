@@ -63,3 +63,16 @@ impl ProcessTracker {
         }
     }
 }
+
+/// Whether a process still runs: its /proc entry exists and it is not a
+/// zombie (exited, waiting for its parent to reap it).
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S ...": the comm may contain spaces and parentheses.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
+}

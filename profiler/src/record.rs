@@ -16,11 +16,12 @@ use crate::config::{OutputFormat, RecordConfig};
 use crate::debuginfod::{Debuginfod, DebuginfodConfig, DebuginfodStats};
 use crate::encode::{collapsed_lines, write_pprof, write_svg, EncodeError};
 use crate::preflight::{self, PreflightError};
-use crate::processes::ProcessTracker;
+use crate::processes::{process_alive, ProcessTracker};
 use crate::profile::{Profile, ProfileKind};
 use crate::progress::Progress;
 use crate::symbolize::{symbolize, Window};
 use crate::target::{self, Launched, TargetError, TargetSpec};
+use crate::unwind::{self, UnwindStats};
 use crate::{report, signals};
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,8 @@ pub struct RecordOutcome {
     pub on_cpu: Option<Profile>,
     pub off_cpu: Option<Profile>,
     pub sampler: SamplerStats,
+    /// The unwind tables at the end (None with frame pointers only).
+    pub unwind: Option<UnwindStats>,
     pub symbolizer: SymbolizerStats,
     pub debuginfod: Option<Arc<DebuginfodStats>>,
     pub processes_missed: u64,
@@ -127,6 +130,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
             frequency: config.frequency,
             targets: config.targets.sampler_targets(),
             self_tgid: std::process::id(),
+            unwind: config.unwind,
         },
         config.bpf_stats,
     )?;
@@ -154,6 +158,16 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         symbolizer.set_debug_info_source(Box::new(client));
     }
     let mut processes = ProcessTracker::default();
+    if let Some(tables) = sampler.unwind_tables() {
+        let pids = match &config.targets {
+            TargetSpec::All => unwind::all_pids(),
+            TargetSpec::Pids(pids) => pids.clone(),
+            TargetSpec::Command(_) => Vec::new(), // not started yet
+        };
+        let loaded = unwind::preload(tables, &mut symbolizer, pids);
+        tracing::debug!("unwind tables: {loaded} processes preloaded");
+    }
+    clock.lap("unwind tables");
     let period_ns = 1_000_000_000 / u64::from(config.frequency.get());
     let mut on_cpu = Aggregate::new(period_ns);
     let mut off_cpu = Aggregate::new(0);
@@ -197,6 +211,9 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         }
         if last_liveness_check.elapsed() >= Duration::from_secs(1) {
             last_liveness_check = Instant::now();
+            if let Some(tables) = sampler.unwind_tables() {
+                tables.reap(process_alive);
+            }
             if let TargetSpec::Pids(pids) = &config.targets {
                 if pids.iter().all(|&pid| !process_alive(pid)) {
                     tracing::info!("every target process has exited");
@@ -220,6 +237,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         off_cpu.add_off_cpu(entry);
     }
     let sampler_stats = sampler.stats();
+    let unwind_stats = sampler.unwind_stats();
     drop(sampler); // detach before the CPU-heavy part
     progress.finish();
     clock.lap("capture");
@@ -233,6 +251,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         on_cpu: None,
         off_cpu: None,
         sampler: sampler_stats,
+        unwind: unwind_stats,
         symbolizer: SymbolizerStats::default(),
         debuginfod: None,
         processes_missed: 0,
@@ -272,28 +291,24 @@ fn drain(
     on_cpu: &mut Aggregate,
     off_cpu: &mut Aggregate,
 ) {
+    let mut seen: Vec<(u32, u64, bool)> = Vec::new();
     sampler.drain(|sample| {
         processes.observe(sample.pid, sample.mm_id, symbolizer);
+        seen.push((sample.pid, sample.mm_id, sample.user_unmapped));
         on_cpu.add(sample);
     });
+    if let Some(tables) = sampler.unwind_tables() {
+        seen.sort_unstable();
+        seen.dedup();
+        for sample in seen {
+            unwind::follow_sample(tables, processes, symbolizer, sample);
+        }
+    }
     sampler.drain_threads(|thread| {
         processes.observe(thread.pid, thread.mm_id, symbolizer);
         off_cpu.note_process(thread.pid);
         off_cpu.name_thread(thread.tid, thread.comm, thread.thread_name);
     });
-}
-
-/// Whether a process still runs: its /proc entry exists and it is not a
-/// zombie (exited, waiting for its parent to reap it).
-fn process_alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // "pid (comm) S ...": the comm may contain spaces and parentheses.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    !matches!(state, Some('Z' | 'X') | None)
 }
 
 fn command_exited(launched: &mut Launched) -> bool {
@@ -369,6 +384,27 @@ pub fn print_summary(outcome: &RecordOutcome, config: &RecordConfig) {
             "warning: off-CPU data lost (totals map full: {} blocks, thread events: {})",
             s.off_cpu_totals_full, s.off_cpu_events_full
         );
+    }
+    if let Some(u) = &outcome.unwind {
+        let mib = |rows: u64| rows as f64 * crate::unwind::ROW_SIZE as f64 / (1 << 20) as f64;
+        eprintln!(
+            "unwind: {} user stacks with DWARF tables, {} with frame pointers only; \
+             {} unwind errors, {} truncated; {} tables, {:.1} of {:.0} MiB",
+            s.unwound_with_tables,
+            s.unwound_with_frame_pointers,
+            s.unwind_errors,
+            s.unwind_truncated,
+            u.tables,
+            mib(u.rows_used),
+            mib(u.rows_capacity),
+        );
+        if u.space_full > 0 {
+            eprintln!(
+                "warning: {} modules did not fit in the unwind table memory and used frame \
+                 pointers; raise --unwind-table-mib",
+                u.space_full
+            );
+        }
     }
     if outcome.processes_missed > 0 {
         eprintln!(

@@ -33,6 +33,7 @@ enum LocationKey {
     User { pid: u32, mm_id: u64, address: u64 },
     Kernel(u64),
     Truncated,
+    UnwindError,
 }
 
 #[derive(Hash, PartialEq, Eq)]
@@ -137,6 +138,14 @@ impl Builder<'_> {
                 mapping: None,
                 address: 0,
                 frames: vec![FunctionFrame::named("[truncated]")],
+            });
+            ids.push(id);
+        }
+        if key.unwind_error {
+            let id = self.location(LocationKey::UnwindError, |_| Location {
+                mapping: None,
+                address: 0,
+                frames: vec![FunctionFrame::named("[unwind error]")],
             });
             ids.push(id);
         }

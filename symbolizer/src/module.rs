@@ -64,6 +64,12 @@ impl Module {
             .map(|f| Path::new("/proc/self/fd").join(f.as_raw_fd().to_string()))
     }
 
+    /// The open file, for readers other than the symbolizer (unwind tables):
+    /// it works whatever mount namespace the file is in and after deletion.
+    pub fn file(&self) -> Option<&File> {
+        self.file.as_ref()
+    }
+
     /// Whether the file could be opened.
     pub fn is_available(&self) -> bool {
         self.file.is_some()

@@ -18,10 +18,11 @@ use super::services::Service;
 use crate::aggregate::Aggregate;
 use crate::collect::{Sampler, DRAIN_INTERVAL};
 use crate::encode::{encode_pprof_labelled, SampleLabels};
-use crate::processes::ProcessTracker;
+use crate::processes::{process_alive, ProcessTracker};
 use crate::profile::{Profile, ProfileKind};
 use crate::signals;
 use crate::symbolize::{symbolize, Window};
+use crate::unwind::{self, ROW_SIZE};
 
 /// One service's profile of one kind for one window.
 #[derive(Debug)]
@@ -60,6 +61,11 @@ impl Collector {
         metrics: Arc<Metrics>,
     ) -> Self {
         let period_ns = 1_000_000_000 / u64::from(config.frequency.get());
+        let (mut sampler, mut symbolizer) = (sampler, symbolizer);
+        if let Some(tables) = sampler.unwind_tables() {
+            let loaded = unwind::preload(tables, &mut symbolizer, unwind::all_pids());
+            tracing::info!("unwind tables loaded for {loaded} running processes");
+        }
         Self {
             sampler,
             symbolizer,
@@ -121,15 +127,24 @@ impl Collector {
             off_cpu,
             ..
         } = self;
+        let mut seen: Vec<(u32, u64, bool)> = Vec::new();
         sampler.drain(|sample| {
             if services
                 .resolve(sample.pid, sample.mm_id, &sample.comm, config)
                 .is_some()
             {
                 processes.observe(sample.pid, sample.mm_id, symbolizer);
+                seen.push((sample.pid, sample.mm_id, sample.user_unmapped));
                 on_cpu.add(sample);
             }
         });
+        if let Some(tables) = sampler.unwind_tables() {
+            seen.sort_unstable();
+            seen.dedup();
+            for sample in seen {
+                unwind::follow_sample(tables, processes, symbolizer, sample);
+            }
+        }
         sampler.drain_threads(|thread| {
             if services
                 .resolve(thread.pid, thread.mm_id, &thread.comm, config)
@@ -203,6 +218,9 @@ impl Collector {
             }
         }
         self.update_metrics(processes, services);
+        if let Some(tables) = self.sampler.unwind_tables() {
+            tables.reap(process_alive);
+        }
         for (pid, mm_id) in self.services.end_window() {
             self.processes.forget(pid, mm_id);
         }
@@ -224,6 +242,18 @@ impl Collector {
             off_lost.saturating_sub(self.off_cpu_lost_before),
         );
         self.off_cpu_lost_before = off_lost;
+        set(&m.unwind_with_tables, stats.unwound_with_tables);
+        set(
+            &m.unwind_frame_pointers_only,
+            stats.unwound_with_frame_pointers,
+        );
+        set(&m.unwind_errors, stats.unwind_errors);
+        set(&m.unwind_truncated, stats.unwind_truncated);
+        if let Some(u) = self.sampler.unwind_stats() {
+            set(&m.unwind_tables, u.tables);
+            set(&m.unwind_table_bytes, u.rows_used * ROW_SIZE as u64);
+            set(&m.unwind_table_space_full, u.space_full);
+        }
         let sym = self.symbolizer.stats();
         set(&m.symbol_lookups, sym.lookups);
         set(&m.symbol_unknown, sym.unknown);

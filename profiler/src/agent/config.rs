@@ -13,7 +13,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::file::{FileConfig, MatchSection, ServerSection};
-use crate::collect::OffCpuConfig;
+use crate::collect::{OffCpuConfig, UnwindConfig, UnwindMode};
 use crate::config::parse_duration;
 use crate::logging::LogFormat;
 
@@ -132,6 +132,7 @@ pub struct AgentConfig {
     pub window: Duration,
     pub frequency: NonZeroU32,
     pub off_cpu: Option<OffCpuConfig>,
+    pub unwind: UnwindConfig,
     pub sink: Sink,
     /// Static series labels, `host_name` included.
     pub labels: BTreeMap<String, String>,
@@ -167,6 +168,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("SMOLDER_WINDOW", "profiling.window"),
     ("SMOLDER_FREQUENCY", "profiling.frequency"),
     ("SMOLDER_OFF_CPU", "profiling.off_cpu"),
+    ("SMOLDER_UNWIND", "profiling.unwind"),
     ("SMOLDER_OUTPUT_DIR", "output.directory"),
     ("SMOLDER_SPOOL_DIR", "spool.directory"),
     ("SMOLDER_METRICS_ADDRESS", "metrics.address"),
@@ -276,6 +278,7 @@ impl Builder {
                 self.secrets.insert(key, Secret(value.trim().to_owned()));
             }
             "profiling.window" => self.file.profiling.window = text,
+            "profiling.unwind" => self.file.profiling.unwind = text,
             "profiling.frequency" => {
                 let hz = value
                     .parse()
@@ -325,6 +328,7 @@ impl Builder {
             Some(true) => Some(self.off_cpu()?),
             _ => None,
         };
+        let unwind = self.unwind()?;
         let labels = self.labels()?;
         let services = self
             .file
@@ -364,6 +368,7 @@ impl Builder {
             window,
             frequency,
             off_cpu,
+            unwind,
             sink,
             labels,
             services,
@@ -390,6 +395,25 @@ impl Builder {
             config.sample_every = NonZeroU32::new(n).ok_or_else(|| {
                 self.invalid("profiling.off_cpu_sample_every", "must be 1 or more")
             })?;
+        }
+        Ok(config)
+    }
+
+    fn unwind(&self) -> Result<UnwindConfig, ConfigError> {
+        let profiling = &self.file.profiling;
+        let mut config = UnwindConfig::default();
+        match profiling.unwind.as_deref() {
+            None | Some("dwarf") => {}
+            Some("fp") => config.mode = UnwindMode::FramePointers,
+            Some(other) => {
+                return Err(self.invalid("profiling.unwind", format!("`{other}`: use dwarf or fp")))
+            }
+        }
+        if let Some(mib) = profiling.unwind_table_mib {
+            if !(1..=4096).contains(&mib) {
+                return Err(self.invalid("profiling.unwind_table_mib", "use 1 to 4096"));
+            }
+            config.table_bytes = u64::from(mib) << 20;
         }
         Ok(config)
     }
@@ -768,6 +792,17 @@ impl fmt::Display for AgentConfig {
                     o.min_block, o.sample_every
                 ),
                 None => "off".to_owned(),
+            }
+        )?;
+        writeln!(
+            f,
+            "  unwinding:  {}",
+            match self.unwind.mode {
+                UnwindMode::Dwarf => format!(
+                    "DWARF tables ({} MiB), frame pointers where there are none",
+                    self.unwind.table_bytes >> 20
+                ),
+                UnwindMode::FramePointers => "frame pointers only".to_owned(),
             }
         )?;
         let labels: Vec<String> = self

@@ -55,6 +55,9 @@ pub struct ProfilingSection {
     pub off_cpu: Option<bool>,
     pub off_cpu_min: Option<String>,
     pub off_cpu_sample_every: Option<u32>,
+    /// `dwarf` (default) or `fp`.
+    pub unwind: Option<String>,
+    pub unwind_table_mib: Option<u32>,
     /// Distinct `thread_name` label values per service and window; the rest
     /// are labelled `other`.
     pub max_thread_names: Option<usize>,

@@ -39,6 +39,13 @@ pub struct Metrics {
     pub symbol_unknown: AtomicU64,
     pub processes_missed: AtomicU64,
     pub off_cpu_lost: AtomicU64,
+    pub unwind_with_tables: AtomicU64,
+    pub unwind_frame_pointers_only: AtomicU64,
+    pub unwind_errors: AtomicU64,
+    pub unwind_truncated: AtomicU64,
+    pub unwind_tables: AtomicU64,
+    pub unwind_table_bytes: AtomicU64,
+    pub unwind_table_space_full: AtomicU64,
 }
 
 fn get(c: &AtomicU64) -> u64 {
@@ -90,6 +97,48 @@ impl Metrics {
             "counter",
             "Off-CPU blocks or thread events lost to full maps.",
             get(&self.off_cpu_lost),
+        );
+        metric(
+            "smolder_unwind_stacks_dwarf_total",
+            "counter",
+            "User stacks walked with DWARF unwind tables.",
+            get(&self.unwind_with_tables),
+        );
+        metric(
+            "smolder_unwind_stacks_frame_pointers_total",
+            "counter",
+            "User stacks of processes without unwind tables (frame pointers).",
+            get(&self.unwind_frame_pointers_only),
+        );
+        metric(
+            "smolder_unwind_errors_total",
+            "counter",
+            "User stacks cut short by an unwind error ([unwind error] root frame).",
+            get(&self.unwind_errors),
+        );
+        metric(
+            "smolder_unwind_truncated_total",
+            "counter",
+            "User stacks deeper than the BPF limit ([truncated] root frame).",
+            get(&self.unwind_truncated),
+        );
+        metric(
+            "smolder_unwind_tables",
+            "gauge",
+            "Module unwind tables loaded in BPF.",
+            get(&self.unwind_tables),
+        );
+        metric(
+            "smolder_unwind_table_bytes",
+            "gauge",
+            "Bytes of the unwind table memory in use.",
+            get(&self.unwind_table_bytes),
+        );
+        metric(
+            "smolder_unwind_table_space_full_total",
+            "counter",
+            "Modules left to frame pointers because the unwind table memory was full.",
+            get(&self.unwind_table_space_full),
         );
         metric(
             "smolder_processes",

@@ -176,6 +176,7 @@ fn start_sampler(config: &AgentConfig) -> Result<Sampler, AgentError> {
             frequency: config.frequency,
             targets: SamplerTargets::All,
             self_tgid: std::process::id(),
+            unwind: config.unwind,
         },
         false,
     )?;

@@ -12,5 +12,6 @@ pub use ksym::BpfKernelSymbols;
 pub use offcpu::{OffCpuConfig, OffCpuEntry, ThreadSeen};
 pub use record::{DecodeError, Sample, MAX_STACK_FRAMES};
 pub use sampler::{
-    LoadError, Sampler, SamplerConfig, SamplerStats, SamplerTargets, DRAIN_INTERVAL,
+    LoadError, Sampler, SamplerConfig, SamplerStats, SamplerTargets, UnwindConfig, UnwindMode,
+    DEFAULT_UNWIND_TABLE_MIB, DRAIN_INTERVAL,
 };

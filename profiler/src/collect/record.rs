@@ -11,6 +11,9 @@ const COMM_LEN: usize = 16;
 
 const FLAG_KERNEL_TRUNCATED: u32 = 1 << 0;
 const FLAG_USER_TRUNCATED: u32 = 1 << 1;
+const FLAG_USER_UNWIND_ERROR: u32 = 1 << 2;
+const FLAG_USER_FRAME_POINTERS: u32 = 1 << 3;
+const FLAG_USER_UNMAPPED: u32 = 1 << 4;
 
 /// Mirror of `struct smolder_sample` (profiler-ebpf/include/sampler.h).
 #[repr(C)]
@@ -51,6 +54,13 @@ pub struct Sample {
     pub user: Vec<u64>,
     pub kernel_truncated: bool,
     pub user_truncated: bool,
+    /// The DWARF walk stopped at an error: the user stack's root is missing.
+    pub user_unwind_error: bool,
+    /// The process had no unwind tables: the kernel walked frame pointers.
+    pub user_frame_pointers: bool,
+    /// An address was outside every mapping the unwinder knew (a library
+    /// loaded since its tables were written).
+    pub user_unmapped: bool,
     /// The kernel's error when a stack could not be read (negative errno).
     pub kernel_error: Option<i32>,
     pub user_error: Option<i32>,
@@ -88,6 +98,9 @@ impl TryFrom<&[u8]> for Sample {
             user,
             kernel_truncated: raw.flags & FLAG_KERNEL_TRUNCATED != 0,
             user_truncated: raw.flags & FLAG_USER_TRUNCATED != 0,
+            user_unwind_error: raw.flags & FLAG_USER_UNWIND_ERROR != 0,
+            user_frame_pointers: raw.flags & FLAG_USER_FRAME_POINTERS != 0,
+            user_unmapped: raw.flags & FLAG_USER_UNMAPPED != 0,
             kernel_error,
             user_error,
         })

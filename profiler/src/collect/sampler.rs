@@ -15,6 +15,7 @@ use super::offcpu::{
 };
 use super::programs::program;
 use super::record::Sample;
+use crate::unwind::{BpfStore, StoreError, UnwindStats, UnwindTables, ROW_SIZE};
 
 static SAMPLER_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sampler.bpf.o"));
@@ -28,6 +29,47 @@ pub enum SamplerTargets {
     Listed { follow_children: bool },
 }
 
+/// How user stacks are walked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum UnwindMode {
+    /// DWARF CFI tables from `.eh_frame`, frame pointers where there are none.
+    #[default]
+    Dwarf,
+    /// Frame pointers only (the kernel's walk).
+    #[value(name = "fp")]
+    FramePointers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnwindConfig {
+    pub mode: UnwindMode,
+    /// Memory for unwind table rows (16 bytes each), allocated in the kernel
+    /// when the sampler loads.
+    pub table_bytes: u64,
+}
+
+/// Default memory for unwind tables.
+pub const DEFAULT_UNWIND_TABLE_MIB: u32 = 64;
+
+impl Default for UnwindConfig {
+    fn default() -> Self {
+        Self {
+            mode: UnwindMode::Dwarf,
+            table_bytes: u64::from(DEFAULT_UNWIND_TABLE_MIB) << 20,
+        }
+    }
+}
+
+impl UnwindConfig {
+    fn rows(&self) -> u32 {
+        let rows = self.table_bytes / ROW_SIZE as u64;
+        rows.clamp(1, u64::from(crate::unwind::MAX_ROWS_SEARCHABLE)) as u32
+    }
+}
+
+/// Processes with unwind tables at once (entries are allocated on use).
+const UNWIND_MAX_PROCESSES: u32 = 8192;
+
 #[derive(Debug, Clone)]
 pub struct SamplerConfig {
     /// Sample stacks on CPU at `frequency`.
@@ -38,6 +80,7 @@ pub struct SamplerConfig {
     pub targets: SamplerTargets,
     /// Never sampled (smolder's own tgid).
     pub self_tgid: u32,
+    pub unwind: UnwindConfig,
 }
 
 /// Counters kept by the BPF program and by the decoder.
@@ -61,6 +104,18 @@ pub struct SamplerStats {
     pub off_cpu_events_full: u64,
     /// BPF run time of the off-CPU program, when BPF stats are enabled.
     pub off_cpu_bpf_run_time: Option<Duration>,
+    /// User stacks walked with unwind tables.
+    pub unwound_with_tables: u64,
+    /// User stacks of processes without tables (kernel frame-pointer walk).
+    pub unwound_with_frame_pointers: u64,
+    /// User stacks cut short by an unwind error (`[unwind error]` root).
+    pub unwind_errors: u64,
+    /// User stacks deeper than the BPF limit (`[truncated]` root).
+    pub unwind_truncated: u64,
+    /// Frames without a table row, stepped with frame pointers.
+    pub unwind_frame_pointer_steps: u64,
+    /// User stacks that left every mapping the unwinder knew.
+    pub unwind_unmapped: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +141,8 @@ pub enum LoadError {
     Missing(&'static str),
     #[error("cannot list online CPUs from {0}")]
     Cpus(&'static str, #[source] std::io::Error),
+    #[error("cannot set up the unwind tables")]
+    Unwind(#[source] StoreError),
 }
 
 /// Maps indexes of the `stats` array (enum smolder_stat in sampler.h).
@@ -97,8 +154,14 @@ const STAT_TARGETS_FULL: u32 = 4;
 const STAT_OFFCPU_TOTALS_FULL: u32 = 5;
 const STAT_OFFCPU_STACK_ERROR: u32 = 6;
 const STAT_OFFCPU_EVENTS_FULL: u32 = 7;
+const STAT_UNWIND_TABLES: u32 = 8;
+const STAT_UNWIND_NO_PROCESS: u32 = 9;
+const STAT_UNWIND_ERROR: u32 = 10;
+const STAT_UNWIND_TRUNCATED: u32 = 11;
+const STAT_UNWIND_FP_FRAMES: u32 = 12;
+const STAT_UNWIND_UNMAPPED: u32 = 13;
 #[cfg(test)]
-const STAT_COUNT: u32 = 8;
+const STAT_COUNT: u32 = 14;
 
 const OFFCPU_BTF: &str = "offcpu_switch_btf";
 const OFFCPU_RAW: &str = "offcpu_switch_raw";
@@ -109,6 +172,8 @@ pub struct Sampler {
     threads: RingBuf<MapData>,
     /// The off-CPU program that loaded (tp_btf, or raw_tp as a fallback).
     off_cpu_program: Option<&'static str>,
+    /// The tables the BPF unwinder reads (None with frame pointers only).
+    unwind: Option<UnwindTables<BpfStore>>,
     config: SamplerConfig,
     decode_errors: u64,
     decode_error_reported: bool,
@@ -133,9 +198,15 @@ impl Sampler {
         let sample_every = off_cpu.sample_every.get();
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| LoadError::Cpus(what, e))?;
         let ring_bytes = ring_buffer_bytes(cpus, config.frequency.get());
+        let dwarf = config.on_cpu && config.unwind.mode == UnwindMode::Dwarf;
+        let dwarf_flag = u8::from(dwarf);
+        let table_rows = if dwarf { config.unwind.rows() } else { 1 };
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .map_max_entries("samples", ring_bytes)
+            .map_max_entries("unwind_rows", table_rows)
+            .map_max_entries("unwind_processes", UNWIND_MAX_PROCESSES)
+            .override_global("dwarf_unwind", &dwarf_flag, true)
             .override_global("self_tgid", &config.self_tgid, true)
             .override_global("filter_targets", &filter, true)
             .override_global("follow_children", &follow, true)
@@ -159,6 +230,18 @@ impl Sampler {
             name: "offcpu_threads",
             source,
         })?;
+        let unwind = if dwarf {
+            let rows = ebpf
+                .take_map("unwind_rows")
+                .ok_or(LoadError::Missing("unwind_rows"))?;
+            let processes = ebpf
+                .take_map("unwind_processes")
+                .ok_or(LoadError::Missing("unwind_processes"))?;
+            let store = BpfStore::new(rows, processes, table_rows).map_err(LoadError::Unwind)?;
+            Some(UnwindTables::new(store))
+        } else {
+            None
+        };
         if config.on_cpu {
             let perf: &mut PerfEvent = program(&mut ebpf, "sample_cpu")?;
             perf.load().map_err(|source| LoadError::Program {
@@ -193,6 +276,7 @@ impl Sampler {
             ring,
             threads,
             off_cpu_program,
+            unwind,
             config,
             decode_errors: 0,
             decode_error_reported: false,
@@ -230,6 +314,15 @@ impl Sampler {
                 source,
             }),
         }
+    }
+
+    /// The unwind tables, when user stacks are walked with DWARF.
+    pub fn unwind_tables(&mut self) -> Option<&mut UnwindTables<BpfStore>> {
+        self.unwind.as_mut()
+    }
+
+    pub fn unwind_stats(&self) -> Option<UnwindStats> {
+        self.unwind.as_ref().map(UnwindTables::stats)
     }
 
     /// Attaches to every online CPU: sampling starts now.
@@ -428,6 +521,12 @@ impl Sampler {
                 stats.off_cpu_totals_full = sum(STAT_OFFCPU_TOTALS_FULL);
                 stats.off_cpu_stack_errors = sum(STAT_OFFCPU_STACK_ERROR);
                 stats.off_cpu_events_full = sum(STAT_OFFCPU_EVENTS_FULL);
+                stats.unwound_with_tables = sum(STAT_UNWIND_TABLES);
+                stats.unwound_with_frame_pointers = sum(STAT_UNWIND_NO_PROCESS);
+                stats.unwind_errors = sum(STAT_UNWIND_ERROR);
+                stats.unwind_truncated = sum(STAT_UNWIND_TRUNCATED);
+                stats.unwind_frame_pointer_steps = sum(STAT_UNWIND_FP_FRAMES);
+                stats.unwind_unmapped = sum(STAT_UNWIND_UNMAPPED);
             }
         }
         if self._stats_fd.is_some() {
@@ -559,6 +658,18 @@ mod tests {
             "key -> value"
         );
         assert_eq!(map("offcpu_stacks").value_size(), 127 * 8);
+        let rows = map("unwind_rows");
+        assert_eq!(
+            (rows.key_size(), rows.value_size() as usize),
+            (4, crate::unwind::ROW_SIZE),
+            "u32 -> smolder_unwind_row"
+        );
+        let processes = map("unwind_processes");
+        assert_eq!(
+            (processes.key_size(), processes.value_size() as usize),
+            (4, std::mem::size_of::<crate::unwind::ProcessEntry>()),
+            "tgid -> smolder_unwind_process"
+        );
         assert!(object.maps.contains_key("samples"));
         for program in ["sample_cpu", "follow_fork", OFFCPU_BTF, OFFCPU_RAW] {
             assert!(object.programs.contains_key(program), "program {program}");

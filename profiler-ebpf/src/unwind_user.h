@@ -1,0 +1,285 @@
+/* DWARF CFI unwinder for user stacks, included by sampler.bpf.c.
+ *
+ * Starts from the user registers of the sampled thread and walks its stack
+ * with the tables user space built from .eh_frame (profiler/src/unwind/):
+ * per process, a sorted array of executable mappings; per module, sorted rows
+ * in the shared `unwind_rows` array. Code without a row (JIT code, assembly
+ * without CFI) is stepped with frame pointers. The walk runs in bpf_loop, one
+ * frame per iteration, and stops at the outermost frame (return address
+ * undefined in the CFI, or zero), at SMOLDER_MAX_USER_FRAMES (flagged
+ * truncated), or at an error (flagged: user space adds an `[unwind error]`
+ * root frame). */
+#ifndef SMOLDER_UNWIND_USER_H
+#define SMOLDER_UNWIND_USER_H
+
+#include "unwind.h"
+
+/* Whether the loader enabled table unwinding (`--unwind dwarf`). */
+const volatile __u8 dwarf_unwind = 1;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);		   /* sized by the loader (`--unwind-table-mib`) */
+	__uint(map_flags, BPF_F_MMAPABLE); /* user space writes rows in place */
+	__type(key, __u32);
+	__type(value, struct smolder_unwind_row);
+} unwind_rows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096); /* sized by the loader */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32); /* tgid */
+	__type(value, struct smolder_unwind_process);
+} unwind_processes SEC(".maps");
+
+/* Where the walk is. Kept in map memory, not on the BPF stack: the verifier
+ * tracks stack values exactly, and a frame count there would make it verify
+ * the callback once per depth. */
+struct unwind_cursor {
+	__u64 ip;
+	__u64 sp;
+	__u64 bp;
+	__u32 len;
+	__u32 flags;
+	__u32 fp_frames;
+	__u32 reserved;
+	/* Binary search bounds, in map memory for the same reason. */
+	__u32 lo;
+	__u32 hi;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct unwind_cursor);
+} unwind_cursors SEC(".maps");
+
+/* What the callback needs; constant during the walk. */
+struct unwind_context {
+	struct smolder_sample *sample;
+	struct smolder_unwind_process *process;
+	struct unwind_cursor *cursor;
+};
+
+/* The two searches are global functions: the verifier checks each once, on
+ * its own, instead of once per path through the walk that calls it. */
+
+/* Index of the mapping containing `addr`, or -1. */
+__noinline int find_mapping(struct smolder_unwind_process *process, __u64 addr)
+{
+	__u32 zero = 0;
+	struct unwind_cursor *c = bpf_map_lookup_elem(&unwind_cursors, &zero);
+	if (!process || !c)
+		return -1;
+	c->lo = 0;
+	c->hi = process->count;
+	/* lo ends at the first mapping that starts above addr. */
+	for (int step = 0; step < SMOLDER_UNWIND_MAPPING_SEARCH_STEPS; step++) {
+		__u32 lo = c->lo;
+		__u32 hi = c->hi;
+		if (lo >= hi)
+			break;
+		__u32 mid = lo + (hi - lo) / 2;
+		if (mid >= SMOLDER_UNWIND_MAX_MAPPINGS)
+			return -1;
+		if (process->mappings[mid & (SMOLDER_UNWIND_MAX_MAPPINGS - 1)].start <= addr)
+			c->lo = mid + 1;
+		else
+			c->hi = mid;
+	}
+	__u32 lo = c->lo;
+	if (lo != c->hi || lo == 0 || lo > SMOLDER_UNWIND_MAX_MAPPINGS)
+		return -1;
+	/* The mask bounds the index for the verifier (512 is a power of two). */
+	__u32 index = (lo - 1) & (SMOLDER_UNWIND_MAX_MAPPINGS - 1);
+	if (addr >= process->mappings[index].end)
+		return -1;
+	return (int)index;
+}
+
+/* Index of the last row in [first, first + count) whose pc is <= key, or -1. */
+__noinline long find_row(__u32 first, __u32 count, __u32 key)
+{
+	__u32 lo = first;
+	__u32 hi = first + count;
+	if (hi < lo)
+		return -1; /* user space never writes this: overflow */
+	for (int step = 0; step < SMOLDER_UNWIND_ROW_SEARCH_STEPS; step++) {
+		if (lo >= hi)
+			break;
+		__u32 mid = lo + (hi - lo) / 2;
+		struct smolder_unwind_row *row = bpf_map_lookup_elem(&unwind_rows, &mid);
+		if (!row)
+			return -1;
+		if (row->pc <= key)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo != hi || lo == first)
+		return -1;
+	return (long)(lo - 1);
+}
+
+enum step_result {
+	STEP_NEXT = 0,
+	STEP_DONE = 1,
+	STEP_ERROR = 2,
+};
+
+/* One frame with frame pointers: the caller's rbp at [rbp], its return
+ * address at [rbp + 8]. rbp 0 is the outermost frame by convention. */
+static __always_inline int step_frame_pointer(struct unwind_cursor *c)
+{
+	c->fp_frames++;
+	if (c->bp == 0)
+		return STEP_DONE;
+	if (c->bp < c->sp)
+		return STEP_ERROR; /* frames grow down: a caller's frame is above */
+	__u64 saved[2];
+	if (bpf_probe_read_user(saved, sizeof(saved), (void *)c->bp) != 0)
+		return STEP_ERROR;
+	c->sp = c->bp + 16;
+	c->bp = saved[0];
+	c->ip = saved[1];
+	return STEP_NEXT;
+}
+
+/* One frame with a table row. */
+static __always_inline int step_row(struct unwind_cursor *c, struct smolder_unwind_row *row)
+{
+	__u64 cfa;
+	switch (row->cfa_type) {
+	case CFA_RSP:
+		cfa = c->sp + (__s64)row->cfa_offset;
+		break;
+	case CFA_RBP:
+		if (c->bp == 0)
+			return STEP_ERROR;
+		cfa = c->bp + (__s64)row->cfa_offset;
+		break;
+	case CFA_PLT:
+		cfa = c->sp + 8 + ((c->ip & 15) >= 11 ? 8 : 0);
+		break;
+	case CFA_END:
+		return STEP_DONE;
+	case CFA_INVALID:
+		return step_frame_pointer(c);
+	default:
+		return STEP_ERROR;
+	}
+	if (cfa <= c->sp)
+		return STEP_ERROR; /* no progress: a corrupt stack or table */
+	__u64 ra;
+	if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8)) != 0)
+		return STEP_ERROR;
+	if (row->rbp_type == RBP_OFFSET) {
+		__u64 bp;
+		if (bpf_probe_read_user(&bp, sizeof(bp), (void *)(cfa + (__s64)row->rbp_offset)) !=
+		    0)
+			return STEP_ERROR;
+		c->bp = bp;
+	}
+	c->sp = cfa;
+	c->ip = ra;
+	return STEP_NEXT;
+}
+
+/* bpf_loop callback: records the current frame and steps to its caller. */
+static long unwind_step(__u32 index, void *data)
+{
+	struct unwind_context *ctx = data;
+	struct unwind_cursor *c = ctx->cursor;
+	struct smolder_sample *s = ctx->sample;
+	__u32 n = c->len;
+	if (n >= SMOLDER_MAX_USER_FRAMES) {
+		c->flags |= SAMPLE_USER_TRUNCATED;
+		return 1;
+	}
+	s->user_stack[n] = c->ip;
+	c->len = n + 1;
+
+	/* A return address points after its call: look up the call itself. */
+	__u64 lookup = n == 0 ? c->ip : c->ip - 1;
+	int result;
+	struct smolder_unwind_mapping *mapping = NULL;
+	int found = find_mapping(ctx->process, lookup);
+	if (found >= 0)
+		mapping = &ctx->process->mappings[(__u32)found & (SMOLDER_UNWIND_MAX_MAPPINGS - 1)];
+	if (!mapping) {
+		c->flags |= SAMPLE_USER_UNMAPPED;
+		result = step_frame_pointer(c);
+	} else if (mapping->row_count == 0 || lookup - mapping->base > 0xffffffffULL) {
+		result = step_frame_pointer(c);
+	} else {
+		__u32 row_index = 0;
+		long at = find_row(mapping->first_row, mapping->row_count,
+				   (__u32)(lookup - mapping->base));
+		struct smolder_unwind_row *row = NULL;
+		if (at >= 0) {
+			row_index = (__u32)at;
+			row = bpf_map_lookup_elem(&unwind_rows, &row_index);
+		}
+		result = row ? step_row(c, row) : step_frame_pointer(c);
+	}
+	if (result == STEP_ERROR) {
+		c->flags |= SAMPLE_USER_UNWIND_ERROR;
+		return 1;
+	}
+	if (result == STEP_DONE || c->ip == 0)
+		return 1;
+	return 0;
+}
+
+/* The user registers of the sampled thread: the interrupted ones when the
+ * sample hit user mode, else those saved when it entered the kernel. */
+static __always_inline int user_registers(struct bpf_perf_event_data *ctx, struct unwind_cursor *c)
+{
+	struct pt_regs *regs = (struct pt_regs *)&ctx->regs;
+	/* Context reads must be 8 bytes wide: csx holds cs in its low bits. */
+	if ((regs->csx & 3) == 3) {
+		c->ip = regs->ip;
+		c->sp = regs->sp;
+		c->bp = regs->bp;
+		return 0;
+	}
+	/* bpf_task_pt_regs wants a trusted task pointer. */
+	struct pt_regs *user = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (!user)
+		return -1;
+	c->ip = BPF_CORE_READ(user, ip);
+	c->sp = BPF_CORE_READ(user, sp);
+	c->bp = BPF_CORE_READ(user, bp);
+	return 0;
+}
+
+/* Fills s->user_stack with the tables of the sampled process. Returns 0, or
+ * -1 when the process has no tables (the caller then lets the kernel walk
+ * frame pointers). */
+static __always_inline int unwind_user_stack(struct bpf_perf_event_data *ctx,
+					     struct smolder_sample *s)
+{
+	if (!dwarf_unwind)
+		return -1;
+	struct smolder_unwind_process *process = bpf_map_lookup_elem(&unwind_processes, &s->pid);
+	if (!process)
+		return -1;
+	__u32 zero = 0;
+	struct unwind_cursor *c = bpf_map_lookup_elem(&unwind_cursors, &zero);
+	if (!c)
+		return -1;
+	c->len = 0;
+	c->flags = 0;
+	c->fp_frames = 0;
+	if (user_registers(ctx, c) != 0 || c->ip == 0)
+		return -1;
+	struct unwind_context walk = {.sample = s, .process = process, .cursor = c};
+	bpf_loop(SMOLDER_MAX_USER_FRAMES + 1, unwind_step, &walk, 0);
+	s->user_len = (__s32)c->len;
+	s->flags |= c->flags;
+	return (int)c->fp_frames;
+}
+
+#endif

@@ -1,0 +1,64 @@
+//! Keeps the BPF unwinder's tables in step with the processes being sampled:
+//! tables for every process at start, for a process the first time it is
+//! seen (or after it execs), again when its stacks leave the mappings the
+//! unwinder knows (a library dlopen()ed since), and never for the dead.
+
+use symbolizer::Symbolizer;
+
+use super::store::TableStore;
+use super::tables::UnwindTables;
+use crate::processes::ProcessTracker;
+
+/// Loads the tables of processes that run already, so that their first
+/// samples are unwound with tables too. Returns how many were loaded.
+pub fn preload<S: TableStore>(
+    tables: &mut UnwindTables<S>,
+    symbolizer: &mut Symbolizer,
+    pids: impl IntoIterator<Item = u32>,
+) -> usize {
+    let mut loaded = 0;
+    for pid in pids {
+        // Gone already, or a kernel thread (no executable mappings).
+        if let Ok(maps) = symbolizer.snapshot_process(pid) {
+            tables.add_process(pid, 0, &maps);
+            loaded += 1;
+        }
+    }
+    loaded
+}
+
+/// Every process on the host, by its /proc directory.
+pub fn all_pids() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Called for every sample after `processes` has seen it.
+pub fn follow_sample<S: TableStore>(
+    tables: &mut UnwindTables<S>,
+    processes: &mut ProcessTracker,
+    symbolizer: &mut Symbolizer,
+    sample: (u32, u64, bool),
+) {
+    let (pid, mm_id, unmapped) = sample;
+    if mm_id == 0 {
+        return; // a kernel thread
+    }
+    let known = tables.knows(pid, mm_id);
+    if known && !(unmapped && tables.refresh_due(pid)) {
+        return;
+    }
+    if known && !processes.refresh(pid, mm_id, symbolizer) {
+        return; // exited meanwhile
+    }
+    if let Some(maps) = processes.maps(pid, mm_id) {
+        tables.add_process(pid, mm_id, maps);
+    } else if !known {
+        // No snapshot (exited before its maps were read): do not try again
+        // for every sample of it that is still buffered.
+        tables.mark_gone(pid, mm_id);
+    }
+}

@@ -1,0 +1,471 @@
+//! The unwind tables of every profiled process, kept in a bounded store.
+//!
+//! A module's table is built once (keyed by the file's device and inode, so
+//! every process that maps libc shares one copy) and kept while some process
+//! maps it. When the row space is full, tables no process uses are evicted,
+//! oldest first; if that is not enough, the module is unwound with frame
+//! pointers and the miss is counted (and said once).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use memmap2::Mmap;
+use symbolizer::{ExecRegion, FileId, Module, ProcessMaps, RegionKind};
+
+use super::layout::{MappingEntry, ProcessEntry, MAX_MAPPINGS};
+use super::space::{RowRange, RowSpace};
+use super::store::{StoreError, TableStore};
+use super::table::{parse_elf, LoadSegment, TableError};
+
+/// What the manager has done, for summaries and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnwindStats {
+    /// Processes with tables in BPF now.
+    pub processes: u64,
+    /// Module tables in BPF now.
+    pub tables: u64,
+    pub rows_used: u64,
+    pub rows_capacity: u64,
+    /// Tables built (from .eh_frame / .debug_frame).
+    pub tables_built: u64,
+    /// Modules with no usable table (no CFI, not ELF, unreadable).
+    pub modules_without_tables: u64,
+    /// Modules left to frame pointers because the row space was full.
+    pub space_full: u64,
+    /// Tables evicted to make room.
+    pub evicted: u64,
+    /// Mappings beyond the per-process limit (left to frame pointers).
+    pub mappings_dropped: u64,
+    /// Time spent building tables.
+    pub build_time: Duration,
+    /// Writes to the BPF maps that failed.
+    pub store_errors: u64,
+}
+
+enum ModuleTable {
+    Loaded {
+        range: RowRange,
+        base: u64,
+        segments: Vec<LoadSegment>,
+        refs: u32,
+        last_used: u64,
+    },
+    /// No table (the reason was logged once); frame pointers.
+    Unavailable,
+    /// Did not fit; retried when space is freed.
+    NoSpace,
+}
+
+struct ProcessTables {
+    mm_id: u64,
+    modules: Vec<FileId>,
+    updated: Instant,
+}
+
+pub struct UnwindTables<S: TableStore> {
+    store: S,
+    space: RowSpace,
+    modules: HashMap<FileId, ModuleTable>,
+    processes: HashMap<u32, ProcessTables>,
+    clock: u64,
+    stats: UnwindStats,
+    space_full_reported: bool,
+}
+
+/// A process entry is rewritten at most this often when its samples show
+/// addresses outside its known mappings (a library loaded since).
+const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+
+impl<S: TableStore> UnwindTables<S> {
+    pub fn new(store: S) -> Self {
+        let capacity = store.capacity();
+        Self {
+            store,
+            space: RowSpace::new(capacity),
+            modules: HashMap::new(),
+            processes: HashMap::new(),
+            clock: 0,
+            stats: UnwindStats {
+                rows_capacity: capacity.into(),
+                ..Default::default()
+            },
+            space_full_reported: false,
+        }
+    }
+
+    pub fn stats(&self) -> UnwindStats {
+        let mut stats = self.stats;
+        stats.processes = self.processes.len() as u64;
+        stats.tables = self
+            .modules
+            .values()
+            .filter(|m| matches!(m, ModuleTable::Loaded { .. }))
+            .count() as u64;
+        stats.rows_used = u64::from(self.space.capacity()) - self.space.free_rows();
+        stats
+    }
+
+    /// Whether `pid` in address space `mm_id` has been handled already
+    /// (a process preloaded before its first sample has mm_id 0: it is
+    /// written again, cheaply, with its tables cached).
+    pub fn knows(&self, pid: u32, mm_id: u64) -> bool {
+        self.processes.get(&pid).is_some_and(|p| p.mm_id == mm_id)
+    }
+
+    /// Remembers a process whose maps could not be read (it exited), so that
+    /// its remaining samples do not retry; it holds no tables.
+    pub fn mark_gone(&mut self, pid: u32, mm_id: u64) {
+        let previous = self.processes.insert(
+            pid,
+            ProcessTables {
+                mm_id,
+                modules: Vec::new(),
+                updated: Instant::now(),
+            },
+        );
+        if let Some(previous) = previous {
+            self.release(&previous.modules);
+        }
+    }
+
+    /// Whether a process's entry may be rewritten now (rate limit for
+    /// samples that hit unknown mappings).
+    pub fn refresh_due(&self, pid: u32) -> bool {
+        self.processes
+            .get(&pid)
+            .is_none_or(|p| p.updated.elapsed() >= REFRESH_INTERVAL)
+    }
+
+    /// Builds (or reuses) the tables of every module `maps` has and points
+    /// the process's BPF entry at them. `mm_id` 0: not known yet.
+    pub fn add_process(&mut self, pid: u32, mm_id: u64, maps: &ProcessMaps) {
+        self.clock += 1;
+        let mut entries: Vec<MappingEntry> = Vec::with_capacity(maps.regions.len());
+        let mut used: Vec<FileId> = Vec::new();
+        for region in &maps.regions {
+            let mut entry = MappingEntry {
+                start: region.start,
+                end: region.end,
+                ..Default::default()
+            };
+            if let RegionKind::Module(module) = &region.kind {
+                if let Some(found) = self.module_rows(module, region) {
+                    entry = found;
+                    used.push(module.id);
+                }
+            }
+            entries.push(entry);
+        }
+        if entries.len() > MAX_MAPPINGS {
+            // Keep the mappings with tables first; the rest use frame pointers.
+            self.stats.mappings_dropped += (entries.len() - MAX_MAPPINGS) as u64;
+            entries.sort_by_key(|e| e.row_count == 0);
+            entries.truncate(MAX_MAPPINGS);
+            entries.sort_by_key(|e| e.start);
+        }
+        let previous = self.processes.insert(
+            pid,
+            ProcessTables {
+                mm_id,
+                modules: used,
+                updated: Instant::now(),
+            },
+        );
+        if let Err(e) = self.store.set_process(pid, &ProcessEntry::new(&entries)) {
+            self.store_failed(&e);
+        }
+        if let Some(previous) = previous {
+            self.release(&previous.modules);
+        }
+    }
+
+    /// Forgets a process (it exited): its tables may be evicted later.
+    pub fn remove_process(&mut self, pid: u32) {
+        if let Some(process) = self.processes.remove(&pid) {
+            if let Err(e) = self.store.remove_process(pid) {
+                self.store_failed(&e);
+            }
+            self.release(&process.modules);
+        }
+    }
+
+    /// Removes every process `alive` says is gone.
+    pub fn reap(&mut self, alive: impl Fn(u32) -> bool) {
+        let dead: Vec<u32> = self
+            .processes
+            .keys()
+            .copied()
+            .filter(|&pid| !alive(pid))
+            .collect();
+        for pid in dead {
+            self.remove_process(pid);
+        }
+    }
+
+    fn release(&mut self, modules: &[FileId]) {
+        let mut freed = false;
+        for id in modules {
+            if let Some(ModuleTable::Loaded { refs, .. }) = self.modules.get_mut(id) {
+                *refs = refs.saturating_sub(1);
+                freed |= *refs == 0;
+            }
+        }
+        if freed {
+            // Tables that did not fit may fit now.
+            self.modules
+                .retain(|_, m| !matches!(m, ModuleTable::NoSpace));
+        }
+    }
+
+    fn store_failed(&mut self, e: &StoreError) {
+        self.stats.store_errors += 1;
+        if self.stats.store_errors == 1 {
+            tracing::warn!(
+                "cannot update unwind tables in BPF ({}); affected processes use frame pointers",
+                error_chain(e)
+            );
+        }
+    }
+
+    /// The mapping entry for `region` of `module`, building its table if needed.
+    fn module_rows(&mut self, module: &Module, region: &ExecRegion) -> Option<MappingEntry> {
+        if !self.modules.contains_key(&module.id) {
+            let table = self.build(module);
+            self.modules.insert(module.id, table);
+        }
+        let clock = self.clock;
+        let ModuleTable::Loaded {
+            range,
+            base,
+            segments,
+            refs,
+            last_used,
+        } = self.modules.get_mut(&module.id)?
+        else {
+            return None;
+        };
+        let segment = segment_for(segments, region.offset)?;
+        *refs += 1;
+        *last_used = clock;
+        // vaddr(a) = a - region.start + region.offset - segment.offset + segment.vaddr
+        let bias = region
+            .start
+            .wrapping_sub(region.offset)
+            .wrapping_add(segment.offset)
+            .wrapping_sub(segment.vaddr);
+        Some(MappingEntry {
+            start: region.start,
+            end: region.end,
+            base: bias.wrapping_add(*base),
+            first_row: range.start,
+            row_count: range.len,
+        })
+    }
+
+    fn build(&mut self, module: &Module) -> ModuleTable {
+        let started = Instant::now();
+        let parsed = read_table(module);
+        self.stats.build_time += started.elapsed();
+        let info = match parsed {
+            Ok(info) => info,
+            Err(e) => {
+                self.stats.modules_without_tables += 1;
+                tracing::debug!(
+                    "no unwind table for {}: {}; frame pointers there",
+                    module.path.display(),
+                    error_chain(&e)
+                );
+                return ModuleTable::Unavailable;
+            }
+        };
+        self.stats.tables_built += 1;
+        let rows = &info.table.rows;
+        let Ok(len) = u32::try_from(rows.len()) else {
+            return self.no_space(module, rows.len());
+        };
+        let Some(range) = self.allocate(len) else {
+            return self.no_space(module, rows.len());
+        };
+        if let Err(e) = self.store.write_rows(range.start, rows) {
+            self.store_failed(&e);
+            self.space.release(range);
+            return ModuleTable::Unavailable;
+        }
+        tracing::debug!(
+            "unwind table for {}: {} rows in {:.1} ms",
+            module.path.display(),
+            rows.len(),
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        ModuleTable::Loaded {
+            range,
+            base: info.table.base,
+            segments: info.segments,
+            refs: 0,
+            last_used: self.clock,
+        }
+    }
+
+    /// A range of `len` rows, evicting unused tables (oldest first) if needed.
+    fn allocate(&mut self, len: u32) -> Option<RowRange> {
+        loop {
+            if let Some(range) = self.space.allocate(len) {
+                return Some(range);
+            }
+            let victim = self
+                .modules
+                .iter()
+                .filter_map(|(id, m)| match m {
+                    ModuleTable::Loaded {
+                        refs: 0, last_used, ..
+                    } => Some((*last_used, *id)),
+                    _ => None,
+                })
+                .min()?;
+            if let Some(ModuleTable::Loaded { range, .. }) = self.modules.remove(&victim.1) {
+                self.space.release(range);
+                self.stats.evicted += 1;
+            }
+        }
+    }
+
+    fn no_space(&mut self, module: &Module, rows: usize) -> ModuleTable {
+        self.stats.space_full += 1;
+        if !self.space_full_reported {
+            self.space_full_reported = true;
+            tracing::warn!(
+                "unwind table space is full ({} rows): {} ({} rows) and later modules that do \
+                 not fit are unwound with frame pointers; raise --unwind-table-mib",
+                self.space.capacity(),
+                module.path.display(),
+                rows
+            );
+        }
+        ModuleTable::NoSpace
+    }
+}
+
+/// The load segment that maps file offset `offset`. Mapping offsets are page
+/// aligned and segment offsets need not be, so two segments can share a
+/// page: the one that starts in it (the latest) is the one mapped there.
+fn segment_for(segments: &[LoadSegment], offset: u64) -> Option<LoadSegment> {
+    const PAGE: u64 = 4096;
+    segments
+        .iter()
+        .filter(|s| {
+            s.offset & !(PAGE - 1) <= offset && offset < s.offset.saturating_add(s.file_size)
+        })
+        .max_by_key(|s| s.offset)
+        .copied()
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("file not open")]
+    NotOpen,
+    #[error("cannot map the file")]
+    Map(#[source] std::io::Error),
+    #[error(transparent)]
+    Table(#[from] TableError),
+}
+
+fn read_table(module: &Module) -> Result<super::table::ElfUnwindInfo, ReadError> {
+    let file = module.file().ok_or(ReadError::NotOpen)?;
+    // SAFETY: a read-only private mapping. If the file is truncated while
+    // mapped, reads past the end fault (as for every mmap-based reader,
+    // blazesym included); binaries are not rewritten in place.
+    let map = unsafe { Mmap::map(file) }.map_err(ReadError::Map)?;
+    Ok(parse_elf(&map)?)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::store::MemoryStore;
+    use super::*;
+    use symbolizer::{Symbolizer, SymbolizerConfig};
+
+    fn own_maps(symbolizer: &mut Symbolizer) -> ProcessMaps {
+        symbolizer.snapshot_process(std::process::id()).unwrap()
+    }
+
+    #[test]
+    fn shares_tables_and_frees_them_when_processes_leave() {
+        let mut symbolizer = Symbolizer::new(SymbolizerConfig::default());
+        let maps = own_maps(&mut symbolizer);
+        let mut tables = UnwindTables::new(MemoryStore::with_capacity(4 << 20));
+        tables.add_process(1, 0, &maps);
+        let one = tables.stats();
+        assert!(one.tables >= 2, "this binary and libc: {one:?}");
+        assert!(one.rows_used > 1000);
+        // A second process mapping the same files reuses the tables.
+        tables.add_process(2, 0, &maps);
+        let two = tables.stats();
+        assert_eq!(
+            (two.tables_built, two.rows_used),
+            (one.tables_built, one.rows_used)
+        );
+        let entry = &tables.store.processes[&1];
+        assert_eq!(entry.count as usize, maps.regions.len());
+        let with_rows = entry.mappings[..entry.count as usize]
+            .iter()
+            .filter(|m| m.row_count > 0)
+            .count();
+        assert!(with_rows >= 2);
+        assert!(entry.mappings[..entry.count as usize]
+            .windows(2)
+            .all(|w| w[0].start < w[1].start));
+        tables.reap(|pid| pid == 2);
+        assert!(!tables.store.processes.contains_key(&1));
+        assert_eq!(tables.stats().processes, 1);
+    }
+
+    #[test]
+    fn a_full_space_evicts_unused_tables_then_falls_back() {
+        let mut symbolizer = Symbolizer::new(SymbolizerConfig::default());
+        let maps = own_maps(&mut symbolizer);
+        // Room for the biggest table only.
+        let mut probe = UnwindTables::new(MemoryStore::with_capacity(4 << 20));
+        probe.add_process(1, 0, &maps);
+        let needed = probe.stats().rows_used as u32;
+        let mut tables = UnwindTables::new(MemoryStore::with_capacity(needed - 1));
+        tables.add_process(1, 0, &maps);
+        let stats = tables.stats();
+        assert!(stats.space_full >= 1, "{stats:?}");
+        assert!(stats.rows_used < u64::from(needed));
+        // Once the process leaves, its tables can be evicted for another.
+        tables.remove_process(1);
+        tables.add_process(2, 0, &maps);
+        assert!(tables.stats().tables >= 1);
+    }
+
+    #[test]
+    fn segment_lookup_handles_unaligned_offsets() {
+        let segments = [
+            LoadSegment {
+                offset: 0,
+                vaddr: 0,
+                file_size: 0x1234,
+            },
+            LoadSegment {
+                offset: 0x1234,
+                vaddr: 0x2234,
+                file_size: 0x5000,
+            },
+        ];
+        assert_eq!(segment_for(&segments, 0).unwrap().vaddr, 0);
+        assert_eq!(segment_for(&segments, 0x1000).unwrap().vaddr, 0x2234);
+        assert_eq!(segment_for(&segments, 0x2000).unwrap().vaddr, 0x2234);
+        assert!(segment_for(&segments, 0x7000).is_none());
+    }
+}
