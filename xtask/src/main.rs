@@ -4,6 +4,7 @@
 //! `smolder` binary like a user would.
 
 mod bench;
+mod cudart;
 mod otel;
 mod pyroscope;
 mod setup;
@@ -161,6 +162,8 @@ fn test() -> Result<()> {
     // outside the clone) and tell the tests where it is.
     let pyroscope = pyroscope::ensure()?;
     std::env::set_var("SMOLDER_PYROSCOPE", &pyroscope);
+    // The unwinding tests profile calls into the CUDA runtime from PyPI.
+    std::env::set_var("SMOLDER_CUDART", cudart::ensure()?);
     // One test at a time: the BPF tests compare CPU and off-CPU times with
     // the workloads' own clocks, and tests competing for two cores would
     // blur those numbers.

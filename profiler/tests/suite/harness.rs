@@ -27,6 +27,30 @@ pub fn is_root() -> bool {
 /// once per test run: rebuilding over a binary that another test is running
 /// would turn it into a deleted file under that process.
 pub fn workload(name: &str) -> PathBuf {
+    build_c(
+        name,
+        "clang-19",
+        &[
+            "-O1",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-mno-omit-leaf-frame-pointer",
+            "-pthread",
+        ],
+    )
+}
+
+/// Compiles `testdata/NAME.c` the way distributions build most native code:
+/// gcc -O2 without frame pointers (GCC also drops them from leaf functions).
+pub fn workload_without_frame_pointers(name: &str) -> PathBuf {
+    build_c(
+        name,
+        "gcc",
+        &["-O2", "-g", "-fomit-frame-pointer", "-pthread", "-ldl"],
+    )
+}
+
+fn build_c(name: &str, compiler: &str, flags: &[&str]) -> PathBuf {
     static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
@@ -41,19 +65,13 @@ pub fn workload(name: &str) -> PathBuf {
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../testdata")
         .join(format!("{name}.c"));
-    let status = Command::new("clang-19")
-        .args([
-            "-O1",
-            "-g",
-            "-fno-omit-frame-pointer",
-            "-mno-omit-leaf-frame-pointer",
-            "-pthread",
-        ])
+    let status = Command::new(compiler)
         .arg(&source)
+        .args(flags)
         .arg("-o")
         .arg(&out)
         .status()
-        .expect("clang-19 (run `cargo xtask setup`)");
+        .unwrap_or_else(|e| panic!("{compiler}: {e} (run `cargo xtask setup`)"));
     assert!(status.success(), "compiling {}", source.display());
     built.push((name.to_owned(), out.clone()));
     out
@@ -119,6 +137,8 @@ pub struct Stack {
     /// The innermost user-space frame (below any kernel frames), inlined
     /// calls included.
     pub user_leaf: Option<String>,
+    /// The user-space frames (and `[truncated]` / `[unwind error]`), root first.
+    pub user_frames: Vec<String>,
 }
 
 impl Stack {
@@ -152,6 +172,7 @@ pub fn read_pprof(path: &Path) -> (pprof_proto::Profile, Vec<Stack>) {
                     .unwrap_or_default()
             };
             let mut frames = Vec::new();
+            let mut user_frames = Vec::new();
             let mut user_leaf = None;
             for &loc in sample.location_id.iter().rev() {
                 let location = location(loc);
@@ -159,6 +180,7 @@ pub fn read_pprof(path: &Path) -> (pprof_proto::Profile, Vec<Stack>) {
                     let name = s(function(line.function_id).name);
                     if location.address < KERNEL_SPACE {
                         user_leaf = Some(name.clone());
+                        user_frames.push(name.clone());
                     }
                     frames.push(name);
                 }
@@ -172,6 +194,7 @@ pub fn read_pprof(path: &Path) -> (pprof_proto::Profile, Vec<Stack>) {
                 count: sample.value[0] as u64,
                 nanos: sample.value[1] as u64,
                 user_leaf,
+                user_frames,
             }
         })
         .collect();

@@ -4,9 +4,11 @@
 mod agent;
 mod debuginfod;
 mod go;
+mod ground_truth;
 mod harness;
 mod kernel_symbols;
 mod offcpu;
 mod pyroscope;
 mod record;
 mod symbol_sources;
+mod unwind;

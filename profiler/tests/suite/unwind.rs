@@ -1,0 +1,253 @@
+//! DWARF unwinding in BPF on code without frame pointers: a GCC-built chain
+//! with a frameless leaf, glibc (qsort, memcpy, strlen), and the CUDA runtime
+//! from PyPI; checked against `perf record --call-graph dwarf`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+use crate::ground_truth::{agreement, perf_user_stacks, start_perf};
+use crate::harness::{
+    is_root, read_pprof, share, smolder_ok, workload_without_frame_pointers, Stack,
+};
+
+const NOFP_CHAIN: &[&str] = &[
+    "main", "chain1", "chain2", "chain3", "chain4", "chain5", "chain6", "chain7", "leaf",
+];
+
+/// The CUDA runtime from its PyPI wheel (fetched by `cargo xtask test`).
+fn libcudart() -> PathBuf {
+    let path = std::env::var_os("SMOLDER_CUDART")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let home = std::env::var_os("HOME")?;
+            Some(Path::new(&home).join(".cache/smolder/cudart-12.9.79/libcudart.so.12"))
+        })
+        .expect("HOME");
+    assert!(
+        path.is_file(),
+        "no libcudart at {}: run `cargo xtask test` (it fetches it from PyPI) or set SMOLDER_CUDART",
+        path.display()
+    );
+    path
+}
+
+/// A running workload, killed when dropped.
+struct Running(Child);
+
+impl Running {
+    fn start(binary: &Path, args: &[&str]) -> Self {
+        let child = Command::new(binary).args(args).spawn().unwrap();
+        // Let it load its libraries and reach its loop.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Self(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `smolder record -p PID` for `seconds`; the workload's stacks and stderr.
+fn record(pid: u32, seconds: u32, extra: &[&str]) -> (Vec<Stack>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.pb.gz");
+    let pid_text = pid.to_string();
+    let duration = format!("{seconds}s");
+    let mut args = vec![
+        "record",
+        "-p",
+        &pid_text,
+        "-d",
+        &duration,
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let stderr = smolder_ok(&args);
+    let (_, stacks) = read_pprof(&out);
+    let ours = stacks.into_iter().filter(|s| s.pid == pid).collect();
+    (ours, stderr)
+}
+
+fn total(stacks: &[Stack]) -> u64 {
+    stacks.iter().map(|s| s.count).sum()
+}
+
+fn reaches_start(s: &Stack) -> bool {
+    s.user_frames.first().map(String::as_str) == Some("_start")
+}
+
+#[test]
+fn frameless_gcc_chain_is_complete_with_dwarf_and_broken_with_frame_pointers() {
+    if !is_root() {
+        return;
+    }
+    let binary = workload_without_frame_pointers("nofp_chain");
+    let running = Running::start(&binary, &["8"]);
+    let (dwarf, stderr) = record(running.pid(), 3, &[]);
+    assert!(total(&dwarf) >= 150, "only {} samples", total(&dwarf));
+    let complete = share(&dwarf, |s| {
+        s.contains(NOFP_CHAIN) && s.user_leaf.as_deref() == Some("leaf") && reaches_start(s)
+    });
+    assert!(
+        complete >= 0.95,
+        "{:.1}% of samples have _start..main;chain1..chain7;leaf\n{}",
+        complete * 100.0,
+        stderr
+    );
+    assert!(stderr.contains(" 0 unwind errors"), "{stderr}");
+
+    // The same process with frame pointers only: the frameless leaf hides
+    // its caller and the chain above it is garbage. This is what the DWARF
+    // unwinder is for; if this ever passes, the workload no longer tests it.
+    let (fp, _) = record(running.pid(), 2, &["--unwind", "fp"]);
+    let fp_complete = share(&fp, |s| s.contains(NOFP_CHAIN));
+    assert!(
+        fp_complete < 0.5,
+        "frame pointers alone walked {:.0}% of the chain: the workload has frame pointers?",
+        fp_complete * 100.0
+    );
+}
+
+#[test]
+fn stacks_pass_through_glibc_back_to_main() {
+    if !is_root() {
+        return;
+    }
+    let binary = workload_without_frame_pointers("libc_work");
+    let running = Running::start(&binary, &["6"]);
+    let (stacks, stderr) = record(running.pid(), 4, &[]);
+    assert!(total(&stacks) >= 200, "only {} samples", total(&stacks));
+    let sorting: Vec<Stack> = stacks
+        .iter()
+        .filter(|s| s.user_frames.iter().any(|f| f == "compare_ints"))
+        .cloned()
+        .collect();
+    assert!(
+        total(&sorting) >= 10,
+        "few samples in the qsort callback\n{stderr}"
+    );
+    let through_qsort = share(&sorting, |s| {
+        s.contains(&["main", "sort_numbers"])
+            && s.user_frames.iter().any(|f| f.contains("qsort"))
+            && reaches_start(s)
+    });
+    assert!(
+        through_qsort >= 0.95,
+        "{:.1}% of compare_ints samples pass qsort back to main",
+        through_qsort * 100.0
+    );
+    // glibc's merge sort calls memcpy too: either caller is right.
+    for (leaf, callers) in [
+        ("memcpy", &["copy_bytes", "sort_numbers"][..]),
+        ("strlen", &["measure_strings"][..]),
+    ] {
+        let inside: Vec<Stack> = stacks
+            .iter()
+            .filter(|s| s.user_leaf.as_deref().is_some_and(|l| l.contains(leaf)))
+            .cloned()
+            .collect();
+        assert!(total(&inside) >= 5, "few samples in {leaf}\n{stderr}");
+        let reach = share(&inside, |s| {
+            callers.iter().any(|c| s.contains(&["main", c])) && reaches_start(s)
+        });
+        assert!(
+            reach >= 0.95,
+            "{:.1}% of {leaf} samples reach main through {callers:?}",
+            reach * 100.0
+        );
+    }
+    let everything = share(&stacks, reaches_start);
+    assert!(
+        everything >= 0.95,
+        "{:.1}% reach _start",
+        everything * 100.0
+    );
+}
+
+#[test]
+fn libcudart_frames_are_named_and_reach_main() {
+    if !is_root() {
+        return;
+    }
+    let cudart = libcudart();
+    let binary = workload_without_frame_pointers("cudart_loop");
+    let running = Running::start(&binary, &[cudart.to_str().unwrap(), "6"]);
+    let (stacks, stderr) = record(running.pid(), 4, &[]);
+    let is_cudart = |f: &String| f.starts_with("cuda") || f.starts_with("libcudart.so");
+    let inside: Vec<Stack> = stacks
+        .iter()
+        .filter(|s| s.user_frames.iter().any(is_cudart))
+        .cloned()
+        .collect();
+    assert!(
+        total(&inside) * 2 >= total(&stacks),
+        "only {} of {} samples inside libcudart\n{stderr}",
+        total(&inside),
+        total(&stacks)
+    );
+    // The outermost libcudart frame is the API function the program called,
+    // named from .dynsym; below it, unexported code keeps libcudart+0xOFFSET.
+    let named = share(&inside, |s| {
+        s.user_frames
+            .iter()
+            .find(|f| is_cudart(f))
+            .is_some_and(|f| f.starts_with("cuda"))
+    });
+    assert!(
+        named >= 0.95,
+        "{:.1}% enter libcudart through a named API",
+        named * 100.0
+    );
+    let reach = share(&inside, |s| {
+        s.contains(&["main", "call_cuda_runtime"]) && reaches_start(s)
+    });
+    assert!(
+        reach >= 0.95,
+        "{:.1}% of libcudart samples reach main\n{stderr}",
+        reach * 100.0
+    );
+}
+
+/// smolder and `perf record --call-graph dwarf` sample the same processes
+/// at the same time; their caller chains (main down to the leaf) must agree
+/// for at least 95% of samples, both ways.
+#[test]
+fn dwarf_stacks_agree_with_perf() {
+    if !is_root() {
+        return;
+    }
+    let cudart = libcudart();
+    let cases: [(&str, Vec<&str>); 3] = [
+        ("nofp_chain", vec!["7"]),
+        ("libc_work", vec!["7"]),
+        ("cudart_loop", vec![cudart.to_str().unwrap(), "7"]),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (name, args) in cases {
+        let binary = workload_without_frame_pointers(name);
+        let running = Running::start(&binary, &args);
+        let data = dir.path().join(format!("{name}.perf.data"));
+        let mut perf = start_perf(running.pid(), 4, &data);
+        let (ours, _) = record(running.pid(), 4, &[]);
+        assert!(perf.wait().unwrap().success(), "perf record failed");
+        let theirs = perf_user_stacks(&data);
+        let agreed = agreement(&ours, &theirs);
+        eprintln!("{name}: {agreed:?}");
+        assert!(
+            agreed.smolder_samples >= 150 && agreed.perf_samples >= 150,
+            "{name}: too few samples: {agreed:?}"
+        );
+        assert!(
+            agreed.smolder_in_perf >= 0.95 && agreed.perf_in_smolder >= 0.95,
+            "{name}: caller chains disagree with perf: {agreed:?}"
+        );
+    }
+}
