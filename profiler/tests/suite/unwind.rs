@@ -216,6 +216,54 @@ fn libcudart_frames_are_named_and_reach_main() {
     );
 }
 
+/// PyTorch stacks run past 100 frames: those fit, and deeper ones end in a
+/// visible `[truncated]` root, counted in the summary.
+#[test]
+fn deep_stacks_fit_or_are_visibly_truncated() {
+    if !is_root() {
+        return;
+    }
+    let binary = workload_without_frame_pointers("deep_stack");
+    let fits = Running::start(&binary, &["110", "5"]);
+    let (stacks, stderr) = record(fits.pid(), 2, &[]);
+    let complete = share(&stacks, |s| {
+        reaches_start(s) && s.user_frames.iter().filter(|f| *f == "recurse").count() == 111
+    });
+    assert!(
+        complete >= 0.95,
+        "{:.1}% complete at 111 frames\n{stderr}",
+        complete * 100.0
+    );
+    drop(fits);
+
+    let too_deep = Running::start(&binary, &["300", "5"]);
+    let (stacks, stderr) = record(too_deep.pid(), 2, &[]);
+    let marked = share(&stacks, |s| {
+        s.user_frames.first().map(String::as_str) == Some("[truncated]")
+            && s.user_leaf.as_deref() == Some("spin")
+    });
+    assert!(
+        marked >= 0.95,
+        "{:.1}% marked [truncated]\n{stderr}",
+        marked * 100.0
+    );
+    let counted: u64 = stderr
+        .lines()
+        .find_map(|l| {
+            l.split(" unwind errors, ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("unwind summary line");
+    assert!(
+        counted >= total(&stacks) * 95 / 100,
+        "{counted} truncated counted\n{stderr}"
+    );
+}
+
 /// smolder and `perf record --call-graph dwarf` sample the same processes
 /// at the same time; their caller chains (main down to the leaf) must agree
 /// for at least 95% of samples, both ways.
