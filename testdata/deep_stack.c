@@ -4,7 +4,11 @@
 #include <stdlib.h>
 #include <time.h>
 
+#ifdef __clang__
+#define STEP __attribute__((noinline))
+#else
 #define STEP __attribute__((noinline, noclone))
+#endif
 
 static volatile unsigned long sink;
 static double seconds;

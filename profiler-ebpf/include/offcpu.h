@@ -31,6 +31,20 @@ struct smolder_offcpu_value {
 	__u64 count; /* number of blocks */
 };
 
+/* User stacks walked with unwind tables are kept in offcpu_user_stacks under
+ * ids with this bit set (kernel stack-map ids stay below it): the low 30
+ * bits of a hash of the frames. `hash` holds all 64 bits, so that a
+ * collision is detected (and that block falls back to frame pointers). */
+#define SMOLDER_OFFCPU_DWARF_ID (1 << 30)
+#define SMOLDER_OFFCPU_DWARF_ID_MASK (SMOLDER_OFFCPU_DWARF_ID - 1)
+
+struct smolder_offcpu_user_stack {
+	__u64 hash;
+	__u32 len;   /* valid frames */
+	__u32 flags; /* SAMPLE_USER_TRUNCATED, SAMPLE_USER_UNWIND_ERROR */
+	__u64 frames[127];
+};
+
 /* Sent once per new totals entry, so user space learns names and can read
  * the process's mappings while it lives. */
 struct smolder_offcpu_thread {
@@ -45,5 +59,7 @@ _Static_assert(sizeof(struct smolder_offcpu_start) == 32, "offcpu_start layout")
 _Static_assert(sizeof(struct smolder_offcpu_key) == 24, "offcpu_key layout");
 _Static_assert(sizeof(struct smolder_offcpu_value) == 16, "offcpu_value layout");
 _Static_assert(sizeof(struct smolder_offcpu_thread) == 48, "offcpu_thread layout");
+_Static_assert(sizeof(struct smolder_offcpu_user_stack) == 16 + 8 * 127,
+	       "offcpu_user_stack layout");
 
 #endif

@@ -24,7 +24,8 @@ enum smolder_stat {
 	STAT_UNWIND_TRUNCATED = 11,  /* user stacks deeper than SMOLDER_MAX_USER_FRAMES */
 	STAT_UNWIND_FP_FRAMES = 12,  /* frames without a table row, stepped with frame pointers */
 	STAT_UNWIND_UNMAPPED = 13,   /* user stacks with an address outside every known mapping */
-	STAT_COUNT = 14,
+	STAT_OFFCPU_DWARF_COLLISION = 14, /* off-CPU DWARF stack id taken by another stack */
+	STAT_COUNT = 15,
 };
 
 /* sample.flags */

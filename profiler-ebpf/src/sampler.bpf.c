@@ -203,6 +203,63 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } offcpu_threads SEC(".maps");
 
+/* User stacks walked with unwind tables, by id (see offcpu.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SMOLDER_OFFCPU_STACKS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __s32);
+	__type(value, struct smolder_offcpu_user_stack);
+} offcpu_user_stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct smolder_offcpu_user_stack);
+} offcpu_user_scratch SEC(".maps");
+
+/* The current task's user stack walked with unwind tables and stored in
+ * offcpu_user_stacks; its id, or -1 (no tables, or no room: the caller
+ * falls back to the kernel's frame-pointer walk). */
+static __always_inline __s32 dwarf_user_stack_id(__u32 tgid)
+{
+	if (!dwarf_unwind)
+		return -1;
+	__u32 zero = 0;
+	struct smolder_offcpu_user_stack *stack = bpf_map_lookup_elem(&offcpu_user_scratch, &zero);
+	struct unwind_cursor *c = fresh_cursor();
+	if (!stack || !c || saved_user_registers(c) != 0)
+		return -1;
+	if (walk_user_stack(tgid, c, stack->frames) < 0)
+		return -1;
+	__u32 len = c->len;
+	stack->len = len;
+	stack->flags = c->flags;
+	/* FNV-1a over the frames and the flags. */
+	__u64 hash = 0xcbf29ce484222325ULL ^ c->flags;
+	for (__u32 i = 0; i < SMOLDER_MAX_USER_FRAMES; i++) {
+		if (i >= len)
+			break;
+		hash = (hash ^ stack->frames[i]) * 0x100000001b3ULL;
+	}
+	stack->hash = hash;
+	__s32 id = (__s32)((hash & SMOLDER_OFFCPU_DWARF_ID_MASK) | SMOLDER_OFFCPU_DWARF_ID);
+	long err = bpf_map_update_elem(&offcpu_user_stacks, &id, stack, BPF_NOEXIST);
+	if (err == 0)
+		return id;
+	if (err == -EEXIST) {
+		struct smolder_offcpu_user_stack *stored =
+		    bpf_map_lookup_elem(&offcpu_user_stacks, &id);
+		if (stored && stored->hash == hash)
+			return id;
+		count(STAT_OFFCPU_DWARF_COLLISION);
+		return -1;
+	}
+	count(STAT_OFFCPU_STACK_ERROR);
+	return -1;
+}
+
 static __always_inline void add_blocked(struct smolder_offcpu_value *value, __u64 delta)
 {
 	__sync_fetch_and_add(&value->nanos, delta);
@@ -241,7 +298,12 @@ static __always_inline void switch_out(void *ctx, struct task_struct *prev, __u6
 	    .pid = tgid,
 	};
 	start.kernel_stack = bpf_get_stackid(ctx, &offcpu_stacks, 0);
-	start.user_stack = mm ? bpf_get_stackid(ctx, &offcpu_stacks, BPF_F_USER_STACK) : -1;
+	start.user_stack = -1;
+	if (mm) {
+		start.user_stack = dwarf_user_stack_id(tgid);
+		if (start.user_stack < 0)
+			start.user_stack = bpf_get_stackid(ctx, &offcpu_stacks, BPF_F_USER_STACK);
+	}
 	if (start.kernel_stack < 0 || (mm && start.user_stack < 0))
 		count(STAT_OFFCPU_STACK_ERROR);
 	bpf_map_update_elem(&offcpu_start, &tid, &start, BPF_ANY);

@@ -58,7 +58,7 @@ struct {
 
 /* What the callback needs; constant during the walk. */
 struct unwind_context {
-	struct smolder_sample *sample;
+	__u64 *frames; /* SMOLDER_MAX_USER_FRAMES slots in a map value */
 	struct smolder_unwind_process *process;
 	struct unwind_cursor *cursor;
 };
@@ -192,13 +192,12 @@ static long unwind_step(__u32 index, void *data)
 {
 	struct unwind_context *ctx = data;
 	struct unwind_cursor *c = ctx->cursor;
-	struct smolder_sample *s = ctx->sample;
 	__u32 n = c->len;
 	if (n >= SMOLDER_MAX_USER_FRAMES) {
 		c->flags |= SAMPLE_USER_TRUNCATED;
 		return 1;
 	}
-	s->user_stack[n] = c->ip;
+	ctx->frames[n] = c->ip;
 	c->len = n + 1;
 
 	/* A return address points after its call: look up the call itself. */
@@ -233,6 +232,32 @@ static long unwind_step(__u32 index, void *data)
 	return 0;
 }
 
+/* The per-CPU cursor, reset. */
+static __always_inline struct unwind_cursor *fresh_cursor(void)
+{
+	__u32 zero = 0;
+	struct unwind_cursor *c = bpf_map_lookup_elem(&unwind_cursors, &zero);
+	if (c) {
+		c->len = 0;
+		c->flags = 0;
+		c->fp_frames = 0;
+	}
+	return c;
+}
+
+/* The user registers the current task saved when it entered the kernel. */
+static __always_inline int saved_user_registers(struct unwind_cursor *c)
+{
+	/* bpf_task_pt_regs wants a trusted task pointer. */
+	struct pt_regs *user = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (!user)
+		return -1;
+	c->ip = BPF_CORE_READ(user, ip);
+	c->sp = BPF_CORE_READ(user, sp);
+	c->bp = BPF_CORE_READ(user, bp);
+	return 0;
+}
+
 /* The user registers of the sampled thread: the interrupted ones when the
  * sample hit user mode, else those saved when it entered the kernel. */
 static __always_inline int user_registers(struct bpf_perf_event_data *ctx, struct unwind_cursor *c)
@@ -245,41 +270,40 @@ static __always_inline int user_registers(struct bpf_perf_event_data *ctx, struc
 		c->bp = regs->bp;
 		return 0;
 	}
-	/* bpf_task_pt_regs wants a trusted task pointer. */
-	struct pt_regs *user = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	if (!user)
-		return -1;
-	c->ip = BPF_CORE_READ(user, ip);
-	c->sp = BPF_CORE_READ(user, sp);
-	c->bp = BPF_CORE_READ(user, bp);
-	return 0;
+	return saved_user_registers(c);
 }
 
-/* Fills s->user_stack with the tables of the sampled process. Returns 0, or
- * -1 when the process has no tables (the caller then lets the kernel walk
- * frame pointers). */
+/* Walks the current task's user stack from the registers in `c` into
+ * `frames` (SMOLDER_MAX_USER_FRAMES slots); c->len and c->flags say how it
+ * went. Returns the frames stepped with frame pointers, or -1 when the
+ * process has no tables (the caller then uses the kernel's walk). */
+static __always_inline int walk_user_stack(__u32 tgid, struct unwind_cursor *c, __u64 *frames)
+{
+	struct smolder_unwind_process *process = bpf_map_lookup_elem(&unwind_processes, &tgid);
+	if (!process || c->ip == 0)
+		return -1;
+	struct unwind_context walk = {.frames = frames, .process = process, .cursor = c};
+	bpf_loop(SMOLDER_MAX_USER_FRAMES + 1, unwind_step, &walk, 0);
+	return (int)c->fp_frames;
+}
+
+/* Fills s->user_stack with the tables of the sampled process. Returns the
+ * frames stepped with frame pointers, or -1 (no tables: use the kernel's
+ * frame-pointer walk). */
 static __always_inline int unwind_user_stack(struct bpf_perf_event_data *ctx,
 					     struct smolder_sample *s)
 {
 	if (!dwarf_unwind)
 		return -1;
-	struct smolder_unwind_process *process = bpf_map_lookup_elem(&unwind_processes, &s->pid);
-	if (!process)
+	struct unwind_cursor *c = fresh_cursor();
+	if (!c || user_registers(ctx, c) != 0)
 		return -1;
-	__u32 zero = 0;
-	struct unwind_cursor *c = bpf_map_lookup_elem(&unwind_cursors, &zero);
-	if (!c)
+	int fp_frames = walk_user_stack(s->pid, c, s->user_stack);
+	if (fp_frames < 0)
 		return -1;
-	c->len = 0;
-	c->flags = 0;
-	c->fp_frames = 0;
-	if (user_registers(ctx, c) != 0 || c->ip == 0)
-		return -1;
-	struct unwind_context walk = {.sample = s, .process = process, .cursor = c};
-	bpf_loop(SMOLDER_MAX_USER_FRAMES + 1, unwind_step, &walk, 0);
 	s->user_len = (__s32)c->len;
 	s->flags |= c->flags;
-	return (int)c->fp_frames;
+	return fp_frames;
 }
 
 #endif

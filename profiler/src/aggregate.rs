@@ -107,8 +107,9 @@ impl Aggregate {
     /// Adds the blocked time of one thread in one pair of stacks.
     pub fn add_off_cpu(&mut self, entry: OffCpuEntry) {
         // The stack map holds at most MAX_STACK_FRAMES: a full stack was cut.
-        let truncated =
-            entry.kernel.len() >= MAX_STACK_FRAMES || entry.user.len() >= MAX_STACK_FRAMES;
+        let truncated = entry.user_truncated
+            || entry.kernel.len() >= MAX_STACK_FRAMES
+            || entry.user.len() >= MAX_STACK_FRAMES;
         let key = StackKey {
             pid: entry.pid,
             tid: entry.tid,
@@ -116,7 +117,7 @@ impl Aggregate {
             kernel: entry.kernel.into_boxed_slice(),
             user: entry.user.into_boxed_slice(),
             truncated,
-            unwind_error: false,
+            unwind_error: entry.user_unwind_error,
         };
         let weight = Weight {
             count: entry.count,

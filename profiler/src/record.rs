@@ -297,6 +297,12 @@ fn drain(
         seen.push((sample.pid, sample.mm_id, sample.user_unmapped));
         on_cpu.add(sample);
     });
+    sampler.drain_threads(|thread| {
+        processes.observe(thread.pid, thread.mm_id, symbolizer);
+        seen.push((thread.pid, thread.mm_id, false));
+        off_cpu.note_process(thread.pid);
+        off_cpu.name_thread(thread.tid, thread.comm, thread.thread_name);
+    });
     if let Some(tables) = sampler.unwind_tables() {
         seen.sort_unstable();
         seen.dedup();
@@ -304,11 +310,6 @@ fn drain(
             unwind::follow_sample(tables, processes, symbolizer, sample);
         }
     }
-    sampler.drain_threads(|thread| {
-        processes.observe(thread.pid, thread.mm_id, symbolizer);
-        off_cpu.note_process(thread.pid);
-        off_cpu.name_thread(thread.tid, thread.comm, thread.thread_name);
-    });
 }
 
 fn command_exited(launched: &mut Launched) -> bool {

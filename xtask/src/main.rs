@@ -4,11 +4,11 @@
 //! `smolder` binary like a user would.
 
 mod bench;
-mod cudart;
 mod otel;
 mod pyroscope;
 mod setup;
 mod util;
+mod wheels;
 
 use anyhow::{bail, Result};
 
@@ -24,7 +24,7 @@ commands:
   pyroscope  build (once) and print the cached Grafana Pyroscope server used by agent tests
   bench    set up, then measure smolder against perf and addr2line (see docs/benchmarks.md)
            options: --seconds N (capture length, default 30), --runs N (default 3),
-                    --only symbolizer|overhead|offcpu|agent";
+                    --only symbolizer|overhead|offcpu|agent|unwind";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -163,7 +163,7 @@ fn test() -> Result<()> {
     let pyroscope = pyroscope::ensure()?;
     std::env::set_var("SMOLDER_PYROSCOPE", &pyroscope);
     // The unwinding tests profile calls into the CUDA runtime from PyPI.
-    std::env::set_var("SMOLDER_CUDART", cudart::ensure()?);
+    std::env::set_var("SMOLDER_CUDART", wheels::ensure(&wheels::CUDART)?);
     // One test at a time: the BPF tests compare CPU and off-CPU times with
     // the workloads' own clocks, and tests competing for two cores would
     // blur those numbers.

@@ -138,6 +138,17 @@ impl Collector {
                 on_cpu.add(sample);
             }
         });
+        sampler.drain_threads(|thread| {
+            if services
+                .resolve(thread.pid, thread.mm_id, &thread.comm, config)
+                .is_some()
+            {
+                processes.observe(thread.pid, thread.mm_id, symbolizer);
+                seen.push((thread.pid, thread.mm_id, false));
+                off_cpu.note_process(thread.pid);
+                off_cpu.name_thread(thread.tid, thread.comm, thread.thread_name);
+            }
+        });
         if let Some(tables) = sampler.unwind_tables() {
             seen.sort_unstable();
             seen.dedup();
@@ -145,16 +156,6 @@ impl Collector {
                 unwind::follow_sample(tables, processes, symbolizer, sample);
             }
         }
-        sampler.drain_threads(|thread| {
-            if services
-                .resolve(thread.pid, thread.mm_id, &thread.comm, config)
-                .is_some()
-            {
-                processes.observe(thread.pid, thread.mm_id, symbolizer);
-                off_cpu.note_process(thread.pid);
-                off_cpu.name_thread(thread.tid, thread.comm, thread.thread_name);
-            }
-        });
     }
 
     fn finish_window(&mut self, start: SystemTime, duration: Duration) -> WindowBatch {

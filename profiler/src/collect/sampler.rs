@@ -1,18 +1,15 @@
 //! Loads `sampler.bpf.o`, attaches it to a cpu-clock perf event on every
 //! online CPU and drains its ring buffer.
 
-use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf, StackTraceMap};
+use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::{BtfTracePoint, PerfEvent, ProgramError, RawTracePoint};
 use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 
-use super::offcpu::{
-    read_totals, OffCpuConfig, OffCpuEntry, RawKey, RawStart, RawValue, ThreadSeen,
-};
+use super::offcpu::{read_totals, remove_read, OffCpuConfig, OffCpuEntry, ThreadSeen};
 use super::programs::program;
 use super::record::Sample;
 use crate::unwind::{BpfStore, StoreError, UnwindStats, UnwindTables, ROW_SIZE};
@@ -160,8 +157,9 @@ const STAT_UNWIND_ERROR: u32 = 10;
 const STAT_UNWIND_TRUNCATED: u32 = 11;
 const STAT_UNWIND_FP_FRAMES: u32 = 12;
 const STAT_UNWIND_UNMAPPED: u32 = 13;
+const STAT_OFFCPU_DWARF_COLLISION: u32 = 14;
 #[cfg(test)]
-const STAT_COUNT: u32 = 14;
+const STAT_COUNT: u32 = 15;
 
 const OFFCPU_BTF: &str = "offcpu_switch_btf";
 const OFFCPU_RAW: &str = "offcpu_switch_raw";
@@ -198,7 +196,7 @@ impl Sampler {
         let sample_every = off_cpu.sample_every.get();
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| LoadError::Cpus(what, e))?;
         let ring_bytes = ring_buffer_bytes(cpus, config.frequency.get());
-        let dwarf = config.on_cpu && config.unwind.mode == UnwindMode::Dwarf;
+        let dwarf = config.unwind.mode == UnwindMode::Dwarf;
         let dwarf_flag = u8::from(dwarf);
         let table_rows = if dwarf { config.unwind.rows() } else { 1 };
         let mut ebpf = EbpfLoader::new()
@@ -388,99 +386,22 @@ impl Sampler {
         let Some(config) = self.config.off_cpu else {
             return Ok(Vec::new());
         };
-        let totals_map = self
-            .ebpf
-            .map("offcpu_totals")
-            .ok_or(LoadError::Missing("offcpu_totals"))?;
-        let totals = BpfHashMap::try_from(totals_map).map_err(|source| LoadError::Map {
-            name: "offcpu_totals",
-            source,
-        })?;
-        let stacks_map = self
-            .ebpf
-            .map("offcpu_stacks")
-            .ok_or(LoadError::Missing("offcpu_stacks"))?;
-        let stacks = StackTraceMap::try_from(stacks_map).map_err(|source| LoadError::Map {
-            name: "offcpu_stacks",
-            source,
-        })?;
-        let entries = read_totals(&totals, &stacks, u64::from(config.sample_every.get()))?;
+        let entries = read_totals(&self.ebpf, u64::from(config.sample_every.get()))?;
         Ok(entries.into_iter().map(|(_, entry)| entry).collect())
     }
 
     /// Like [`Sampler::off_cpu_totals`], but removes what it read, so that the
     /// next call returns only what was blocked since (the agent's windows).
     /// Stacks no sleeping thread or remaining entry refers to are removed
-    /// too, so the stack map does not fill up over days. A block that ends
+    /// too, so the stack maps do not fill up over days. A block that ends
     /// between the read and the removal of its entry is lost; that window
     /// is a few microseconds per entry.
     pub fn take_off_cpu_totals(&mut self) -> Result<Vec<OffCpuEntry>, LoadError> {
         let Some(config) = self.config.off_cpu else {
             return Ok(Vec::new());
         };
-        let map_error = |name| move |source| LoadError::Map { name, source };
-        let read = {
-            let totals = BpfHashMap::try_from(
-                self.ebpf
-                    .map("offcpu_totals")
-                    .ok_or(LoadError::Missing("offcpu_totals"))?,
-            )
-            .map_err(map_error("offcpu_totals"))?;
-            let stacks = StackTraceMap::try_from(
-                self.ebpf
-                    .map("offcpu_stacks")
-                    .ok_or(LoadError::Missing("offcpu_stacks"))?,
-            )
-            .map_err(map_error("offcpu_stacks"))?;
-            read_totals(&totals, &stacks, u64::from(config.sample_every.get()))?
-        };
-        let mut read_ids: HashSet<i32> = HashSet::new();
-        {
-            let mut totals: BpfHashMap<_, RawKey, RawValue> = BpfHashMap::try_from(
-                self.ebpf
-                    .map_mut("offcpu_totals")
-                    .ok_or(LoadError::Missing("offcpu_totals"))?,
-            )
-            .map_err(map_error("offcpu_totals"))?;
-            for (key, _) in &read {
-                read_ids.extend(key.stack_ids());
-                // Gone already only if the map was changed under us: harmless.
-                let _ = totals.remove(key);
-            }
-        }
-        let mut in_use: HashSet<i32> = HashSet::new();
-        {
-            let starts: BpfHashMap<_, u32, RawStart> = BpfHashMap::try_from(
-                self.ebpf
-                    .map("offcpu_start")
-                    .ok_or(LoadError::Missing("offcpu_start"))?,
-            )
-            .map_err(map_error("offcpu_start"))?;
-            in_use.extend(
-                starts
-                    .iter()
-                    .flatten()
-                    .flat_map(|(_, start)| start.stack_ids()),
-            );
-            let totals: BpfHashMap<_, RawKey, RawValue> = BpfHashMap::try_from(
-                self.ebpf
-                    .map("offcpu_totals")
-                    .ok_or(LoadError::Missing("offcpu_totals"))?,
-            )
-            .map_err(map_error("offcpu_totals"))?;
-            in_use.extend(totals.keys().flatten().flat_map(|key| key.stack_ids()));
-        }
-        let mut stacks = StackTraceMap::try_from(
-            self.ebpf
-                .map_mut("offcpu_stacks")
-                .ok_or(LoadError::Missing("offcpu_stacks"))?,
-        )
-        .map_err(map_error("offcpu_stacks"))?;
-        for id in read_ids.difference(&in_use) {
-            if let Ok(id) = u32::try_from(*id) {
-                let _ = stacks.remove(&id);
-            }
-        }
+        let read = read_totals(&self.ebpf, u64::from(config.sample_every.get()))?;
+        remove_read(&mut self.ebpf, &read)?;
         Ok(read.into_iter().map(|(_, entry)| entry).collect())
     }
 
@@ -519,7 +440,10 @@ impl Sampler {
                 stats.user_stack_errors = sum(STAT_USTACK_ERROR);
                 stats.targets_full = sum(STAT_TARGETS_FULL);
                 stats.off_cpu_totals_full = sum(STAT_OFFCPU_TOTALS_FULL);
-                stats.off_cpu_stack_errors = sum(STAT_OFFCPU_STACK_ERROR);
+                // A collision falls back to a frame-pointer stack: counted
+                // with the stacks that could not be stored as walked.
+                stats.off_cpu_stack_errors =
+                    sum(STAT_OFFCPU_STACK_ERROR) + sum(STAT_OFFCPU_DWARF_COLLISION);
                 stats.off_cpu_events_full = sum(STAT_OFFCPU_EVENTS_FULL);
                 stats.unwound_with_tables = sum(STAT_UNWIND_TABLES);
                 stats.unwound_with_frame_pointers = sum(STAT_UNWIND_NO_PROCESS);
@@ -658,6 +582,12 @@ mod tests {
             "key -> value"
         );
         assert_eq!(map("offcpu_stacks").value_size(), 127 * 8);
+        let dwarf_stacks = map("offcpu_user_stacks");
+        assert_eq!(
+            (dwarf_stacks.key_size(), dwarf_stacks.value_size() as usize),
+            (4, super::super::offcpu::RAW_USER_STACK_SIZE),
+            "id -> smolder_offcpu_user_stack"
+        );
         let rows = map("unwind_rows");
         assert_eq!(
             (rows.key_size(), rows.value_size() as usize),

@@ -20,7 +20,10 @@ fn libcudart() -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| {
             let home = std::env::var_os("HOME")?;
-            Some(Path::new(&home).join(".cache/smolder/cudart-12.9.79/libcudart.so.12"))
+            Some(
+                Path::new(&home)
+                    .join(".cache/smolder/wheel-nvidia-cuda-runtime-cu12-12.9.79/libcudart.so.12"),
+            )
         })
         .expect("HOME");
     assert!(
@@ -213,6 +216,60 @@ fn libcudart_frames_are_named_and_reach_main() {
         reach >= 0.95,
         "{:.1}% of libcudart samples reach main\n{stderr}",
         reach * 100.0
+    );
+}
+
+/// Off-CPU stacks are walked with the same tables at each context switch:
+/// each blocked thread's time sits under its full chain, through glibc's
+/// frame-pointer-less wrappers, down from `clone3`.
+#[test]
+fn off_cpu_stacks_without_frame_pointers_are_complete() {
+    if !is_root() {
+        return;
+    }
+    let binary = workload_without_frame_pointers("offcpu");
+    let running = Running::start(&binary, &["6"]);
+    let blocked = |extra: &[&str]| {
+        let mut args = vec!["--off-cpu"];
+        args.extend_from_slice(extra);
+        record(running.pid(), 3, &args).0
+    };
+    let chains: [&[&str]; 3] = [
+        &["start_thread", "sleeper", "sleep_here", "call_nanosleep"],
+        &["start_thread", "reader", "read_here", "call_read"],
+        &["start_thread", "locker", "lock_here", "call_lock"],
+    ];
+    let by_time = |stacks: &[Stack], chain: &[&str]| -> f64 {
+        let thread = chain[1];
+        let mine: Vec<&Stack> = stacks.iter().filter(|s| s.thread_name == thread).collect();
+        let all: u64 = mine.iter().map(|s| s.nanos).sum();
+        let whole: u64 = mine
+            .iter()
+            .filter(|s| {
+                s.contains(chain) && s.user_frames.first().map(String::as_str) == Some("clone3")
+            })
+            .map(|s| s.nanos)
+            .sum();
+        whole as f64 / all.max(1) as f64
+    };
+    let dwarf = blocked(&[]);
+    for chain in chains {
+        let complete = by_time(&dwarf, chain);
+        assert!(
+            complete >= 0.95,
+            "{:.1}% of {}'s blocked time has clone3;{}",
+            complete * 100.0,
+            chain[1],
+            chain.join(";")
+        );
+    }
+    // Frame pointers alone lose the frame that calls into glibc.
+    let fp = blocked(&["--unwind", "fp"]);
+    let sleeper = by_time(&fp, chains[0]);
+    assert!(
+        sleeper < 0.5,
+        "frame pointers alone walked {:.0}% of the sleeper's chain",
+        sleeper * 100.0
     );
 }
 

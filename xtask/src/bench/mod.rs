@@ -6,6 +6,7 @@ mod offcpu;
 mod overhead;
 mod rusage;
 mod symbolizer;
+mod unwind;
 
 use anyhow::{bail, Context, Result};
 
@@ -14,11 +15,11 @@ use crate::{setup, util};
 pub struct Options {
     pub seconds: u64,
     pub runs: usize,
-    /// Run only this benchmark (`symbolizer`, `overhead`, `offcpu`, `agent`).
+    /// Run only this benchmark (`symbolizer`, `overhead`, `offcpu`, `agent`, `unwind`).
     pub only: Option<String>,
 }
 
-const BENCHMARKS: [&str; 4] = ["symbolizer", "overhead", "offcpu", "agent"];
+const BENCHMARKS: [&str; 5] = ["symbolizer", "overhead", "offcpu", "agent", "unwind"];
 
 impl Options {
     fn wants(&self, name: &str) -> bool {
@@ -86,6 +87,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if options.wants("agent") {
         reports.push(agent::measure(&options)?.to_string());
+    }
+    if options.wants("unwind") {
+        reports.push(unwind::measure(&options)?.to_string());
     }
     println!();
     for report in reports {

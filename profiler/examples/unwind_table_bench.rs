@@ -1,0 +1,42 @@
+//! Time and memory to build unwind tables, for `cargo xtask bench`: for each
+//! ELF file given, prints
+//! `table file=PATH bytes=N rows=N kernel_bytes=N build_ms=F peak_rss_delta_kib=N`
+//! (the best of 3 builds; peak RSS growth of the first).
+
+use std::time::Instant;
+
+use smolder::unwind::{parse_elf, ROW_SIZE};
+
+fn peak_rss_kib() -> u64 {
+    // SAFETY: getrusage fills a zeroed plain-data struct for this process.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    usage.ru_maxrss as u64
+}
+
+fn main() {
+    for path in std::env::args().skip(1) {
+        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let before = peak_rss_kib();
+        let mut best = f64::INFINITY;
+        let mut rows = 0;
+        let mut rss_delta = 0;
+        for round in 0..3 {
+            let start = Instant::now();
+            let info = parse_elf(&data).unwrap_or_else(|e| panic!("{path}: {e}"));
+            best = best.min(start.elapsed().as_secs_f64() * 1e3);
+            rows = info.table.rows.len();
+            if round == 0 {
+                rss_delta = peak_rss_kib().saturating_sub(before);
+            }
+        }
+        println!(
+            "table file={path} bytes={} rows={rows} kernel_bytes={} build_ms={best:.2} peak_rss_delta_kib={rss_delta}",
+            data.len(),
+            rows * ROW_SIZE
+        );
+    }
+}
