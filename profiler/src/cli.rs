@@ -265,4 +265,30 @@ mod tests {
             CliError::TargetConflict
         );
     }
+
+    #[test]
+    fn unwinding_flags() {
+        let c = parse(&["smolder", "record", "-a"]).unwrap();
+        assert_eq!(c.unwind.mode, UnwindMode::Dwarf);
+        assert_eq!(
+            c.unwind.table_bytes,
+            u64::from(DEFAULT_UNWIND_TABLE_MIB) << 20
+        );
+        let c = parse(&[
+            "smolder",
+            "record",
+            "-a",
+            "--unwind",
+            "fp",
+            "--unwind-table-mib",
+            "8",
+        ])
+        .unwrap();
+        assert_eq!(c.unwind.mode, UnwindMode::FramePointers);
+        assert_eq!(c.unwind.table_bytes, 8 << 20);
+        assert!(Cli::try_parse_from(["smolder", "record", "-a", "--unwind", "lbr"]).is_err());
+        assert!(
+            Cli::try_parse_from(["smolder", "record", "-a", "--unwind-table-mib", "0"]).is_err()
+        );
+    }
 }

@@ -10,6 +10,8 @@ const CAP_BPF: u32 = 39;
 
 /// Oldest kernel with everything the sampler uses (BPF ring buffer: 5.8).
 const MIN_KERNEL: (u32, u32) = (5, 8);
+/// Oldest kernel for the DWARF unwinder (`bpf_loop`: 5.17).
+const MIN_KERNEL_DWARF: (u32, u32) = (5, 17);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
@@ -26,6 +28,12 @@ pub enum PreflightError {
     NoBtf,
     #[error("kernel {release} is too old: smolder needs Linux {}.{} or newer", MIN_KERNEL.0, MIN_KERNEL.1)]
     KernelTooOld { release: String },
+    #[error(
+        "kernel {release} is too old for DWARF unwinding in BPF (Linux {}.{}, for bpf_loop): \
+         run with --unwind fp (agent: profiling.unwind = \"fp\") to follow frame pointers only",
+        MIN_KERNEL_DWARF.0, MIN_KERNEL_DWARF.1
+    )]
+    KernelTooOldForDwarf { release: String },
     #[error("no process with pid {0}")]
     NoSuchPid(u32),
     #[error("cannot write the output file {path}")]
@@ -36,8 +44,8 @@ pub enum PreflightError {
     },
 }
 
-/// Capabilities and kernel features.
-pub fn check_system() -> Result<(), PreflightError> {
+/// Capabilities and kernel features (`dwarf`: the DWARF unwinder will load).
+pub fn check_system(dwarf: bool) -> Result<(), PreflightError> {
     check_capabilities()?;
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         return Err(PreflightError::NoBtf);
@@ -47,6 +55,11 @@ pub fn check_system() -> Result<(), PreflightError> {
     if let Some(version) = parse_release(release) {
         if version < MIN_KERNEL {
             return Err(PreflightError::KernelTooOld {
+                release: release.to_owned(),
+            });
+        }
+        if dwarf && version < MIN_KERNEL_DWARF {
+            return Err(PreflightError::KernelTooOldForDwarf {
                 release: release.to_owned(),
             });
         }

@@ -10,7 +10,7 @@ use symbolizer::{Symbolizer, SymbolizerConfig, SymbolizerStats};
 
 use crate::aggregate::Aggregate;
 use crate::collect::{
-    BpfKernelSymbols, LoadError, Sampler, SamplerConfig, SamplerStats, DRAIN_INTERVAL,
+    BpfKernelSymbols, LoadError, Sampler, SamplerConfig, SamplerStats, UnwindMode, DRAIN_INTERVAL,
 };
 use crate::config::{OutputFormat, RecordConfig};
 use crate::debuginfod::{Debuginfod, DebuginfodConfig, DebuginfodStats};
@@ -21,7 +21,7 @@ use crate::profile::{Profile, ProfileKind};
 use crate::progress::Progress;
 use crate::symbolize::{symbolize, Window};
 use crate::target::{self, Launched, TargetError, TargetSpec};
-use crate::unwind::{self, UnwindStats};
+use crate::unwind::{self, Seen, UnwindStats};
 use crate::{report, signals};
 
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +109,7 @@ impl Drop for Output {
 
 pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
     let mut clock = PhaseClock(cpu_used());
-    preflight::check_system()?;
+    preflight::check_system(config.unwind.mode == UnwindMode::Dwarf)?;
     if let TargetSpec::Pids(pids) = &config.targets {
         preflight::check_pids(pids)?;
     }
@@ -291,24 +291,28 @@ fn drain(
     on_cpu: &mut Aggregate,
     off_cpu: &mut Aggregate,
 ) {
-    let mut seen: Vec<(u32, u64, bool)> = Vec::new();
+    let mut seen: Vec<Seen> = Vec::new();
     sampler.drain(|sample| {
         processes.observe(sample.pid, sample.mm_id, symbolizer);
-        seen.push((sample.pid, sample.mm_id, sample.user_unmapped));
+        seen.push(Seen {
+            pid: sample.pid,
+            mm_id: sample.mm_id,
+            unmapped: sample.user_unmapped,
+        });
         on_cpu.add(sample);
     });
     sampler.drain_threads(|thread| {
         processes.observe(thread.pid, thread.mm_id, symbolizer);
-        seen.push((thread.pid, thread.mm_id, false));
+        seen.push(Seen {
+            pid: thread.pid,
+            mm_id: thread.mm_id,
+            unmapped: false,
+        });
         off_cpu.note_process(thread.pid);
         off_cpu.name_thread(thread.tid, thread.comm, thread.thread_name);
     });
     if let Some(tables) = sampler.unwind_tables() {
-        seen.sort_unstable();
-        seen.dedup();
-        for sample in seen {
-            unwind::follow_sample(tables, processes, symbolizer, sample);
-        }
+        unwind::follow(tables, processes, symbolizer, seen);
     }
 }
 

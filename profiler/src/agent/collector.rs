@@ -22,7 +22,7 @@ use crate::processes::{process_alive, ProcessTracker};
 use crate::profile::{Profile, ProfileKind};
 use crate::signals;
 use crate::symbolize::{symbolize, Window};
-use crate::unwind::{self, ROW_SIZE};
+use crate::unwind::{self, Seen, ROW_SIZE};
 
 /// One service's profile of one kind for one window.
 #[derive(Debug)]
@@ -127,14 +127,18 @@ impl Collector {
             off_cpu,
             ..
         } = self;
-        let mut seen: Vec<(u32, u64, bool)> = Vec::new();
+        let mut seen: Vec<Seen> = Vec::new();
         sampler.drain(|sample| {
             if services
                 .resolve(sample.pid, sample.mm_id, &sample.comm, config)
                 .is_some()
             {
                 processes.observe(sample.pid, sample.mm_id, symbolizer);
-                seen.push((sample.pid, sample.mm_id, sample.user_unmapped));
+                seen.push(Seen {
+                    pid: sample.pid,
+                    mm_id: sample.mm_id,
+                    unmapped: sample.user_unmapped,
+                });
                 on_cpu.add(sample);
             }
         });
@@ -144,17 +148,17 @@ impl Collector {
                 .is_some()
             {
                 processes.observe(thread.pid, thread.mm_id, symbolizer);
-                seen.push((thread.pid, thread.mm_id, false));
+                seen.push(Seen {
+                    pid: thread.pid,
+                    mm_id: thread.mm_id,
+                    unmapped: false,
+                });
                 off_cpu.note_process(thread.pid);
                 off_cpu.name_thread(thread.tid, thread.comm, thread.thread_name);
             }
         });
         if let Some(tables) = sampler.unwind_tables() {
-            seen.sort_unstable();
-            seen.dedup();
-            for sample in seen {
-                unwind::follow_sample(tables, processes, symbolizer, sample);
-            }
+            unwind::follow(tables, processes, symbolizer, seen);
         }
     }
 

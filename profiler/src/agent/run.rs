@@ -11,7 +11,9 @@ use super::collector::{Collector, WindowBatch};
 use super::config::{AgentConfig, Auth, Sink};
 use super::delivery::{self, Pusher};
 use super::metrics::{self, Metrics};
-use crate::collect::{BpfKernelSymbols, LoadError, Sampler, SamplerConfig, SamplerTargets};
+use crate::collect::{
+    BpfKernelSymbols, LoadError, Sampler, SamplerConfig, SamplerTargets, UnwindMode,
+};
 use crate::debuginfod::{Debuginfod, DebuginfodConfig};
 use crate::export::bounded_dir::DirError;
 use crate::export::directory::ProfileDir;
@@ -48,7 +50,7 @@ pub enum AgentError {
 }
 
 pub fn run(config: AgentConfig) -> Result<(), AgentError> {
-    preflight::check_system()?;
+    preflight::check_system(config.unwind.mode == UnwindMode::Dwarf)?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -36,14 +36,42 @@ pub fn all_pids() -> Vec<u32> {
         .collect()
 }
 
-/// Called for every sample after `processes` has seen it.
-pub fn follow_sample<S: TableStore>(
+/// A process as a drain saw it (one per process and drain is enough).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Seen {
+    pub pid: u32,
+    /// Address space identity (0: a kernel thread).
+    pub mm_id: u64,
+    /// A stack left every mapping the unwinder knew.
+    pub unmapped: bool,
+}
+
+/// Brings the tables of every process in `seen` up to date (after
+/// `processes` has seen them).
+pub fn follow<S: TableStore>(
     tables: &mut UnwindTables<S>,
     processes: &mut ProcessTracker,
     symbolizer: &mut Symbolizer,
-    sample: (u32, u64, bool),
+    mut seen: Vec<Seen>,
 ) {
-    let (pid, mm_id, unmapped) = sample;
+    seen.sort_unstable();
+    seen.dedup();
+    for one in seen {
+        follow_one(tables, processes, symbolizer, one);
+    }
+}
+
+fn follow_one<S: TableStore>(
+    tables: &mut UnwindTables<S>,
+    processes: &mut ProcessTracker,
+    symbolizer: &mut Symbolizer,
+    seen: Seen,
+) {
+    let Seen {
+        pid,
+        mm_id,
+        unmapped,
+    } = seen;
     if mm_id == 0 {
         return; // a kernel thread
     }

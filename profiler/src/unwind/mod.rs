@@ -13,7 +13,7 @@ mod store;
 mod table;
 mod tables;
 
-pub use follow::{all_pids, follow_sample, preload};
+pub use follow::{all_pids, follow, preload, Seen};
 pub use layout::{
     CfaRule, MappingEntry, ProcessEntry, RbpRule, Row, MAX_MAPPINGS, MAX_ROWS_SEARCHABLE, ROW_SIZE,
 };

@@ -28,6 +28,8 @@ pub struct Report {
     peer_trips: f64,
     peer_process_ms: f64,
     peer_bpf_ms: f64,
+    smolder_bpf_ns_per_switch: f64,
+    peer_bpf_ns_per_switch: f64,
 }
 
 /// Keeps the kernel's BPF run-time accounting on while it lives, so that
@@ -102,6 +104,7 @@ pub fn measure(options: &Options) -> Result<Report> {
     let (mut base, mut ours, mut theirs) = (vec![], vec![], vec![]);
     let (mut s_proc, mut s_bpf, mut p_proc, mut p_bpf) = (vec![], vec![], vec![], vec![]);
     let mut switches = vec![];
+    let (mut s_per_switch, mut p_per_switch) = (vec![], vec![]);
     for run in 1..=options.runs {
         eprintln!(
             "off-CPU run {run}/{}: baseline, smolder, offcputime",
@@ -111,6 +114,7 @@ pub fn measure(options: &Options) -> Result<Report> {
         base.push(pingpong(&binary)?);
         switches.push((context_switches()? - before) as f64 / LOAD_SECONDS as f64);
 
+        let smolder_start = context_switches()?;
         let child = Command::new(&smolder)
             .args(["record", "--off-cpu", "--all", "--bpf-stats", "-d"])
             .arg(format!("{window}s"))
@@ -132,9 +136,14 @@ pub fn measure(options: &Options) -> Result<Report> {
             .with_context(|| format!("no off-CPU BPF time in smolder's output:\n{text}"))?;
         s_proc.push(usage.cpu.as_secs_f64() * 1e3);
         s_bpf.push(bpf_ns / 1e6);
+        // Each tool runs at a different ping-pong rate (a profiler on the
+        // switch path changes how fast this VM wakes threads), so compare
+        // BPF time per context switch, not in total.
+        s_per_switch.push(bpf_ns / (context_switches()? - smolder_start).max(1) as f64);
 
         let stats = enable_bpf_stats()?;
         let before: Vec<u64> = bpf_programs()?.into_iter().map(|(id, _)| id).collect();
+        let peer_start = context_switches()?;
         let peer = Command::new("/usr/sbin/offcputime")
             .arg(&window)
             .stdout(Stdio::null())
@@ -148,6 +157,7 @@ pub fn measure(options: &Options) -> Result<Report> {
             .map(|(_, ns)| ns)
             .sum();
         p_bpf.push(peer_ns as f64 / 1e6);
+        p_per_switch.push(peer_ns as f64 / (context_switches()? - peer_start).max(1) as f64);
         drop(stats);
         p_proc.push(rusage::wait(peer)?.cpu.as_secs_f64() * 1e3);
     }
@@ -161,6 +171,8 @@ pub fn measure(options: &Options) -> Result<Report> {
         peer_trips: median(&mut theirs),
         peer_process_ms: median(&mut p_proc),
         peer_bpf_ms: median(&mut p_bpf),
+        smolder_bpf_ns_per_switch: median(&mut s_per_switch),
+        peer_bpf_ns_per_switch: median(&mut p_per_switch),
     })
 }
 
@@ -196,6 +208,13 @@ impl fmt::Display for Report {
             theirs,
             self.peer_process_ms,
             self.peer_bpf_ms
+        )?;
+        writeln!(
+            f,
+            "  BPF per context switch: smolder {:.0} ns, offcputime {:.0} ns: {:.2}x",
+            self.smolder_bpf_ns_per_switch,
+            self.peer_bpf_ns_per_switch,
+            self.smolder_bpf_ns_per_switch / self.peer_bpf_ns_per_switch
         )?;
         writeln!(
             f,

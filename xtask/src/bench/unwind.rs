@@ -155,8 +155,12 @@ fn measure_tables() -> Result<Vec<TableRow>> {
     files.push(wheels::ensure(&wheels::CUDART)?);
     files.push(wheels::ensure(&wheels::OPENBLAS)?);
     let bench = workspace_root().join("target/release/examples/unwind_table_bench");
-    let result = output(Command::new(bench).args(&files))?;
-    let text = String::from_utf8_lossy(&result.stdout);
+    let mut text = String::new();
+    // One process per file: peak RSS is a high-water mark.
+    for file in &files {
+        let result = output(Command::new(&bench).arg(file))?;
+        text.push_str(&String::from_utf8_lossy(&result.stdout));
+    }
     let mut rows = Vec::new();
     for line in text.lines().filter_map(|l| l.strip_prefix("table ")) {
         let field = |key: &str| -> Option<&str> {

@@ -137,3 +137,37 @@ fn environment_names_map_to_keys() {
     let c = load(None, &[overrides]).unwrap();
     assert!(matches!(c.sink, Sink::Server { .. }));
 }
+
+#[test]
+fn unwinding_defaults_to_dwarf_and_is_configurable() {
+    let c = load(None, &[]).unwrap();
+    assert_eq!(c.unwind, UnwindConfig::default());
+    assert_eq!(c.unwind.mode, UnwindMode::Dwarf);
+    let c = from(
+        "[profiling]\nunwind = \"fp\"\nunwind_table_mib = 256\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.unwind.mode, UnwindMode::FramePointers);
+    assert_eq!(c.unwind.table_bytes, 256 << 20);
+    let mut env = Overrides::default();
+    env.set("profiling.unwind", "dwarf", "SMOLDER_UNWIND");
+    assert_eq!(
+        from("[profiling]\nunwind = \"fp\"\n", &[env])
+            .unwrap()
+            .unwind
+            .mode,
+        UnwindMode::Dwarf
+    );
+    let err = from("[profiling]\nunwind = \"lbr\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("profiling.unwind") && err.contains("dwarf or fp"),
+        "{err}"
+    );
+    let err = from("[profiling]\nunwind_table_mib = 0\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("profiling.unwind_table_mib"), "{err}");
+}
