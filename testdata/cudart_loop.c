@@ -1,5 +1,6 @@
 /* Calls the CUDA runtime (libcudart, from PyPI) in a loop for argv[2]
- * seconds: dlopen(argv[1]), then cudaGetDeviceCount / cudaMalloc /
+ * seconds, after spinning argv[3] seconds (default 0) in before_dlopen:
+ * dlopen(argv[1]), then cudaGetDeviceCount / cudaMalloc /
  * cudaGetErrorString / cudaRuntimeGetVersion. Without a GPU the calls fail
  * fast, which is fine: the code inside libcudart still runs, and its frames
  * (no frame pointers, no .symtab) must unwind and be named. Built with gcc
@@ -31,12 +32,31 @@ __attribute__((noinline, noclone)) void call_cuda_runtime(count_fn count, malloc
 	}
 }
 
+static double elapsed(const struct timespec *start)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+/* A library loaded late (as PyTorch loads CUDA): the profiler must notice. */
+__attribute__((noinline, noclone)) void before_dlopen(double seconds)
+{
+	struct timespec start;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	while (elapsed(&start) < seconds)
+		for (int i = 0; i < 100000; i++)
+			sink += (unsigned long)i;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: cudart_loop LIBCUDART [SECONDS]\n");
+		fprintf(stderr, "usage: cudart_loop LIBCUDART [SECONDS] [DELAY]\n");
 		return 2;
 	}
+	if (argc > 3)
+		before_dlopen(atof(argv[3]));
 	void *lib = dlopen(argv[1], RTLD_NOW);
 	if (!lib) {
 		fprintf(stderr, "dlopen: %s\n", dlerror());
@@ -51,12 +71,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	double seconds = argc > 2 ? atof(argv[2]) : 5.0;
-	struct timespec start, now;
+	struct timespec start;
 	clock_gettime(CLOCK_MONOTONIC, &start);
-	do {
+	do
 		call_cuda_runtime(count, cuda_malloc, error_string, version);
-		clock_gettime(CLOCK_MONOTONIC, &now);
-	} while ((double)(now.tv_sec - start.tv_sec) + (double)(now.tv_nsec - start.tv_nsec) / 1e9 <
-		 seconds);
+	while (elapsed(&start) < seconds);
 	return 0;
 }

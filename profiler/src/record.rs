@@ -165,6 +165,9 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
             TargetSpec::Command(_) => Vec::new(), // not started yet
         };
         let loaded = unwind::preload(tables, &mut symbolizer, pids);
+        // The first samples should be walked with tables: wait a little
+        // for them (each is built once; a 1 GiB library takes about 1 s).
+        tables.finish_pending(Duration::from_secs(5));
         tracing::debug!("unwind tables: {loaded} processes preloaded");
     }
     clock.lap("unwind tables");

@@ -3,6 +3,8 @@
 //! seen (or after it execs), again when its stacks leave the mappings the
 //! unwinder knows (a library dlopen()ed since), and never for the dead.
 
+use std::time::Duration;
+
 use symbolizer::Symbolizer;
 
 use super::store::TableStore;
@@ -54,12 +56,21 @@ pub fn follow<S: TableStore>(
     symbolizer: &mut Symbolizer,
     mut seen: Vec<Seen>,
 ) {
+    tables.poll();
     seen.sort_unstable();
     seen.dedup();
     for one in seen {
         follow_one(tables, processes, symbolizer, one);
     }
+    // Most libraries build in a few milliseconds: give the ones just asked
+    // for a moment, so a new process is walked with tables from the next
+    // sample on; larger ones finish in the background.
+    tables.finish_pending(NEW_TABLES_WAIT);
 }
+
+/// How long a drain waits for tables it asked for (the ring buffer holds
+/// four drain intervals, 400 ms).
+const NEW_TABLES_WAIT: Duration = Duration::from_millis(50);
 
 fn follow_one<S: TableStore>(
     tables: &mut UnwindTables<S>,

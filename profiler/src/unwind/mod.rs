@@ -1,11 +1,13 @@
 //! Unwind stage: DWARF CFI tables for the BPF unwinder.
 //!
-//! `table` turns a module's `.eh_frame` into sorted rows, `space` hands out
-//! ranges of the fixed-size rows array, `tables` keeps one table per module
-//! and one mapping list per process, and `store` writes them to the BPF maps
-//! (`layout` mirrors their C structs). The walk itself runs in BPF:
+//! `table` turns a module's `.eh_frame` into sorted rows (on `builder`'s
+//! thread), `space` hands out ranges of the fixed-size rows array, `tables`
+//! keeps one table per module and one mapping list per process, `follow`
+//! keeps them in step with the processes sampled, and `store` writes them to
+//! the BPF maps (`layout` mirrors their C structs). The walk itself runs in BPF:
 //! profiler-ebpf/src/unwind_user.h.
 
+mod builder;
 mod follow;
 mod layout;
 mod space;

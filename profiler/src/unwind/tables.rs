@@ -1,21 +1,24 @@
 //! The unwind tables of every profiled process, kept in a bounded store.
 //!
 //! A module's table is built once (keyed by the file's device and inode, so
-//! every process that maps libc shares one copy) and kept while some process
-//! maps it. When the row space is full, tables no process uses are evicted,
+//! every process that maps libc shares one copy), on the builder's thread,
+//! and kept while some process maps it. Until it is in, the process's entry
+//! leaves that mapping to frame pointers; it is rewritten when the table
+//! arrives. When the row space is full, tables no process uses are evicted,
 //! oldest first; if that is not enough, the module is unwound with frame
 //! pointers and the miss is counted (and said once).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memmap2::Mmap;
 use symbolizer::{ExecRegion, FileId, Module, ProcessMaps, RegionKind};
 
+use super::builder::{read_table, Builder, Built, ReadError};
 use super::layout::{MappingEntry, ProcessEntry, MAX_MAPPINGS};
 use super::space::{RowRange, RowSpace};
 use super::store::{StoreError, TableStore};
-use super::table::{parse_elf, LoadSegment, TableError};
+use super::table::{ElfUnwindInfo, LoadSegment};
 
 /// What the manager has done, for summaries and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,8 +39,10 @@ pub struct UnwindStats {
     pub evicted: u64,
     /// Mappings beyond the per-process limit (left to frame pointers).
     pub mappings_dropped: u64,
-    /// Time spent building tables.
+    /// Time spent building tables (on the builder's thread).
     pub build_time: Duration,
+    /// Tables being built now.
+    pub pending: u64,
     /// Writes to the BPF maps that failed.
     pub store_errors: u64,
 }
@@ -50,6 +55,8 @@ enum ModuleTable {
         refs: u32,
         last_used: u64,
     },
+    /// Being built; these processes get their entry rewritten when it is in.
+    Pending { waiting: Vec<u32> },
     /// No table (the reason was logged once); frame pointers.
     Unavailable,
     /// Did not fit; retried when space is freed.
@@ -60,10 +67,13 @@ struct ProcessTables {
     mm_id: u64,
     modules: Vec<FileId>,
     updated: Instant,
+    /// What the entry was built from, to rewrite it when a table arrives.
+    maps: Option<ProcessMaps>,
 }
 
 pub struct UnwindTables<S: TableStore> {
     store: S,
+    builder: Builder,
     space: RowSpace,
     modules: HashMap<FileId, ModuleTable>,
     processes: HashMap<u32, ProcessTables>,
@@ -81,6 +91,7 @@ impl<S: TableStore> UnwindTables<S> {
         let capacity = store.capacity();
         Self {
             store,
+            builder: Builder::new(),
             space: RowSpace::new(capacity),
             modules: HashMap::new(),
             processes: HashMap::new(),
@@ -102,7 +113,67 @@ impl<S: TableStore> UnwindTables<S> {
             .filter(|m| matches!(m, ModuleTable::Loaded { .. }))
             .count() as u64;
         stats.rows_used = u64::from(self.space.capacity()) - self.space.free_rows();
+        stats.pending = self
+            .modules
+            .values()
+            .filter(|m| matches!(m, ModuleTable::Pending { .. }))
+            .count() as u64;
         stats
+    }
+
+    /// Installs the tables the builder finished, and rewrites the entries
+    /// of the processes that waited for them. Called on every drain.
+    pub fn poll(&mut self) {
+        let mut waiting = Vec::new();
+        while let Some(built) = self.builder.try_next() {
+            waiting.extend(self.install(built));
+        }
+        self.rewrite(waiting);
+    }
+
+    /// Waits up to `timeout` for every table being built (a capture's
+    /// start, so that its first samples are walked with tables).
+    pub fn finish_pending(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.stats().pending > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(built) = self.builder.next_within(left) else {
+                break;
+            };
+            let waiting = self.install(built);
+            self.rewrite(waiting);
+        }
+    }
+
+    fn rewrite(&mut self, mut pids: Vec<u32>) {
+        pids.sort_unstable();
+        pids.dedup();
+        for pid in pids {
+            let Some(process) = self.processes.get(&pid) else {
+                continue; // gone meanwhile
+            };
+            let (mm_id, maps) = (process.mm_id, process.maps.clone());
+            if let Some(maps) = maps {
+                self.add_process(pid, mm_id, &maps);
+            }
+        }
+    }
+
+    /// Stores a finished table; returns the processes that waited for it.
+    fn install(&mut self, built: Built) -> Vec<u32> {
+        let waiting = match self.modules.remove(&built.id) {
+            Some(ModuleTable::Pending { waiting }) => waiting,
+            Some(other) => {
+                // Not asked for any more (evicted and rebuilt): keep what is there.
+                self.modules.insert(built.id, other);
+                return Vec::new();
+            }
+            None => Vec::new(),
+        };
+        self.stats.build_time += built.took;
+        let table = self.store_table(&built.module, built.result, built.took);
+        self.modules.insert(built.id, table);
+        waiting
     }
 
     /// Whether `pid` in address space `mm_id` has been handled already
@@ -121,6 +192,7 @@ impl<S: TableStore> UnwindTables<S> {
                 mm_id,
                 modules: Vec::new(),
                 updated: Instant::now(),
+                maps: None,
             },
         );
         if let Some(previous) = previous {
@@ -149,7 +221,7 @@ impl<S: TableStore> UnwindTables<S> {
                 ..Default::default()
             };
             if let RegionKind::Module(module) = &region.kind {
-                if let Some(found) = self.module_rows(module, region) {
+                if let Some(found) = self.module_rows(pid, module, region) {
                     entry = found;
                     used.push(module.id);
                 }
@@ -169,6 +241,7 @@ impl<S: TableStore> UnwindTables<S> {
                 mm_id,
                 modules: used,
                 updated: Instant::now(),
+                maps: Some(maps.clone()),
             },
         );
         if let Err(e) = self.store.set_process(pid, &ProcessEntry::new(&entries)) {
@@ -227,46 +300,73 @@ impl<S: TableStore> UnwindTables<S> {
         }
     }
 
-    /// The mapping entry for `region` of `module`, building its table if needed.
-    fn module_rows(&mut self, module: &Module, region: &ExecRegion) -> Option<MappingEntry> {
+    /// The mapping entry for `region` of `module`; None while its table is
+    /// being built (then `pid` waits for it) or when it has none.
+    fn module_rows(
+        &mut self,
+        pid: u32,
+        module: &Arc<Module>,
+        region: &ExecRegion,
+    ) -> Option<MappingEntry> {
         if !self.modules.contains_key(&module.id) {
-            let table = self.build(module);
+            let table = if self.builder.request(Arc::clone(module)) {
+                ModuleTable::Pending {
+                    waiting: Vec::new(),
+                }
+            } else {
+                // No builder thread: build here.
+                let started = Instant::now();
+                let result = read_table(module);
+                let took = started.elapsed();
+                self.stats.build_time += took;
+                self.store_table(module, result, took)
+            };
             self.modules.insert(module.id, table);
         }
         let clock = self.clock;
-        let ModuleTable::Loaded {
-            range,
-            base,
-            segments,
-            refs,
-            last_used,
-        } = self.modules.get_mut(&module.id)?
-        else {
-            return None;
-        };
-        let segment = segment_for(segments, region.offset)?;
-        *refs += 1;
-        *last_used = clock;
-        // vaddr(a) = a - region.start + region.offset - segment.offset + segment.vaddr
-        let bias = region
-            .start
-            .wrapping_sub(region.offset)
-            .wrapping_add(segment.offset)
-            .wrapping_sub(segment.vaddr);
-        Some(MappingEntry {
-            start: region.start,
-            end: region.end,
-            base: bias.wrapping_add(*base),
-            first_row: range.start,
-            row_count: range.len,
-        })
+        match self.modules.get_mut(&module.id)? {
+            ModuleTable::Pending { waiting } => {
+                if !waiting.contains(&pid) {
+                    waiting.push(pid);
+                }
+                None
+            }
+            ModuleTable::Loaded {
+                range,
+                base,
+                segments,
+                refs,
+                last_used,
+            } => {
+                let segment = segment_for(segments, region.offset)?;
+                *refs += 1;
+                *last_used = clock;
+                // vaddr(a) = a - region.start + region.offset - segment.offset + segment.vaddr
+                let bias = region
+                    .start
+                    .wrapping_sub(region.offset)
+                    .wrapping_add(segment.offset)
+                    .wrapping_sub(segment.vaddr);
+                Some(MappingEntry {
+                    start: region.start,
+                    end: region.end,
+                    base: bias.wrapping_add(*base),
+                    first_row: range.start,
+                    row_count: range.len,
+                })
+            }
+            ModuleTable::Unavailable | ModuleTable::NoSpace => None,
+        }
     }
 
-    fn build(&mut self, module: &Module) -> ModuleTable {
-        let started = Instant::now();
-        let parsed = read_table(module);
-        self.stats.build_time += started.elapsed();
-        let info = match parsed {
+    /// Puts a built table into the row space.
+    fn store_table(
+        &mut self,
+        module: &Module,
+        result: Result<ElfUnwindInfo, ReadError>,
+        took: Duration,
+    ) -> ModuleTable {
+        let info = match result {
             Ok(info) => info,
             Err(e) => {
                 self.stats.modules_without_tables += 1;
@@ -292,10 +392,10 @@ impl<S: TableStore> UnwindTables<S> {
             return ModuleTable::Unavailable;
         }
         tracing::debug!(
-            "unwind table for {}: {} rows in {:.1} ms",
+            "unwind table for {}: {} rows, built in {:.1} ms",
             module.path.display(),
             rows.len(),
-            started.elapsed().as_secs_f64() * 1e3
+            took.as_secs_f64() * 1e3
         );
         ModuleTable::Loaded {
             range,
@@ -359,25 +459,6 @@ fn segment_for(segments: &[LoadSegment], offset: u64) -> Option<LoadSegment> {
         .copied()
 }
 
-#[derive(Debug, thiserror::Error)]
-enum ReadError {
-    #[error("file not open")]
-    NotOpen,
-    #[error("cannot map the file")]
-    Map(#[source] std::io::Error),
-    #[error(transparent)]
-    Table(#[from] TableError),
-}
-
-fn read_table(module: &Module) -> Result<super::table::ElfUnwindInfo, ReadError> {
-    let file = module.file().ok_or(ReadError::NotOpen)?;
-    // SAFETY: a read-only private mapping. If the file is truncated while
-    // mapped, reads past the end fault (as for every mmap-based reader,
-    // blazesym included); binaries are not rewritten in place.
-    let map = unsafe { Mmap::map(file) }.map_err(ReadError::Map)?;
-    Ok(parse_elf(&map)?)
-}
-
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -405,6 +486,8 @@ mod tests {
         let maps = own_maps(&mut symbolizer);
         let mut tables = UnwindTables::new(MemoryStore::with_capacity(4 << 20));
         tables.add_process(1, 0, &maps);
+        assert!(tables.stats().pending >= 2, "built off this thread");
+        tables.finish_pending(Duration::from_secs(10));
         let one = tables.stats();
         assert!(one.tables >= 2, "this binary and libc: {one:?}");
         assert!(one.rows_used > 1000);
@@ -437,15 +520,18 @@ mod tests {
         // Room for the biggest table only.
         let mut probe = UnwindTables::new(MemoryStore::with_capacity(4 << 20));
         probe.add_process(1, 0, &maps);
+        probe.finish_pending(Duration::from_secs(10));
         let needed = probe.stats().rows_used as u32;
         let mut tables = UnwindTables::new(MemoryStore::with_capacity(needed - 1));
         tables.add_process(1, 0, &maps);
+        tables.finish_pending(Duration::from_secs(10));
         let stats = tables.stats();
         assert!(stats.space_full >= 1, "{stats:?}");
         assert!(stats.rows_used < u64::from(needed));
         // Once the process leaves, its tables can be evicted for another.
         tables.remove_process(1);
         tables.add_process(2, 0, &maps);
+        tables.finish_pending(Duration::from_secs(10));
         assert!(tables.stats().tables >= 1);
     }
 

@@ -321,6 +321,63 @@ fn deep_stacks_fit_or_are_visibly_truncated() {
     );
 }
 
+/// Tables follow processes smolder did not see at start: a command it
+/// starts, and a library that process dlopen()s two seconds later (its first
+/// stacks there leave the known mappings; the process is read again).
+#[test]
+fn tables_follow_new_processes_and_late_dlopen() {
+    if !is_root() {
+        return;
+    }
+    let cudart = libcudart();
+    let binary = workload_without_frame_pointers("cudart_loop");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("late.pb.gz");
+    let stderr = smolder_ok(&[
+        "record",
+        "-o",
+        out.to_str().unwrap(),
+        "--",
+        binary.to_str().unwrap(),
+        cudart.to_str().unwrap(),
+        "3",
+        "2",
+    ]);
+    let (_, stacks) = read_pprof(&out);
+    let before: Vec<Stack> = stacks
+        .iter()
+        .filter(|s| s.user_leaf.as_deref() == Some("before_dlopen"))
+        .cloned()
+        .collect();
+    let after: Vec<Stack> = stacks
+        .iter()
+        .filter(|s| s.user_frames.iter().any(|f| f == "call_cuda_runtime"))
+        .cloned()
+        .collect();
+    assert!(
+        total(&before) >= 100 && total(&after) >= 150,
+        "{} samples before dlopen, {} after\n{stderr}",
+        total(&before),
+        total(&after)
+    );
+    // Tables for a new process arrive within a drain or two of its first
+    // sample, and for the library within a second of its first use.
+    let started = share(&before, reaches_start);
+    assert!(
+        started >= 0.85,
+        "{:.1}% before dlopen reach _start",
+        started * 100.0
+    );
+    let reached = share(&after, |s| {
+        s.contains(&["main", "call_cuda_runtime"]) && reaches_start(s)
+    });
+    assert!(
+        reached >= 0.90,
+        "{:.1}% of samples after dlopen reach main\n{stderr}",
+        reached * 100.0
+    );
+}
+
 /// smolder and `perf record --call-graph dwarf` sample the same processes
 /// at the same time; their caller chains (main down to the leaf) must agree
 /// for at least 95% of samples, both ways.

@@ -1,0 +1,108 @@
+//! Builds unwind tables off the sampling thread. Parsing `.eh_frame` takes
+//! about a millisecond per MiB of library (a second for a 1 GiB CUDA
+//! library); the thread that drains samples must not wait for it. A worker
+//! parses; finished tables are installed by [`super::UnwindTables`] on its
+//! next poll, and the processes waiting for them are rewritten then.
+
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use memmap2::Mmap;
+use symbolizer::{FileId, Module};
+
+use super::table::{parse_elf, ElfUnwindInfo, TableError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("file not open")]
+    NotOpen,
+    #[error("cannot map the file")]
+    Map(#[source] std::io::Error),
+    #[error(transparent)]
+    Table(#[from] TableError),
+}
+
+/// A table the worker finished (or could not build).
+pub struct Built {
+    pub id: FileId,
+    pub module: Arc<Module>,
+    pub result: Result<ElfUnwindInfo, ReadError>,
+    pub took: Duration,
+}
+
+pub struct Builder {
+    requests: Option<Sender<Arc<Module>>>,
+    results: Receiver<Built>,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Builder {
+    pub fn new() -> Self {
+        let (requests, inbox) = channel::<Arc<Module>>();
+        let (outbox, results) = channel();
+        let worker = std::thread::Builder::new()
+            .name("smolder-unwind".into())
+            .spawn(move || {
+                for module in inbox {
+                    let started = Instant::now();
+                    let result = read_table(&module);
+                    let built = Built {
+                        id: module.id,
+                        module,
+                        result,
+                        took: started.elapsed(),
+                    };
+                    if outbox.send(built).is_err() {
+                        return; // the tables are gone
+                    }
+                }
+            })
+            .map_err(|e| tracing::warn!("cannot start the unwind table thread: {e}"))
+            .ok();
+        Self {
+            requests: worker.as_ref().map(|_| requests),
+            results,
+            worker,
+        }
+    }
+
+    /// Queues a module. Returns false if no worker runs (then the caller
+    /// builds in place).
+    pub fn request(&self, module: Arc<Module>) -> bool {
+        self.requests
+            .as_ref()
+            .is_some_and(|tx| tx.send(module).is_ok())
+    }
+
+    /// A finished table, if one is ready.
+    pub fn try_next(&self) -> Option<Built> {
+        self.results.try_recv().ok()
+    }
+
+    /// A finished table, waiting up to `timeout`.
+    pub fn next_within(&self, timeout: Duration) -> Option<Built> {
+        self.results.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for Builder {
+    fn drop(&mut self) {
+        // Closing the request channel ends the worker after its current file.
+        self.requests = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// Reads a module's table through its open file (deleted files and other
+/// mount namespaces included).
+pub fn read_table(module: &Module) -> Result<ElfUnwindInfo, ReadError> {
+    let file = module.file().ok_or(ReadError::NotOpen)?;
+    // SAFETY: a read-only private mapping. If the file is truncated while
+    // mapped, reads past the end fault (as for every mmap-based reader,
+    // blazesym included); binaries are not rewritten in place.
+    let map = unsafe { Mmap::map(file) }.map_err(ReadError::Map)?;
+    Ok(parse_elf(&map)?)
+}
