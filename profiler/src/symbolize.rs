@@ -133,23 +133,23 @@ impl Builder<'_> {
         let mut ids = Vec::with_capacity(key.kernel.len() + key.user.len() + 1);
         self.kernel_frames(&key.kernel, &mut ids);
         self.user_frames(key, processes, &mut ids);
+        // Root markers: the stack goes on past what was recorded.
         if key.truncated {
-            let id = self.location(LocationKey::Truncated, |_| Location {
-                mapping: None,
-                address: 0,
-                frames: vec![FunctionFrame::named("[truncated]")],
-            });
-            ids.push(id);
+            ids.push(self.marker(LocationKey::Truncated, "[truncated]"));
         }
         if key.unwind_error {
-            let id = self.location(LocationKey::UnwindError, |_| Location {
-                mapping: None,
-                address: 0,
-                frames: vec![FunctionFrame::named("[unwind error]")],
-            });
-            ids.push(id);
+            ids.push(self.marker(LocationKey::UnwindError, "[unwind error]"));
         }
         ids
+    }
+
+    /// A location with no address, only a name.
+    fn marker(&mut self, key: LocationKey, name: &str) -> usize {
+        self.location(key, |_| Location {
+            mapping: None,
+            address: 0,
+            frames: vec![FunctionFrame::named(name)],
+        })
     }
 
     fn kernel_frames(&mut self, stack: &[u64], ids: &mut Vec<usize>) {

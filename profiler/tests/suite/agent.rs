@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{free_port, is_root, workload};
+use crate::harness::{free_port, is_root, workload, workload_without_frame_pointers};
 use crate::pyroscope::{now_ms, Pyroscope};
 
 const CPU_TYPE: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
@@ -669,4 +669,59 @@ fn pushes_carry_tenant_and_credentials_from_a_file() {
         "{head}"
     );
     assert!(!log.contains("t0ken"), "token in the log:\n{log}");
+}
+
+/// The agent walks stacks with the DWARF tables too: a GCC -O2 chain
+/// without frame pointers reaches Pyroscope whole, and the unwind metrics
+/// count the walks.
+#[test]
+fn stacks_without_frame_pointers_reach_pyroscope_whole() {
+    if !is_root() {
+        return;
+    }
+    let server = Pyroscope::start();
+    let begin = now_ms() - 1000;
+    let chain = Workload::spawn(&workload_without_frame_pointers("nofp_chain"), &["120"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let config = format!(
+        r#"
+[server]
+url = "{}"
+
+[profiling]
+window = "3s"
+
+[[service]]
+name = "smolder-test-nofp"
+exe = "/nofp_chain$"
+
+[[processes.include]]
+service = "^smolder-test-"
+"#,
+        server.url()
+    );
+    let agent = Agent::start(&config);
+    agent.wait_metric("smolder_pushes_ok_total", Duration::from_secs(40), |v| {
+        v >= 2.0
+    });
+    // Host-wide counters: every process is sampled.
+    let dwarf = agent.metric("smolder_unwind_stacks_dwarf_total");
+    let tables = agent.metric("smolder_unwind_tables");
+    let (status, _) = agent.stop();
+    drop(chain);
+    assert!(status.success(), "agent exit: {status}");
+    assert!(
+        dwarf >= 50.0 && tables >= 2.0,
+        "dwarf {dwarf}, tables {tables}"
+    );
+    let range = (begin, now_ms() + 1000);
+    let graph = server.stacks(CPU_TYPE, r#"{service_name="smolder-test-nofp"}"#, range);
+    let whole = graph.share_with(&[
+        "main", "chain1", "chain2", "chain3", "chain4", "chain5", "chain6", "chain7", "leaf",
+    ]);
+    assert!(
+        whole >= 0.9,
+        "{:.1}% whole chains: {graph:?}",
+        whole * 100.0
+    );
 }
