@@ -17,6 +17,10 @@ use super::table::{parse_elf, ElfUnwindInfo, TableError};
 pub enum ReadError {
     #[error("file not open")]
     NotOpen,
+    #[error("this process has no vDSO mapping")]
+    NoVdso,
+    #[error("cannot read /proc/self/maps")]
+    OwnMaps(#[source] std::io::Error),
     #[error("cannot map the file")]
     Map(#[source] std::io::Error),
     #[error(transparent)]
@@ -105,4 +109,29 @@ pub fn read_table(module: &Module) -> Result<ElfUnwindInfo, ReadError> {
     // blazesym included); binaries are not rewritten in place.
     let map = unsafe { Mmap::map(file) }.map_err(ReadError::Map)?;
     Ok(parse_elf(&map)?)
+}
+
+/// The vDSO's table, from this process's own copy: the kernel maps the same
+/// image into every (64-bit) process.
+pub fn read_own_vdso() -> Result<ElfUnwindInfo, ReadError> {
+    // SAFETY: getauxval has no preconditions.
+    let base = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
+    if base == 0 {
+        return Err(ReadError::NoVdso);
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(ReadError::OwnMaps)?;
+    let len = maps
+        .lines()
+        .filter(|l| l.ends_with("[vdso]"))
+        .find_map(|l| {
+            let (start, end) = l.split_once(' ')?.0.split_once('-')?;
+            let start = u64::from_str_radix(start, 16).ok()?;
+            let end = u64::from_str_radix(end, 16).ok()?;
+            (start == base && end > start).then_some(end - start)
+        })
+        .ok_or(ReadError::NoVdso)?;
+    // SAFETY: [base, base + len) is this process's vDSO mapping, readable
+    // and never unmapped while the process lives (/proc/self/maps says so).
+    let image = unsafe { std::slice::from_raw_parts(base as *const u8, len as usize) };
+    Ok(parse_elf(image)?)
 }

@@ -12,9 +12,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::path::Path;
+
 use symbolizer::{ExecRegion, FileId, Module, ProcessMaps, RegionKind};
 
-use super::builder::{read_table, Builder, Built, ReadError};
+use super::builder::{read_own_vdso, read_table, Builder, Built, ReadError};
 use super::layout::{MappingEntry, ProcessEntry, MAX_MAPPINGS};
 use super::space::{RowRange, RowSpace};
 use super::store::{StoreError, TableStore};
@@ -81,6 +83,13 @@ pub struct UnwindTables<S: TableStore> {
     stats: UnwindStats,
     space_full_reported: bool,
 }
+
+/// The vDSO's key among the modules: no file has inode 0.
+const VDSO_ID: FileId = FileId {
+    dev_major: 0,
+    dev_minor: 0,
+    inode: 0,
+};
 
 /// A process entry is rewritten at most this often when its samples show
 /// addresses outside its known mappings (a library loaded since).
@@ -171,7 +180,7 @@ impl<S: TableStore> UnwindTables<S> {
             None => Vec::new(),
         };
         self.stats.build_time += built.took;
-        let table = self.store_table(&built.module, built.result, built.took);
+        let table = self.store_table(&built.module.path, built.result, built.took);
         self.modules.insert(built.id, table);
         waiting
     }
@@ -220,11 +229,18 @@ impl<S: TableStore> UnwindTables<S> {
                 end: region.end,
                 ..Default::default()
             };
-            if let RegionKind::Module(module) = &region.kind {
-                if let Some(found) = self.module_rows(pid, module, region) {
-                    entry = found;
-                    used.push(module.id);
+            let found = match &region.kind {
+                RegionKind::Module(module) => self
+                    .module_rows(pid, module, region)
+                    .map(|found| (found, module.id)),
+                RegionKind::Pseudo(name) if name == "[vdso]" => {
+                    self.vdso_rows(region).map(|found| (found, VDSO_ID))
                 }
+                _ => None,
+            };
+            if let Some((found, id)) = found {
+                entry = found;
+                used.push(id);
             }
             entries.push(entry);
         }
@@ -319,18 +335,37 @@ impl<S: TableStore> UnwindTables<S> {
                 let result = read_table(module);
                 let took = started.elapsed();
                 self.stats.build_time += took;
-                self.store_table(module, result, took)
+                self.store_table(&module.path, result, took)
             };
             self.modules.insert(module.id, table);
         }
-        let clock = self.clock;
-        match self.modules.get_mut(&module.id)? {
-            ModuleTable::Pending { waiting } => {
-                if !waiting.contains(&pid) {
-                    waiting.push(pid);
-                }
-                None
+        if let Some(ModuleTable::Pending { waiting }) = self.modules.get_mut(&module.id) {
+            if !waiting.contains(&pid) {
+                waiting.push(pid);
             }
+            return None;
+        }
+        self.loaded_entry(module.id, region)
+    }
+
+    /// The vDSO's entry: its table is built once, here (a few hundred rows).
+    fn vdso_rows(&mut self, region: &ExecRegion) -> Option<MappingEntry> {
+        if !self.modules.contains_key(&VDSO_ID) {
+            let started = Instant::now();
+            let result = read_own_vdso();
+            let took = started.elapsed();
+            self.stats.build_time += took;
+            let table = self.store_table(Path::new("[vdso]"), result, took);
+            self.modules.insert(VDSO_ID, table);
+        }
+        self.loaded_entry(VDSO_ID, region)
+    }
+
+    /// The entry for `region` of a module whose table is loaded (a reference
+    /// is taken), or None.
+    fn loaded_entry(&mut self, id: FileId, region: &ExecRegion) -> Option<MappingEntry> {
+        let clock = self.clock;
+        match self.modules.get_mut(&id)? {
             ModuleTable::Loaded {
                 range,
                 base,
@@ -355,14 +390,14 @@ impl<S: TableStore> UnwindTables<S> {
                     row_count: range.len,
                 })
             }
-            ModuleTable::Unavailable | ModuleTable::NoSpace => None,
+            ModuleTable::Pending { .. } | ModuleTable::Unavailable | ModuleTable::NoSpace => None,
         }
     }
 
     /// Puts a built table into the row space.
     fn store_table(
         &mut self,
-        module: &Module,
+        path: &Path,
         result: Result<ElfUnwindInfo, ReadError>,
         took: Duration,
     ) -> ModuleTable {
@@ -372,7 +407,7 @@ impl<S: TableStore> UnwindTables<S> {
                 self.stats.modules_without_tables += 1;
                 tracing::debug!(
                     "no unwind table for {}: {}; frame pointers there",
-                    module.path.display(),
+                    path.display(),
                     error_chain(&e)
                 );
                 return ModuleTable::Unavailable;
@@ -381,10 +416,10 @@ impl<S: TableStore> UnwindTables<S> {
         self.stats.tables_built += 1;
         let rows = &info.table.rows;
         let Ok(len) = u32::try_from(rows.len()) else {
-            return self.no_space(module, rows.len());
+            return self.no_space(path, rows.len());
         };
         let Some(range) = self.allocate(len) else {
-            return self.no_space(module, rows.len());
+            return self.no_space(path, rows.len());
         };
         if let Err(e) = self.store.write_rows(range.start, rows) {
             self.store_failed(&e);
@@ -393,7 +428,7 @@ impl<S: TableStore> UnwindTables<S> {
         }
         tracing::debug!(
             "unwind table for {}: {} rows, built in {:.1} ms",
-            module.path.display(),
+            path.display(),
             rows.len(),
             took.as_secs_f64() * 1e3
         );
@@ -429,7 +464,7 @@ impl<S: TableStore> UnwindTables<S> {
         }
     }
 
-    fn no_space(&mut self, module: &Module, rows: usize) -> ModuleTable {
+    fn no_space(&mut self, path: &Path, rows: usize) -> ModuleTable {
         self.stats.space_full += 1;
         if !self.space_full_reported {
             self.space_full_reported = true;
@@ -437,7 +472,7 @@ impl<S: TableStore> UnwindTables<S> {
                 "unwind table space is full ({} rows): {} ({} rows) and later modules that do \
                  not fit are unwound with frame pointers; raise --unwind-table-mib",
                 self.space.capacity(),
-                module.path.display(),
+                path.display(),
                 rows
             );
         }
@@ -533,6 +568,28 @@ mod tests {
         tables.add_process(2, 0, &maps);
         tables.finish_pending(Duration::from_secs(10));
         assert!(tables.stats().tables >= 1);
+    }
+
+    #[test]
+    fn the_vdso_gets_a_table_from_our_own_copy() {
+        let info = read_own_vdso().unwrap();
+        assert!(info.table.rows.len() >= 10, "{}", info.table.rows.len());
+        let mut symbolizer = Symbolizer::new(SymbolizerConfig::default());
+        let maps = own_maps(&mut symbolizer);
+        let mut tables = UnwindTables::new(MemoryStore::with_capacity(4 << 20));
+        tables.add_process(1, 0, &maps);
+        tables.finish_pending(Duration::from_secs(10));
+        let vdso = maps
+            .regions
+            .iter()
+            .find(|r| matches!(&r.kind, RegionKind::Pseudo(n) if n == "[vdso]"))
+            .expect("a [vdso] mapping");
+        let entry = &tables.store.processes[&1];
+        let mapping = entry.mappings[..entry.count as usize]
+            .iter()
+            .find(|m| m.start == vdso.start)
+            .unwrap();
+        assert!(mapping.row_count >= 10);
     }
 
     #[test]

@@ -57,12 +57,12 @@ pub fn perf_user_stacks(data: &Path) -> Vec<Vec<String>> {
 }
 
 /// One frame name as both tools can agree on it: no `(inlined)`, symbol
-/// version or offset; frames neither can name are `[unknown]`, and so are
-/// PLT stubs, which perf names (`pthread_once@plt`) and smolder keeps as
-/// `module+0xoffset`.
+/// version or offset; frames neither can name are `[unknown]`.
 fn normalize(name: &str) -> String {
     let name = name.trim_end_matches(" (inlined)");
-    if name.ends_with("@plt") {
+    // perf names PLT stubs and vDSO functions; smolder keeps both as
+    // `module+0xoffset` (a naming difference, not an unwinding one).
+    if name.ends_with("@plt") || name.starts_with("__vdso_") {
         return "[unknown]".to_owned();
     }
     let name = name.split('@').next().unwrap_or(name);
