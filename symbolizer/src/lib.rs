@@ -21,6 +21,7 @@ mod perf_map;
 mod proc_maps;
 mod process;
 mod symbolizer;
+mod vdso;
 
 pub use address::FrameAddress;
 pub use debug_info::DebugInfoSource;
@@ -36,3 +37,4 @@ pub use perf_map::{PerfMap, PerfMapSymbol};
 pub use proc_maps::{MapEntry, MapPath, Perms};
 pub use process::{ExecRegion, ProcessMaps, RegionKind};
 pub use symbolizer::{Symbolizer, SymbolizerConfig, SymbolizerStats, UserLocation};
+pub use vdso::VdsoSymbols;

@@ -19,6 +19,7 @@ use crate::module::{BuildId, FileId, Module};
 use crate::perf_map::PerfMap;
 use crate::proc_maps::{parse_maps, MapEntry, MapPath};
 use crate::process::{ExecRegion, ProcessMaps, RegionKind};
+use crate::vdso::VdsoSymbols;
 use crate::{Error, FrameAddress};
 
 /// Limits and locations. Defaults suit a host-wide profiler.
@@ -103,6 +104,8 @@ pub struct Symbolizer {
     stats: SymbolizerStats,
     /// Files already reported as broken, so each is reported once.
     reported: std::collections::HashSet<PathBuf>,
+    /// The vDSO's functions, read from our own copy on first use.
+    vdso: Option<VdsoSymbols>,
 }
 
 /// The frames Go's table gives for an address (a file offset or a virtual
@@ -153,6 +156,7 @@ impl Symbolizer {
             debug_files: LruCache::new(NonZeroUsize::new(4096).expect("non-zero")),
             stats: SymbolizerStats::default(),
             reported: Default::default(),
+            vdso: None,
         }
     }
 
@@ -277,6 +281,15 @@ impl Symbolizer {
                 None => self.perf_map_lookup(&mut perf_map, process, lookup),
                 Some(r) => match &r.kind {
                     RegionKind::Anonymous => self.perf_map_lookup(&mut perf_map, process, lookup),
+                    RegionKind::Pseudo(name) if name == "[vdso]" => {
+                        let vdso = self.vdso.get_or_insert_with(VdsoSymbols::own);
+                        match vdso.name(lookup - r.start) {
+                            Some(function) => {
+                                Resolution::Symbols(vec![FunctionFrame::named(function)])
+                            }
+                            None => Resolution::Unknown(UnknownReason::NoSymbol),
+                        }
+                    }
                     RegionKind::Pseudo(_) => Resolution::Unknown(UnknownReason::NoSymbol),
                     RegionKind::Module(module) if !module.is_available() => {
                         Resolution::Unknown(UnknownReason::ModuleUnavailable)

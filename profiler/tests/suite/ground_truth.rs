@@ -60,9 +60,9 @@ pub fn perf_user_stacks(data: &Path) -> Vec<Vec<String>> {
 /// version or offset; frames neither can name are `[unknown]`.
 fn normalize(name: &str) -> String {
     let name = name.trim_end_matches(" (inlined)");
-    // perf names PLT stubs and vDSO functions; smolder keeps both as
-    // `module+0xoffset` (a naming difference, not an unwinding one).
-    if name.ends_with("@plt") || name.starts_with("__vdso_") {
+    // perf names PLT stubs; smolder keeps them as `module+0xoffset` (a
+    // naming difference, not an unwinding one).
+    if name.ends_with("@plt") {
         return "[unknown]".to_owned();
     }
     let name = name.split('@').next().unwrap_or(name);
