@@ -10,6 +10,7 @@ mod sampler;
 
 pub use ksym::BpfKernelSymbols;
 pub use offcpu::{OffCpuConfig, OffCpuEntry, ThreadSeen};
+pub use programs::key_was_missing;
 pub use record::{DecodeError, Sample, MAX_STACK_FRAMES};
 pub use sampler::{
     LoadError, Sampler, SamplerConfig, SamplerStats, SamplerTargets, UnwindConfig, UnwindMode,

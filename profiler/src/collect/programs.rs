@@ -1,5 +1,6 @@
-//! Looking up typed programs in a loaded BPF object.
+//! Looking up typed programs in a loaded BPF object, and reading map errors.
 
+use aya::maps::MapError;
 use aya::programs::ProgramError;
 use aya::Ebpf;
 
@@ -16,4 +17,14 @@ where
         action: "lookup",
         source,
     })
+}
+
+/// Whether a map update or delete failed only because the key was not there
+/// (aya reports a delete of a missing key as the syscall's ENOENT).
+pub fn key_was_missing(error: &MapError) -> bool {
+    match error {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
 }

@@ -10,7 +10,7 @@ use aya::programs::{BtfTracePoint, PerfEvent, ProgramError, RawTracePoint};
 use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 
 use super::offcpu::{read_totals, remove_read, OffCpuConfig, OffCpuEntry, ThreadSeen};
-use super::programs::program;
+use super::programs::{key_was_missing, program};
 use super::record::Sample;
 use crate::unwind::{BpfStore, StoreError, UnwindStats, UnwindTables, ROW_SIZE};
 
@@ -306,7 +306,8 @@ impl Sampler {
     /// Removes a process from the sampled set.
     pub fn remove_target(&mut self, pid: u32) -> Result<(), LoadError> {
         match self.targets()?.remove(&pid) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) if key_was_missing(&e) => Ok(()),
             Err(source) => Err(LoadError::Map {
                 name: "targets",
                 source,

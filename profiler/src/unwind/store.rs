@@ -8,6 +8,7 @@ use std::os::fd::AsRawFd;
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError};
 
 use super::layout::{ProcessEntry, Row, ROW_SIZE};
+use crate::collect::key_was_missing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -37,10 +38,8 @@ pub trait TableStore {
 
 /// The real store: the sampler's BPF maps.
 pub struct BpfStore {
-    rows: *mut Row,
+    rows_map: MapData,
     capacity: u32,
-    mapped_bytes: usize,
-    _rows_map: MapData,
     processes: BpfHashMap<MapData, u32, ProcessEntry>,
 }
 
@@ -54,38 +53,52 @@ impl BpfStore {
             name: "unwind_processes",
             source,
         })?;
-        let bytes = capacity as usize * ROW_SIZE;
-        // SAFETY: a shared mapping of a BPF array map created with
-        // BPF_F_MMAPABLE, `capacity` elements of ROW_SIZE bytes (the kernel
-        // rounds values up to 8 bytes; Row is 16). The map fd lives as long as
-        // `_rows_map`, and the mapping until Drop; the kernel keeps the pages.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                rows_map.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(StoreError::Mmap(std::io::Error::last_os_error()));
-        }
         Ok(Self {
-            rows: ptr.cast(),
+            rows_map,
             capacity,
-            mapped_bytes: bytes,
-            _rows_map: rows_map,
             processes,
         })
     }
 }
 
-impl Drop for BpfStore {
+const PAGE: usize = 4096;
+
+/// A shared mapping of some pages of the rows array, unmapped on drop. Only
+/// the pages a write touches are mapped: the kernel maps a BPF array's pages
+/// when it is mmapped, and a whole-array mapping would count all of it in
+/// smolder's RSS.
+struct RowPages {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl RowPages {
+    fn map(map: &MapData, byte_offset: usize, len: usize) -> Result<Self, StoreError> {
+        // SAFETY: a shared mapping of a BPF array map created with
+        // BPF_F_MMAPABLE; the kernel checks that offset and length lie
+        // inside the array. The fd outlives the call; the mapping lives
+        // until Drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                byte_offset as libc::off_t,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(StoreError::Mmap(std::io::Error::last_os_error()));
+        }
+        Ok(Self { ptr, len })
+    }
+}
+
+impl Drop for RowPages {
     fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `new` mapped; nothing refers to it after.
-        unsafe { libc::munmap(self.rows.cast(), self.mapped_bytes) };
+        // SAFETY: unmaps exactly what `map` mapped; nothing refers to it after.
+        unsafe { libc::munmap(self.ptr, self.len) };
     }
 }
 
@@ -108,12 +121,26 @@ impl TableStore for BpfStore {
 
     fn write_rows(&mut self, start: u32, rows: &[Row]) -> Result<(), StoreError> {
         check_range(start, rows.len(), self.capacity)?;
-        // SAFETY: the range was checked against the mapped capacity; Row is
-        // plain data, and BPF only reads these rows once a process entry
-        // that points at them is written (after this copy).
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let first_byte = start as usize * ROW_SIZE;
+        let end_byte = first_byte + rows.len() * ROW_SIZE;
+        let page_start = first_byte / PAGE * PAGE;
+        let page_end = end_byte.div_ceil(PAGE) * PAGE;
+        let pages = RowPages::map(&self.rows_map, page_start, page_end - page_start)?;
+        // SAFETY: the mapping covers [page_start, page_end), which holds
+        // [first_byte, end_byte) (checked against the capacity above); Row
+        // is plain data; BPF reads these rows only once a process entry that
+        // points at them is written, after this copy.
         unsafe {
-            std::ptr::copy_nonoverlapping(rows.as_ptr(), self.rows.add(start as usize), rows.len())
-        };
+            let target = pages
+                .ptr
+                .cast::<u8>()
+                .add(first_byte - page_start)
+                .cast::<Row>();
+            std::ptr::copy_nonoverlapping(rows.as_ptr(), target, rows.len());
+        }
         Ok(())
     }
 
@@ -128,7 +155,8 @@ impl TableStore for BpfStore {
 
     fn remove_process(&mut self, pid: u32) -> Result<(), StoreError> {
         match self.processes.remove(&pid) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) if key_was_missing(&e) => Ok(()),
             Err(source) => Err(StoreError::Map {
                 name: "unwind_processes",
                 source,

@@ -310,7 +310,7 @@ impl<S: TableStore> UnwindTables<S> {
         self.stats.store_errors += 1;
         if self.stats.store_errors == 1 {
             tracing::warn!(
-                "cannot update unwind tables in BPF ({}); affected processes use frame pointers",
+                "cannot update unwind tables in BPF ({}); affected processes may use frame pointers",
                 error_chain(e)
             );
         }

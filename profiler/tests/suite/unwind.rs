@@ -74,6 +74,10 @@ fn record(pid: u32, seconds: u32, extra: &[&str]) -> (Vec<Stack>, String) {
     ];
     args.extend_from_slice(extra);
     let stderr = smolder_ok(&args);
+    assert!(
+        !stderr.contains("cannot update unwind tables"),
+        "the BPF maps refused an update:\n{stderr}"
+    );
     let (_, stacks) = read_pprof(&out);
     let ours = stacks.into_iter().filter(|s| s.pid == pid).collect();
     (ours, stderr)
