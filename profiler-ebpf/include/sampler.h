@@ -31,9 +31,9 @@ enum smolder_stat {
 /* sample.flags */
 #define SAMPLE_KERNEL_TRUNCATED (1u << 0)
 #define SAMPLE_USER_TRUNCATED (1u << 1)
-#define SAMPLE_USER_UNWIND_ERROR (1u << 2)   /* the walk stopped early: root is unknown */
-#define SAMPLE_USER_FRAME_POINTERS (1u << 3) /* no tables for the process: the kernel's walk */
-#define SAMPLE_USER_UNMAPPED (1u << 4)	     /* an address outside the known mappings */
+#define SAMPLE_USER_UNWIND_ERROR (1u << 2) /* the walk stopped early: root is unknown */
+/* bit 3 unused (stacks walked by the kernel are counted in STAT_UNWIND_NO_PROCESS) */
+#define SAMPLE_USER_UNMAPPED (1u << 4) /* an address outside the known mappings */
 
 /* One on-CPU sample. Frame arrays hold `*_len` valid entries; a negative
  * length is the kernel's error code from bpf_get_stack. */

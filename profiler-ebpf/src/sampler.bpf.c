@@ -85,7 +85,6 @@ static __always_inline void user_stack(struct bpf_perf_event_data *ctx, struct s
 	int fp_frames = unwind_user_stack(ctx, s);
 	if (fp_frames < 0) {
 		count(STAT_UNWIND_NO_PROCESS);
-		s->flags |= SAMPLE_USER_FRAME_POINTERS;
 		frame_pointer_stack(ctx, s);
 		return;
 	}

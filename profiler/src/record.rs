@@ -241,6 +241,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
     }
     let sampler_stats = sampler.stats();
     let unwind_stats = sampler.unwind_stats();
+    tracing::debug!("sampler: {sampler_stats:?}; unwind tables: {unwind_stats:?}");
     drop(sampler); // detach before the CPU-heavy part
     progress.finish();
     clock.lap("capture");
@@ -297,20 +298,12 @@ fn drain(
     let mut seen: Vec<Seen> = Vec::new();
     sampler.drain(|sample| {
         processes.observe(sample.pid, sample.mm_id, symbolizer);
-        seen.push(Seen {
-            pid: sample.pid,
-            mm_id: sample.mm_id,
-            unmapped: sample.user_unmapped,
-        });
+        seen.push(Seen::from(&sample));
         on_cpu.add(sample);
     });
     sampler.drain_threads(|thread| {
         processes.observe(thread.pid, thread.mm_id, symbolizer);
-        seen.push(Seen {
-            pid: thread.pid,
-            mm_id: thread.mm_id,
-            unmapped: false,
-        });
+        seen.push(Seen::from(&thread));
         off_cpu.note_process(thread.pid);
         off_cpu.name_thread(thread.tid, thread.comm, thread.thread_name);
     });

@@ -55,13 +55,12 @@ pub struct Collector {
 
 impl Collector {
     pub fn new(
-        sampler: Sampler,
-        symbolizer: Symbolizer,
+        mut sampler: Sampler,
+        mut symbolizer: Symbolizer,
         config: Arc<AgentConfig>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let period_ns = 1_000_000_000 / u64::from(config.frequency.get());
-        let (mut sampler, mut symbolizer) = (sampler, symbolizer);
         if let Some(tables) = sampler.unwind_tables() {
             let loaded = unwind::preload(tables, &mut symbolizer, unwind::all_pids());
             tracing::info!("unwind tables loaded for {loaded} running processes");
@@ -134,11 +133,7 @@ impl Collector {
                 .is_some()
             {
                 processes.observe(sample.pid, sample.mm_id, symbolizer);
-                seen.push(Seen {
-                    pid: sample.pid,
-                    mm_id: sample.mm_id,
-                    unmapped: sample.user_unmapped,
-                });
+                seen.push(Seen::from(&sample));
                 on_cpu.add(sample);
             }
         });
@@ -148,11 +143,7 @@ impl Collector {
                 .is_some()
             {
                 processes.observe(thread.pid, thread.mm_id, symbolizer);
-                seen.push(Seen {
-                    pid: thread.pid,
-                    mm_id: thread.mm_id,
-                    unmapped: false,
-                });
+                seen.push(Seen::from(&thread));
                 off_cpu.note_process(thread.pid);
                 off_cpu.name_thread(thread.tid, thread.comm, thread.thread_name);
             }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use aya::maps::{HashMap as BpfHashMap, Map, MapError, StackTraceMap};
 use aya::Ebpf;
 
-use super::record::c_string;
+use super::record::{c_string, FLAG_USER_TRUNCATED, FLAG_USER_UNWIND_ERROR};
 use super::LoadError;
 
 /// What to record off-CPU.
@@ -72,8 +72,6 @@ struct RawThread {
 
 /// Ids of user stacks walked with unwind tables (SMOLDER_OFFCPU_DWARF_ID).
 const DWARF_ID: i32 = 1 << 30;
-const FLAG_USER_TRUNCATED: u32 = 1 << 1;
-const FLAG_USER_UNWIND_ERROR: u32 = 1 << 2;
 
 /// Mirrors `struct smolder_offcpu_user_stack`.
 #[repr(C)]

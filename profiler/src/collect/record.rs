@@ -10,9 +10,9 @@ pub const MAX_STACK_FRAMES: usize = MAX_USER_FRAMES;
 const COMM_LEN: usize = 16;
 
 const FLAG_KERNEL_TRUNCATED: u32 = 1 << 0;
-const FLAG_USER_TRUNCATED: u32 = 1 << 1;
-const FLAG_USER_UNWIND_ERROR: u32 = 1 << 2;
-const FLAG_USER_FRAME_POINTERS: u32 = 1 << 3;
+/// Flag bits shared by samples and off-CPU user stacks (sampler.h).
+pub(super) const FLAG_USER_TRUNCATED: u32 = 1 << 1;
+pub(super) const FLAG_USER_UNWIND_ERROR: u32 = 1 << 2;
 const FLAG_USER_UNMAPPED: u32 = 1 << 4;
 
 /// Mirror of `struct smolder_sample` (profiler-ebpf/include/sampler.h).
@@ -56,8 +56,6 @@ pub struct Sample {
     pub user_truncated: bool,
     /// The DWARF walk stopped at an error: the user stack's root is missing.
     pub user_unwind_error: bool,
-    /// The process had no unwind tables: the kernel walked frame pointers.
-    pub user_frame_pointers: bool,
     /// An address was outside every mapping the unwinder knew (a library
     /// loaded since its tables were written).
     pub user_unmapped: bool,
@@ -99,7 +97,6 @@ impl TryFrom<&[u8]> for Sample {
             kernel_truncated: raw.flags & FLAG_KERNEL_TRUNCATED != 0,
             user_truncated: raw.flags & FLAG_USER_TRUNCATED != 0,
             user_unwind_error: raw.flags & FLAG_USER_UNWIND_ERROR != 0,
-            user_frame_pointers: raw.flags & FLAG_USER_FRAME_POINTERS != 0,
             user_unmapped: raw.flags & FLAG_USER_UNMAPPED != 0,
             kernel_error,
             user_error,

@@ -9,6 +9,7 @@ use symbolizer::Symbolizer;
 
 use super::store::TableStore;
 use super::tables::UnwindTables;
+use crate::collect::{Sample, ThreadSeen};
 use crate::processes::ProcessTracker;
 
 /// Loads the tables of processes that run already, so that their first
@@ -48,6 +49,26 @@ pub struct Seen {
     pub unmapped: bool,
 }
 
+impl From<&Sample> for Seen {
+    fn from(sample: &Sample) -> Self {
+        Self {
+            pid: sample.pid,
+            mm_id: sample.mm_id,
+            unmapped: sample.user_unmapped,
+        }
+    }
+}
+
+impl From<&ThreadSeen> for Seen {
+    fn from(thread: &ThreadSeen) -> Self {
+        Self {
+            pid: thread.pid,
+            mm_id: thread.mm_id,
+            unmapped: false,
+        }
+    }
+}
+
 /// Brings the tables of every process in `seen` up to date (after
 /// `processes` has seen them).
 pub fn follow<S: TableStore>(
@@ -59,13 +80,16 @@ pub fn follow<S: TableStore>(
     tables.poll();
     seen.sort_unstable();
     seen.dedup();
+    let requested = tables.requests();
     for one in seen {
         follow_one(tables, processes, symbolizer, one);
     }
     // Most libraries build in a few milliseconds: give the ones just asked
     // for a moment, so a new process is walked with tables from the next
     // sample on; larger ones finish in the background.
-    tables.finish_pending(NEW_TABLES_WAIT);
+    if tables.requests() > requested {
+        tables.finish_pending(NEW_TABLES_WAIT);
+    }
 }
 
 /// How long a drain waits for tables it asked for (the ring buffer holds

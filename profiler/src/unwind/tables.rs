@@ -9,10 +9,9 @@
 //! pointers and the miss is counted (and said once).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use std::path::Path;
 
 use symbolizer::{ExecRegion, FileId, Module, ProcessMaps, RegionKind};
 
@@ -33,6 +32,11 @@ pub struct UnwindStats {
     pub rows_capacity: u64,
     /// Tables built (from .eh_frame / .debug_frame).
     pub tables_built: u64,
+    /// Tables asked of the builder thread.
+    pub tables_requested: u64,
+    /// FDEs skipped because they did not parse or run (their code is left
+    /// to frame pointers).
+    pub bad_fdes: u64,
     /// Modules with no usable table (no CFI, not ELF, unreadable).
     pub modules_without_tables: u64,
     /// Modules left to frame pointers because the row space was full.
@@ -128,6 +132,12 @@ impl<S: TableStore> UnwindTables<S> {
             .filter(|m| matches!(m, ModuleTable::Pending { .. }))
             .count() as u64;
         stats
+    }
+
+    /// How many tables were ever asked of the builder (grows when new
+    /// modules are seen).
+    pub fn requests(&self) -> u64 {
+        self.stats.tables_requested
     }
 
     /// Installs the tables the builder finished, and rewrites the entries
@@ -326,16 +336,13 @@ impl<S: TableStore> UnwindTables<S> {
     ) -> Option<MappingEntry> {
         if !self.modules.contains_key(&module.id) {
             let table = if self.builder.request(Arc::clone(module)) {
+                self.stats.tables_requested += 1;
                 ModuleTable::Pending {
                     waiting: Vec::new(),
                 }
             } else {
                 // No builder thread: build here.
-                let started = Instant::now();
-                let result = read_table(module);
-                let took = started.elapsed();
-                self.stats.build_time += took;
-                self.store_table(&module.path, result, took)
+                self.build_here(&module.path, || read_table(module))
             };
             self.modules.insert(module.id, table);
         }
@@ -351,11 +358,7 @@ impl<S: TableStore> UnwindTables<S> {
     /// The vDSO's entry: its table is built once, here (a few hundred rows).
     fn vdso_rows(&mut self, region: &ExecRegion) -> Option<MappingEntry> {
         if !self.modules.contains_key(&VDSO_ID) {
-            let started = Instant::now();
-            let result = read_own_vdso();
-            let took = started.elapsed();
-            self.stats.build_time += took;
-            let table = self.store_table(Path::new("[vdso]"), result, took);
+            let table = self.build_here(Path::new("[vdso]"), read_own_vdso);
             self.modules.insert(VDSO_ID, table);
         }
         self.loaded_entry(VDSO_ID, region)
@@ -394,6 +397,19 @@ impl<S: TableStore> UnwindTables<S> {
         }
     }
 
+    /// Builds a table on this thread and stores it.
+    fn build_here(
+        &mut self,
+        path: &Path,
+        read: impl FnOnce() -> Result<ElfUnwindInfo, ReadError>,
+    ) -> ModuleTable {
+        let started = Instant::now();
+        let result = read();
+        let took = started.elapsed();
+        self.stats.build_time += took;
+        self.store_table(path, result, took)
+    }
+
     /// Puts a built table into the row space.
     fn store_table(
         &mut self,
@@ -414,6 +430,7 @@ impl<S: TableStore> UnwindTables<S> {
             }
         };
         self.stats.tables_built += 1;
+        self.stats.bad_fdes += info.table.bad_entries as u64;
         let rows = &info.table.rows;
         let Ok(len) = u32::try_from(rows.len()) else {
             return self.no_space(path, rows.len());

@@ -98,6 +98,30 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// From smolder record's summary: the sampler program's BPF run time in ns
+/// ("BPF sampler: N runs, T ns total", with --bpf-stats).
+pub fn summary_bpf_ns(stderr: &str) -> Option<f64> {
+    stderr.lines().find_map(|l| {
+        l.strip_prefix("BPF sampler: ")?
+            .split(", ")
+            .nth(1)?
+            .strip_suffix(" ns total")?
+            .parse()
+            .ok()
+    })
+}
+
+/// From smolder record's summary: the samples written ("Wrote N samples ...").
+pub fn summary_samples(stderr: &str) -> Option<f64> {
+    stderr.lines().find_map(|l| {
+        l.strip_prefix("Wrote ")?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
@@ -116,6 +140,14 @@ mod tests {
     fn median_of_odd_and_even_counts() {
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn reads_smolder_summaries() {
+        let text = "Wrote 297 samples from 1 processes over 3.0s to x\nBPF sampler: 5004 runs, 14930000 ns total\n";
+        assert_eq!(summary_samples(text), Some(297.0));
+        assert_eq!(summary_bpf_ns(text), Some(14_930_000.0));
+        assert_eq!(summary_bpf_ns("nothing"), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use super::rusage::{self, Usage};
-use super::{median, Options};
+use super::{median, summary_bpf_ns, summary_samples, Options};
 use crate::util::{run, workspace_root};
 
 pub struct Report {
@@ -50,11 +50,16 @@ impl Drop for Load {
 }
 
 pub(super) fn build_workload(dir: &Path) -> Result<PathBuf> {
+    build_c(dir, "chain")
+}
+
+/// `testdata/NAME.c` built with clang and frame pointers into `dir`.
+pub(super) fn build_c(dir: &Path, name: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let out = dir.join("chain");
+    let out = dir.join(name);
     run(Command::new("clang-19")
         .args(["-O1", "-g", "-fno-omit-frame-pointer"])
-        .arg(workspace_root().join("testdata/chain.c"))
+        .arg(workspace_root().join(format!("testdata/{name}.c")))
         .arg("-o")
         .arg(&out))?;
     Ok(out)
@@ -78,28 +83,10 @@ fn smolder_once(seconds: u64, out: &Path) -> Result<(Usage, Duration, f64)> {
     if !usage.success {
         bail!("smolder record failed:\n{text}");
     }
-    let bpf_ns: u64 = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("BPF sampler: ")?
-                .split(", ")
-                .nth(1)?
-                .strip_suffix(" ns total")?
-                .parse()
-                .ok()
-        })
+    let bpf_ns = summary_bpf_ns(&text)
         .with_context(|| format!("no BPF run time in smolder's output:\n{text}"))?;
-    let samples: f64 = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("Wrote ")?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0);
-    Ok((usage, Duration::from_nanos(bpf_ns), samples))
+    let samples = summary_samples(&text).unwrap_or(0.0);
+    Ok((usage, Duration::from_nanos(bpf_ns as u64), samples))
 }
 
 fn perf_once(seconds: u64, out: &Path) -> Result<Usage> {

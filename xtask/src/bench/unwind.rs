@@ -5,12 +5,13 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use super::{median, Options};
-use crate::util::{output, run, workspace_root};
+use super::overhead::{build_c, Load};
+use super::{median, summary_bpf_ns, summary_samples, Options};
+use crate::util::{output, workspace_root};
 use crate::wheels;
 
 /// User frames of each measured stack: deep_stack's recursion plus spin,
@@ -35,28 +36,6 @@ struct TableRow {
     peak_rss_mib: f64,
 }
 
-struct Workload(Child);
-
-impl Drop for Workload {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn build_deep_stack(dir: &Path) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
-    let out = dir.join("deep_stack");
-    // Frame pointers, so that both modes walk the whole stack and the
-    // difference is the cost per frame of each walk.
-    run(Command::new("clang-19")
-        .args(["-O1", "-g", "-fno-omit-frame-pointer"])
-        .arg(workspace_root().join("testdata/deep_stack.c"))
-        .arg("-o")
-        .arg(&out))?;
-    Ok(out)
-}
-
 /// BPF ns per sample of one capture of `pid` with `--unwind mode`: the
 /// program's whole run time over the samples of `pid` it wrote (runs for
 /// other processes, such as the idle task, exit at once).
@@ -75,26 +54,9 @@ fn ns_per_sample(pid: u32, mode: &str, seconds: u64) -> Result<(f64, f64)> {
     )?;
     let _ = std::fs::remove_file(&out);
     let text = String::from_utf8_lossy(&result.stderr);
-    // "BPF sampler: N runs, T ns total"
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("BPF sampler: "))
+    let total = summary_bpf_ns(&text)
         .with_context(|| format!("no BPF stats in smolder's output:\n{text}"))?;
-    let mut numbers = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(str::parse::<f64>);
-    let _runs = numbers.next().context("run count")??;
-    let total = numbers.next().context("run time")??;
-    let samples: f64 = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("Wrote ")?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
+    let samples = summary_samples(&text)
         .with_context(|| format!("no sample count in smolder's output:\n{text}"))?;
     if samples == 0.0 {
         bail!("no samples of pid {pid}");
@@ -104,24 +66,25 @@ fn ns_per_sample(pid: u32, mode: &str, seconds: u64) -> Result<(f64, f64)> {
 
 fn measure_per_sample(options: &Options) -> Result<Vec<(usize, f64, f64, f64)>> {
     let dir = workspace_root().join("target/bench");
-    let binary = build_deep_stack(&dir)?;
+    // Frame pointers, so that both modes walk the whole stack and the
+    // difference is the cost per frame of each walk.
+    let binary = build_c(&dir, "deep_stack")?;
     let seconds = options.seconds.min(10);
     let mut results = Vec::new();
     for frames in DEPTHS {
         let depth = frames - FIXED_FRAMES;
         let (mut dwarf, mut fp, mut samples) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..options.runs {
-            let workload = Workload(
-                Command::new(&binary)
-                    .arg(depth.to_string())
-                    .arg((2 * seconds + 5).to_string())
-                    .spawn()?,
-            );
+            let workload = Load(vec![Command::new(&binary)
+                .arg(depth.to_string())
+                .arg((2 * seconds + 5).to_string())
+                .spawn()?]);
             std::thread::sleep(std::time::Duration::from_millis(300));
-            let (ns, n) = ns_per_sample(workload.0.id(), "dwarf", seconds)?;
+            let pid = workload.0[0].id();
+            let (ns, n) = ns_per_sample(pid, "dwarf", seconds)?;
             dwarf.push(ns);
             samples.push(n);
-            fp.push(ns_per_sample(workload.0.id(), "fp", seconds)?.0);
+            fp.push(ns_per_sample(pid, "fp", seconds)?.0);
         }
         results.push((
             frames,
