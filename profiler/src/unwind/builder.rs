@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memmap2::Mmap;
-use symbolizer::{FileId, Module};
+use symbolizer::Module;
 
 use super::table::{parse_elf, ElfUnwindInfo, TableError};
 
@@ -29,7 +29,6 @@ pub enum ReadError {
 
 /// A table the worker finished (or could not build).
 pub struct Built {
-    pub id: FileId,
     pub module: Arc<Module>,
     pub result: Result<ElfUnwindInfo, ReadError>,
     pub took: Duration,
@@ -71,7 +70,6 @@ impl Builder {
                         release_free_memory();
                     }
                     let built = Built {
-                        id: module.id,
                         module,
                         result,
                         took: started.elapsed(),

@@ -1,7 +1,8 @@
 //! The unwind tables of every profiled process, kept in a bounded store.
 //!
-//! A module's table is built once (keyed by the file's device and inode, so
-//! every process that maps libc shares one copy), on the builder's thread,
+//! A module's table is built once (keyed by its build-id, else by the file's
+//! device and inode, so every process that maps libc shares one copy, even
+//! from another container's identical file), on the builder's thread,
 //! and kept while some process maps it. Until it is in, the process's entry
 //! leaves that mapping to frame pointers; it is rewritten when the table
 //! arrives. When the row space is full, tables no process uses are evicted,
@@ -13,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use symbolizer::{ExecRegion, FileId, Module, ProcessMaps, RegionKind};
+use symbolizer::{BuildId, ExecRegion, FileId, Module, ProcessMaps, RegionKind};
 
 use super::builder::{read_own_vdso, read_table, Builder, Built, ReadError};
 use super::layout::{MappingEntry, ProcessEntry, MAX_MAPPINGS};
@@ -69,9 +70,29 @@ enum ModuleTable {
     NoSpace,
 }
 
+/// What a table is shared by: files with the same build-id have the same
+/// `.eh_frame`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum TableKey {
+    BuildId(BuildId),
+    /// A file without a build-id.
+    File(FileId),
+    /// The vDSO: the same image in every process.
+    Vdso,
+}
+
+impl TableKey {
+    fn of(module: &Module) -> Self {
+        match &module.build_id {
+            Some(id) => Self::BuildId(id.clone()),
+            None => Self::File(module.id),
+        }
+    }
+}
+
 struct ProcessTables {
     mm_id: u64,
-    modules: Vec<FileId>,
+    modules: Vec<TableKey>,
     updated: Instant,
     /// What the entry was built from, to rewrite it when a table arrives.
     maps: Option<ProcessMaps>,
@@ -81,19 +102,12 @@ pub struct UnwindTables<S: TableStore> {
     store: S,
     builder: Builder,
     space: RowSpace,
-    modules: HashMap<FileId, ModuleTable>,
+    modules: HashMap<TableKey, ModuleTable>,
     processes: HashMap<u32, ProcessTables>,
     clock: u64,
     stats: UnwindStats,
     space_full_reported: bool,
 }
-
-/// The vDSO's key among the modules: no file has inode 0.
-const VDSO_ID: FileId = FileId {
-    dev_major: 0,
-    dev_minor: 0,
-    inode: 0,
-};
 
 /// A process entry is rewritten at most this often when its samples show
 /// addresses outside its known mappings (a library loaded since).
@@ -180,18 +194,19 @@ impl<S: TableStore> UnwindTables<S> {
 
     /// Stores a finished table; returns the processes that waited for it.
     fn install(&mut self, built: Built) -> Vec<u32> {
-        let waiting = match self.modules.remove(&built.id) {
+        let key = TableKey::of(&built.module);
+        let waiting = match self.modules.remove(&key) {
             Some(ModuleTable::Pending { waiting }) => waiting,
             Some(other) => {
-                // Not asked for any more (evicted and rebuilt): keep what is there.
-                self.modules.insert(built.id, other);
+                // Only pending tables are asked for: keep what is there.
+                self.modules.insert(key, other);
                 return Vec::new();
             }
             None => Vec::new(),
         };
         self.stats.build_time += built.took;
         let table = self.store_table(&built.module.path, built.result, built.took);
-        self.modules.insert(built.id, table);
+        self.modules.insert(key, table);
         waiting
     }
 
@@ -232,7 +247,7 @@ impl<S: TableStore> UnwindTables<S> {
     pub fn add_process(&mut self, pid: u32, mm_id: u64, maps: &ProcessMaps) {
         self.clock += 1;
         let mut entries: Vec<MappingEntry> = Vec::with_capacity(maps.regions.len());
-        let mut used: Vec<FileId> = Vec::new();
+        let mut used: Vec<TableKey> = Vec::new();
         for region in &maps.regions {
             let mut entry = MappingEntry {
                 start: region.start,
@@ -242,15 +257,15 @@ impl<S: TableStore> UnwindTables<S> {
             let found = match &region.kind {
                 RegionKind::Module(module) => self
                     .module_rows(pid, module, region)
-                    .map(|found| (found, module.id)),
+                    .map(|found| (found, TableKey::of(module))),
                 RegionKind::Pseudo(name) if name == "[vdso]" => {
-                    self.vdso_rows(region).map(|found| (found, VDSO_ID))
+                    self.vdso_rows(region).map(|found| (found, TableKey::Vdso))
                 }
                 _ => None,
             };
-            if let Some((found, id)) = found {
+            if let Some((found, key)) = found {
                 entry = found;
-                used.push(id);
+                used.push(key);
             }
             entries.push(entry);
         }
@@ -301,10 +316,10 @@ impl<S: TableStore> UnwindTables<S> {
         }
     }
 
-    fn release(&mut self, modules: &[FileId]) {
+    fn release(&mut self, modules: &[TableKey]) {
         let mut freed = false;
-        for id in modules {
-            if let Some(ModuleTable::Loaded { refs, .. }) = self.modules.get_mut(id) {
+        for key in modules {
+            if let Some(ModuleTable::Loaded { refs, .. }) = self.modules.get_mut(key) {
                 *refs = refs.saturating_sub(1);
                 freed |= *refs == 0;
             }
@@ -334,7 +349,8 @@ impl<S: TableStore> UnwindTables<S> {
         module: &Arc<Module>,
         region: &ExecRegion,
     ) -> Option<MappingEntry> {
-        if !self.modules.contains_key(&module.id) {
+        let key = TableKey::of(module);
+        if !self.modules.contains_key(&key) {
             let table = if self.builder.request(Arc::clone(module)) {
                 self.stats.tables_requested += 1;
                 ModuleTable::Pending {
@@ -344,31 +360,31 @@ impl<S: TableStore> UnwindTables<S> {
                 // No builder thread: build here.
                 self.build_here(&module.path, || read_table(module))
             };
-            self.modules.insert(module.id, table);
+            self.modules.insert(key.clone(), table);
         }
-        if let Some(ModuleTable::Pending { waiting }) = self.modules.get_mut(&module.id) {
+        if let Some(ModuleTable::Pending { waiting }) = self.modules.get_mut(&key) {
             if !waiting.contains(&pid) {
                 waiting.push(pid);
             }
             return None;
         }
-        self.loaded_entry(module.id, region)
+        self.loaded_entry(&key, region)
     }
 
     /// The vDSO's entry: its table is built once, here (a few hundred rows).
     fn vdso_rows(&mut self, region: &ExecRegion) -> Option<MappingEntry> {
-        if !self.modules.contains_key(&VDSO_ID) {
+        if !self.modules.contains_key(&TableKey::Vdso) {
             let table = self.build_here(Path::new("[vdso]"), read_own_vdso);
-            self.modules.insert(VDSO_ID, table);
+            self.modules.insert(TableKey::Vdso, table);
         }
-        self.loaded_entry(VDSO_ID, region)
+        self.loaded_entry(&TableKey::Vdso, region)
     }
 
     /// The entry for `region` of a module whose table is loaded (a reference
     /// is taken), or None.
-    fn loaded_entry(&mut self, id: FileId, region: &ExecRegion) -> Option<MappingEntry> {
+    fn loaded_entry(&mut self, key: &TableKey, region: &ExecRegion) -> Option<MappingEntry> {
         let clock = self.clock;
-        match self.modules.get_mut(&id)? {
+        match self.modules.get_mut(key)? {
             ModuleTable::Loaded {
                 range,
                 base,
@@ -470,11 +486,12 @@ impl<S: TableStore> UnwindTables<S> {
                 .filter_map(|(id, m)| match m {
                     ModuleTable::Loaded {
                         refs: 0, last_used, ..
-                    } => Some((*last_used, *id)),
+                    } => Some((*last_used, id)),
                     _ => None,
                 })
-                .min()?;
-            if let Some(ModuleTable::Loaded { range, .. }) = self.modules.remove(&victim.1) {
+                .min_by_key(|(last_used, _)| *last_used)
+                .map(|(_, key)| key.clone())?;
+            if let Some(ModuleTable::Loaded { range, .. }) = self.modules.remove(&victim) {
                 self.space.release(range);
                 self.stats.evicted += 1;
             }

@@ -280,6 +280,58 @@ fn off_cpu_stacks_without_frame_pointers_are_complete() {
     );
 }
 
+/// Tables are shared by build-id: a second copy of a binary (another file,
+/// as in another container's image) adds no table, and is unwound whole.
+#[test]
+fn identical_copies_share_one_table() {
+    if !is_root() {
+        return;
+    }
+    let binary = workload_without_frame_pointers("nofp_chain");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("nofp_chain");
+    std::fs::copy(&binary, &copy).unwrap();
+    let first = Running::start(&binary, &["6"]);
+    let second = Running::start(&copy, &["6"]);
+    let tables = |stderr: &str| -> u64 {
+        stderr
+            .lines()
+            .find_map(|l| {
+                l.split(" truncated; ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .expect("unwind summary line")
+    };
+    let (_, one) = record(first.pid(), 1, &[]);
+    let pids = format!("{},{}", first.pid(), second.pid());
+    let out = dir.path().join("both.pb.gz");
+    let both = smolder_ok(&[
+        "record",
+        "-p",
+        &pids,
+        "-d",
+        "2s",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(tables(&both), tables(&one), "a copy added a table:\n{both}");
+    let (_, stacks) = read_pprof(&out);
+    let copy_stacks: Vec<Stack> = stacks
+        .into_iter()
+        .filter(|s| s.pid == second.pid())
+        .collect();
+    let whole = share(&copy_stacks, |s| s.contains(NOFP_CHAIN) && reaches_start(s));
+    assert!(
+        whole >= 0.95,
+        "{:.1}% of the copy's samples whole",
+        whole * 100.0
+    );
+}
+
 /// PyTorch stacks run past 100 frames: those fit, and deeper ones end in a
 /// visible `[truncated]` root, counted in the summary.
 #[test]
