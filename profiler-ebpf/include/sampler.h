@@ -8,6 +8,8 @@
 #define SMOLDER_COMM_LEN 16
 #define SMOLDER_MAX_TARGETS 16384
 
+#include "python.h"
+
 /* Indexes into the per-CPU `stats` array. */
 enum smolder_stat {
 	STAT_SAMPLES = 0,	     /* samples taken for a target */
@@ -25,7 +27,11 @@ enum smolder_stat {
 	STAT_UNWIND_FP_FRAMES = 12,  /* frames without a table row, stepped with frame pointers */
 	STAT_UNWIND_UNMAPPED = 13,   /* user stacks with an address outside every known mapping */
 	STAT_OFFCPU_DWARF_COLLISION = 14, /* off-CPU DWARF stack id taken by another stack */
-	STAT_COUNT = 15,
+	STAT_PYTHON_STACKS = 15,	  /* samples of registered Python processes walked */
+	STAT_PYTHON_NO_THREAD = 16,	  /* ... of threads without a PyThreadState */
+	STAT_PYTHON_ERRORS = 17,	  /* ... cut short by a failed read */
+	STAT_PYTHON_TRUNCATED = 18,	  /* ... deeper than SMOLDER_MAX_PYTHON_FRAMES */
+	STAT_COUNT = 19,
 };
 
 /* sample.flags */
@@ -36,7 +42,9 @@ enum smolder_stat {
 #define SAMPLE_USER_UNMAPPED (1u << 4) /* an address outside the known mappings */
 
 /* One on-CPU sample. Frame arrays hold `*_len` valid entries; a negative
- * length is the kernel's error code from bpf_get_stack. */
+ * length is the kernel's error code from bpf_get_stack. The record is cut
+ * after the last Python frame: its size is SMOLDER_SAMPLE_BASE_SIZE plus
+ * python_len frames. */
 struct smolder_sample {
 	__u32 pid;     /* thread group id */
 	__u32 tid;     /* thread id */
@@ -50,10 +58,17 @@ struct smolder_sample {
 	char thread_comm[SMOLDER_COMM_LEN]; /* thread name */
 	__u64 kernel_stack[SMOLDER_MAX_KERNEL_FRAMES];
 	__u64 user_stack[SMOLDER_MAX_USER_FRAMES];
+	__u32 python_len;    /* frames in `python`, newest first */
+	__u32 python_status; /* enum smolder_python_status */
+	struct smolder_python_frame python[SMOLDER_MAX_PYTHON_FRAMES];
 };
 
+#define SMOLDER_SAMPLE_BASE_SIZE (80 + 8 * (SMOLDER_MAX_KERNEL_FRAMES + SMOLDER_MAX_USER_FRAMES))
+
 _Static_assert(sizeof(struct smolder_sample) ==
-		   72 + 8 * (SMOLDER_MAX_KERNEL_FRAMES + SMOLDER_MAX_USER_FRAMES),
+		   SMOLDER_SAMPLE_BASE_SIZE + 16 * SMOLDER_MAX_PYTHON_FRAMES,
+	       "struct smolder_sample layout changed: update the Rust mirror");
+_Static_assert(__builtin_offsetof(struct smolder_sample, python) == SMOLDER_SAMPLE_BASE_SIZE,
 	       "struct smolder_sample layout changed: update the Rust mirror");
 
 #endif

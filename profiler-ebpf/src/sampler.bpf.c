@@ -55,15 +55,9 @@ static __always_inline void count(__u32 stat)
 }
 
 #include "unwind_user.h"
-
-/* The sample is built here, then copied into the ring buffer: the unwinder
- * fills it from a bpf_loop callback. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct smolder_sample);
-} sample_scratch SEC(".maps");
+/* Defines `sample_scratch`, where each sample is built before it is copied
+ * into the ring buffer (the walkers fill it from bpf_loop callbacks). */
+#include "python_user.h"
 
 /* The user stack with the kernel's frame-pointer walk. */
 static __always_inline void frame_pointer_stack(struct bpf_perf_event_data *ctx,
@@ -97,6 +91,19 @@ static __always_inline void user_stack(struct bpf_perf_event_data *ctx, struct s
 		count(STAT_UNWIND_TRUNCATED);
 	if (s->flags & SAMPLE_USER_UNMAPPED)
 		count(STAT_UNWIND_UNMAPPED);
+}
+
+static __always_inline void count_python(__u32 status)
+{
+	if (status == PY_STATUS_NONE)
+		return;
+	count(STAT_PYTHON_STACKS);
+	if (status == PY_STATUS_NO_THREAD)
+		count(STAT_PYTHON_NO_THREAD);
+	else if (status == PY_STATUS_ERROR)
+		count(STAT_PYTHON_ERRORS);
+	else if (status == PY_STATUS_TRUNCATED)
+		count(STAT_PYTHON_TRUNCATED);
 }
 
 static __always_inline int is_target(__u32 tgid)
@@ -144,11 +151,21 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
 	s->mm_id = (__u64)mm;
 	s->user_len = 0;
-	if (mm != NULL)
+	s->python_len = 0;
+	s->python_status = PY_STATUS_NONE;
+	if (mm != NULL) {
 		user_stack(ctx, s);
+		python_stack(s, task);
+		count_python(s->python_status);
+	}
 
-	/* User space drains the buffer on a timer: no wakeup per sample. */
-	if (bpf_ringbuf_output(&samples, s, sizeof(*s), BPF_RB_NO_WAKEUP) != 0) {
+	/* Only the Python frames in use are sent. User space drains the buffer
+	 * on a timer: no wakeup per sample. */
+	__u64 size = SMOLDER_SAMPLE_BASE_SIZE +
+		     (__u64)(s->python_len & 127) * sizeof(struct smolder_python_frame);
+	if (size > sizeof(*s))
+		size = sizeof(*s);
+	if (bpf_ringbuf_output(&samples, s, size, BPF_RB_NO_WAKEUP) != 0) {
 		count(STAT_RINGBUF_FULL);
 		return 0;
 	}

@@ -2,6 +2,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use symbolizer::python::PythonFrame;
+
 use crate::collect::{OffCpuEntry, Sample, MAX_STACK_FRAMES};
 
 /// A raw stack of one thread. Addresses are in the sampled process's address
@@ -18,6 +20,9 @@ pub struct StackKey {
     pub truncated: bool,
     /// The user stack walk stopped at an error: outer frames are missing.
     pub unwind_error: bool,
+    /// Python frames sampled with the stack, named while the process lived
+    /// (newest first; empty for other processes).
+    pub python: Box<[PythonFrame]>,
 }
 
 /// Names of a thread, as last seen.
@@ -82,8 +87,8 @@ impl Aggregate {
         total.nanos += weight.nanos;
     }
 
-    /// Adds one on-CPU sample.
-    pub fn add(&mut self, sample: Sample) {
+    /// Adds one on-CPU sample with its Python frames, already named.
+    pub fn add(&mut self, sample: Sample, python: Box<[PythonFrame]>) {
         self.name_thread(sample.tid, sample.comm, sample.thread_name);
         let key = StackKey {
             pid: sample.pid,
@@ -93,6 +98,7 @@ impl Aggregate {
             user: sample.user.into_boxed_slice(),
             truncated: sample.kernel_truncated || sample.user_truncated,
             unwind_error: sample.user_unwind_error,
+            python,
         };
         let period_ns = self.period_ns;
         self.add_weighted(
@@ -118,6 +124,7 @@ impl Aggregate {
             user: entry.user.into_boxed_slice(),
             truncated,
             unwind_error: entry.user_unwind_error,
+            python: Box::default(),
         };
         let weight = Weight {
             count: entry.count,
@@ -170,6 +177,7 @@ mod tests {
             user: Box::new([0x10]),
             truncated: false,
             unwind_error: false,
+            python: Box::default(),
         }
     }
 

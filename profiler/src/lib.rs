@@ -20,6 +20,7 @@ pub mod preflight;
 pub mod processes;
 pub mod profile;
 pub mod progress;
+pub mod python;
 pub mod record;
 pub mod report;
 pub mod signals;

@@ -19,6 +19,7 @@ use crate::preflight::{self, PreflightError};
 use crate::processes::{process_alive, ProcessTracker};
 use crate::profile::{Profile, ProfileKind};
 use crate::progress::Progress;
+use crate::python::{BpfPythonStore, PythonTracker, TrackerStats};
 use crate::symbolize::{symbolize, Window};
 use crate::target::{self, Launched, TargetError, TargetSpec};
 use crate::unwind::{self, Seen, UnwindStats};
@@ -77,6 +78,7 @@ pub struct RecordOutcome {
     pub symbolizer: SymbolizerStats,
     pub debuginfod: Option<Arc<DebuginfodStats>>,
     pub processes_missed: u64,
+    pub python: TrackerStats,
 }
 
 /// One output file, opened before the capture so a bad path fails early.
@@ -158,13 +160,19 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         symbolizer.set_debug_info_source(Box::new(client));
     }
     let mut processes = ProcessTracker::default();
+    let running = match &config.targets {
+        TargetSpec::All => unwind::all_pids(),
+        TargetSpec::Pids(pids) => pids.clone(),
+        TargetSpec::Command(_) => Vec::new(), // not started yet
+    };
+    let mut python = PythonTracker::new(
+        sampler
+            .take_python_store()
+            .ok_or(LoadError::Missing("python_processes"))?,
+    );
+    python.preload(running.iter().copied());
     if let Some(tables) = sampler.unwind_tables() {
-        let pids = match &config.targets {
-            TargetSpec::All => unwind::all_pids(),
-            TargetSpec::Pids(pids) => pids.clone(),
-            TargetSpec::Command(_) => Vec::new(), // not started yet
-        };
-        let loaded = unwind::preload(tables, &mut symbolizer, pids);
+        let loaded = unwind::preload(tables, &mut symbolizer, running);
         // The first samples should be walked with tables: wait a little
         // for them (each is built once; a 1 GiB library takes about 1 s).
         tables.finish_pending(Duration::from_secs(5));
@@ -191,6 +199,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
             &mut sampler,
             &mut processes,
             &mut symbolizer,
+            &mut python,
             &mut on_cpu,
             &mut off_cpu,
         );
@@ -217,6 +226,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
             if let Some(tables) = sampler.unwind_tables() {
                 tables.reap(process_alive);
             }
+            python.reap(process_alive);
             if let TargetSpec::Pids(pids) = &config.targets {
                 if pids.iter().all(|&pid| !process_alive(pid)) {
                     tracing::info!("every target process has exited");
@@ -233,6 +243,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         &mut sampler,
         &mut processes,
         &mut symbolizer,
+        &mut python,
         &mut on_cpu,
         &mut off_cpu,
     );
@@ -259,12 +270,19 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         symbolizer: SymbolizerStats::default(),
         debuginfod: None,
         processes_missed: 0,
+        python: python.stats(),
     };
     if let Some(output) = on_cpu_output {
         let kind = ProfileKind::OnCpu {
             frequency_hz: config.frequency.get(),
         };
-        let profile = symbolize(&on_cpu, &mut processes, &mut symbolizer, window(kind));
+        let profile = symbolize(
+            &on_cpu,
+            &mut processes,
+            &mut symbolizer,
+            python.modules(),
+            window(kind),
+        );
         write_output(&profile, config.format, output)?;
         outcome.on_cpu = Some(profile);
     }
@@ -273,6 +291,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
             &off_cpu,
             &mut processes,
             &mut symbolizer,
+            python.modules(),
             window(ProfileKind::OffCpu),
         );
         write_output(&profile, config.format, output)?;
@@ -292,6 +311,7 @@ fn drain(
     sampler: &mut Sampler,
     processes: &mut ProcessTracker,
     symbolizer: &mut Symbolizer,
+    python: &mut PythonTracker<BpfPythonStore>,
     on_cpu: &mut Aggregate,
     off_cpu: &mut Aggregate,
 ) {
@@ -299,7 +319,8 @@ fn drain(
     sampler.drain(|sample| {
         processes.observe(sample.pid, sample.mm_id, symbolizer);
         seen.push(Seen::from(&sample));
-        on_cpu.add(sample);
+        let frames = python.resolve(&sample);
+        on_cpu.add(sample, frames);
     });
     sampler.drain_threads(|thread| {
         processes.observe(thread.pid, thread.mm_id, symbolizer);
@@ -307,6 +328,7 @@ fn drain(
         off_cpu.note_process(thread.pid);
         off_cpu.name_thread(thread.tid, thread.comm, thread.thread_name);
     });
+    python.follow(&seen);
     if let Some(tables) = sampler.unwind_tables() {
         unwind::follow(tables, processes, symbolizer, seen);
     }
@@ -406,6 +428,21 @@ pub fn print_summary(outcome: &RecordOutcome, config: &RecordConfig) {
                 u.space_full
             );
         }
+    }
+    let py = &outcome.python;
+    if py.registered + py.failed > 0 {
+        eprintln!(
+            "python: {} interpreters walked ({} could not be); {} stacks, {} of threads without \
+             Python, {} cut by a failed read, {} truncated; {} code objects read, {} unreadable frames",
+            py.registered,
+            py.failed,
+            s.python_stacks,
+            s.python_no_thread,
+            s.python_errors,
+            s.python_truncated,
+            py.resolver.code_objects_read,
+            py.resolver.unreadable,
+        );
     }
     if outcome.processes_missed > 0 {
         eprintln!(

@@ -1,8 +1,10 @@
 //! Symbolize stage: turns raw aggregated stacks into a [`Profile`].
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use symbolizer::python::PythonFrame;
 use symbolizer::{
     ExecRegion, FrameAddress, FunctionFrame, RegionKind, Resolution, Symbolizer, UserLocation,
 };
@@ -10,6 +12,7 @@ use symbolizer::{
 use crate::aggregate::{Aggregate, StackKey, ThreadNames};
 use crate::processes::ProcessTracker;
 use crate::profile::{Location, Mapping, Profile, ProfileKind, ProfileSample};
+use crate::python::{merge, Merged, NativeFrameKind};
 
 /// Frames the BPF machinery itself adds at the top of kernel stacks.
 const BPF_FRAME_PREFIXES: &[&str] = &[
@@ -30,10 +33,19 @@ pub struct Window {
 
 #[derive(Hash, PartialEq, Eq)]
 enum LocationKey {
-    User { pid: u32, mm_id: u64, address: u64 },
+    User {
+        pid: u32,
+        mm_id: u64,
+        address: u64,
+    },
     Kernel(u64),
     Truncated,
     UnwindError,
+    Python {
+        function: std::sync::Arc<str>,
+        file: std::sync::Arc<str>,
+        line: Option<u32>,
+    },
 }
 
 #[derive(Hash, PartialEq, Eq)]
@@ -48,13 +60,17 @@ struct Builder<'a> {
     location_ids: HashMap<LocationKey, usize>,
     mappings: Vec<Mapping>,
     mapping_ids: HashMap<MappingKey, usize>,
+    /// Interpreter module of each Python process, by pid.
+    python_modules: &'a HashMap<u32, PathBuf>,
 }
 
-/// Symbolizes every stack of `aggregate`.
+/// Symbolizes every stack of `aggregate`. The stacks of processes in
+/// `python_modules` get their Python frames merged in.
 pub fn symbolize(
     aggregate: &Aggregate,
     processes: &mut ProcessTracker,
     symbolizer: &mut Symbolizer,
+    python_modules: &HashMap<u32, PathBuf>,
     window: Window,
 ) -> Profile {
     refresh_stale_snapshots(aggregate, processes, symbolizer);
@@ -64,6 +80,7 @@ pub fn symbolize(
         location_ids: HashMap::new(),
         mappings: Vec::new(),
         mapping_ids: HashMap::new(),
+        python_modules,
     };
     let unnamed = ThreadNames {
         comm: String::new(),
@@ -132,7 +149,13 @@ impl Builder<'_> {
     fn stack(&mut self, key: &StackKey, processes: &ProcessTracker) -> Vec<usize> {
         let mut ids = Vec::with_capacity(key.kernel.len() + key.user.len() + 1);
         self.kernel_frames(&key.kernel, &mut ids);
-        self.user_frames(key, processes, &mut ids);
+        if key.python.is_empty() {
+            self.user_frames(key, processes, &mut ids);
+        } else {
+            let mut native = Vec::with_capacity(key.user.len());
+            self.user_frames(key, processes, &mut native);
+            self.merge_python(key, &native, &mut ids);
+        }
         // Root markers: the stack goes on past what was recorded.
         if key.truncated {
             ids.push(self.marker(LocationKey::Truncated, "[truncated]"));
@@ -141,6 +164,54 @@ impl Builder<'_> {
             ids.push(self.marker(LocationKey::UnwindError, "[unwind error]"));
         }
         ids
+    }
+
+    /// Puts the Python frames of `key` in place of the interpreter's frames
+    /// in `native` (location ids, leaf first).
+    fn merge_python(&mut self, key: &StackKey, native: &[usize], ids: &mut Vec<usize>) {
+        let module = self
+            .python_modules
+            .get(&key.pid)
+            .map(|p| p.display().to_string());
+        let classified: Vec<(usize, NativeFrameKind)> = native
+            .iter()
+            .map(|&id| {
+                let location = &self.locations[id];
+                let in_interpreter = match (location.mapping, &module) {
+                    (Some(m), Some(module)) => self.mappings[m].file == *module,
+                    _ => false,
+                };
+                // The real frame is the outermost; inlined ones come first.
+                let name = location.frames.last().map_or("", |f| f.name.as_str());
+                (id, NativeFrameKind::of(name, in_interpreter))
+            })
+            .collect();
+        for frame in merge(&classified, &key.python) {
+            let id = match frame {
+                Merged::Native(id) => id,
+                Merged::Python(f) => self.python_location(f),
+            };
+            ids.push(id);
+        }
+    }
+
+    fn python_location(&mut self, frame: &PythonFrame) -> usize {
+        let key = LocationKey::Python {
+            function: frame.function.clone(),
+            file: frame.file.clone(),
+            line: frame.line,
+        };
+        self.location(key, |_| Location {
+            mapping: None,
+            address: 0,
+            frames: vec![FunctionFrame {
+                name: frame.function.to_string(),
+                system_name: frame.function.to_string(),
+                file: Some(frame.file.to_string()),
+                line: frame.line,
+                inlined: false,
+            }],
+        })
     }
 
     /// A location with no address, only a name.

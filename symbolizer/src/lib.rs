@@ -20,6 +20,7 @@ mod module;
 mod perf_map;
 mod proc_maps;
 mod process;
+pub mod python;
 mod symbolizer;
 mod vdso;
 

@@ -20,6 +20,7 @@ use crate::collect::{Sampler, DRAIN_INTERVAL};
 use crate::encode::{encode_pprof_labelled, SampleLabels};
 use crate::processes::{process_alive, ProcessTracker};
 use crate::profile::{Profile, ProfileKind};
+use crate::python::{BpfPythonStore, PythonTracker};
 use crate::signals;
 use crate::symbolize::{symbolize, Window};
 use crate::unwind::{self, Seen, ROW_SIZE};
@@ -46,6 +47,7 @@ pub struct Collector {
     pub config: Arc<AgentConfig>,
     pub metrics: Arc<Metrics>,
     processes: ProcessTracker,
+    python: Option<PythonTracker<BpfPythonStore>>,
     services: ServiceCache,
     on_cpu: Aggregate,
     off_cpu: Aggregate,
@@ -65,12 +67,17 @@ impl Collector {
             let loaded = unwind::preload(tables, &mut symbolizer, unwind::all_pids());
             tracing::info!("unwind tables loaded for {loaded} running processes");
         }
+        let mut python = sampler.take_python_store().map(PythonTracker::new);
+        if let Some(python) = python.as_mut() {
+            python.preload(unwind::all_pids());
+        }
         Self {
             sampler,
             symbolizer,
             config,
             metrics,
             processes: ProcessTracker::default(),
+            python,
             services: ServiceCache::new(),
             on_cpu: Aggregate::new(period_ns),
             off_cpu: Aggregate::new(0),
@@ -121,6 +128,7 @@ impl Collector {
             symbolizer,
             config,
             processes,
+            python,
             services,
             on_cpu,
             off_cpu,
@@ -134,7 +142,11 @@ impl Collector {
             {
                 processes.observe(sample.pid, sample.mm_id, symbolizer);
                 seen.push(Seen::from(&sample));
-                on_cpu.add(sample);
+                let frames = python
+                    .as_mut()
+                    .map(|p| p.resolve(&sample))
+                    .unwrap_or_default();
+                on_cpu.add(sample, frames);
             }
         });
         sampler.drain_threads(|thread| {
@@ -148,6 +160,9 @@ impl Collector {
                 off_cpu.name_thread(thread.tid, thread.comm, thread.thread_name);
             }
         });
+        if let Some(python) = python.as_mut() {
+            python.follow(&seen);
+        }
         if let Some(tables) = sampler.unwind_tables() {
             unwind::follow(tables, processes, symbolizer, seen);
         }
@@ -179,6 +194,7 @@ impl Collector {
             (off_cpu, ProfileKind::OffCpu),
         ];
         let mut services = 0;
+        let no_modules = std::collections::HashMap::new();
         for (aggregate, kind) in kinds {
             add(
                 &self.metrics.samples,
@@ -200,8 +216,13 @@ impl Collector {
                     duration,
                     kind,
                 };
-                let mut profile =
-                    symbolize(&part, &mut self.processes, &mut self.symbolizer, window);
+                let mut profile = symbolize(
+                    &part,
+                    &mut self.processes,
+                    &mut self.symbolizer,
+                    self.python.as_ref().map_or(&no_modules, |p| p.modules()),
+                    window,
+                );
                 cap_thread_names(&mut profile, self.config.max_thread_names);
                 match encode_pprof_labelled(&profile, SampleLabels::Pyroscope) {
                     Ok(pprof_gz) => profiles.push(WindowProfile {
@@ -216,6 +237,10 @@ impl Collector {
         self.update_metrics(processes, services);
         if let Some(tables) = self.sampler.unwind_tables() {
             tables.reap(process_alive);
+        }
+        if let Some(python) = self.python.as_mut() {
+            python.reap(process_alive);
+            python.prune_modules(process_alive);
         }
         for (pid, mm_id) in self.services.end_window() {
             self.processes.forget(pid, mm_id);

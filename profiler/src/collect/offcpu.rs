@@ -122,7 +122,10 @@ impl TryFrom<&[u8]> for ThreadSeen {
 
     fn try_from(bytes: &[u8]) -> Result<Self, Self::Error> {
         if bytes.len() != size_of::<RawThread>() {
-            return Err(super::DecodeError::Size { got: bytes.len() });
+            return Err(super::DecodeError::Size {
+                got: bytes.len(),
+                expected: size_of::<RawThread>(),
+            });
         }
         // SAFETY: length checked; RawThread is plain old data valid for any
         // bit pattern; read_unaligned copes with any alignment.

@@ -3,11 +3,16 @@
 
 use std::mem::size_of;
 
+use symbolizer::python::RawPythonFrame;
+
 pub(crate) const MAX_KERNEL_FRAMES: usize = 127;
 pub(crate) const MAX_USER_FRAMES: usize = 127;
 /// Deepest stack the BPF side records (kernel or user, on or off CPU).
 pub const MAX_STACK_FRAMES: usize = MAX_USER_FRAMES;
 const COMM_LEN: usize = 16;
+pub(crate) const MAX_PYTHON_FRAMES: usize = 96;
+/// `PY_FRAME_ENTRY` (python.h): set on the outermost frame of a C call.
+const PYTHON_FRAME_ENTRY: u32 = 1 << 31;
 
 const FLAG_KERNEL_TRUNCATED: u32 = 1 << 0;
 /// Flag bits shared by samples and off-CPU user stacks (sampler.h).
@@ -31,10 +36,60 @@ struct RawSample {
     thread_comm: [u8; COMM_LEN],
     kernel_stack: [u64; MAX_KERNEL_FRAMES],
     user_stack: [u64; MAX_USER_FRAMES],
+    python_len: u32,
+    python_status: u32,
+    python: [RawPython; MAX_PYTHON_FRAMES],
 }
 
-pub(crate) const RAW_SAMPLE_SIZE: usize = 72 + 8 * (MAX_KERNEL_FRAMES + MAX_USER_FRAMES);
+/// Mirror of `struct smolder_python_frame` (profiler-ebpf/include/python.h).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct RawPython {
+    code: u64,
+    instr: u32,
+    first_line: i32,
+}
+
+const RAW_PYTHON_SIZE: usize = 16;
+const _: () = assert!(size_of::<RawPython>() == RAW_PYTHON_SIZE);
+/// The record up to its Python frames: every record is this long plus
+/// `python_len` frames.
+pub(crate) const RAW_SAMPLE_BASE_SIZE: usize = 80 + 8 * (MAX_KERNEL_FRAMES + MAX_USER_FRAMES);
+pub(crate) const RAW_SAMPLE_SIZE: usize =
+    RAW_SAMPLE_BASE_SIZE + RAW_PYTHON_SIZE * MAX_PYTHON_FRAMES;
 const _: () = assert!(size_of::<RawSample>() == RAW_SAMPLE_SIZE);
+
+/// How the BPF side's walk of a sample's Python stack went
+/// (`enum smolder_python_status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PythonStatus {
+    /// Not a Python process smolder registered.
+    #[default]
+    None,
+    /// The whole chain.
+    Complete,
+    /// The thread has no PyThreadState (a native thread).
+    NoThread,
+    /// A read failed: the frames are the newest part of the chain.
+    Error,
+    /// Deeper than the BPF limit: the oldest frames are missing.
+    Truncated,
+}
+
+impl TryFrom<u32> for PythonStatus {
+    type Error = DecodeError;
+
+    fn try_from(value: u32) -> Result<Self, DecodeError> {
+        Ok(match value {
+            0 => Self::None,
+            1 => Self::Complete,
+            2 => Self::NoThread,
+            3 => Self::Error,
+            4 => Self::Truncated,
+            other => return Err(DecodeError::PythonStatus(other)),
+        })
+    }
+}
 
 /// One on-CPU sample, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,28 +117,55 @@ pub struct Sample {
     /// The kernel's error when a stack could not be read (negative errno).
     pub kernel_error: Option<i32>,
     pub user_error: Option<i32>,
+    /// Python frames, newest first (CPython processes only).
+    pub python: Vec<RawPythonFrame>,
+    pub python_status: PythonStatus,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
-    #[error("sample record of {got} bytes, expected {RAW_SAMPLE_SIZE}")]
-    Size { got: usize },
+    #[error("sample record of {got} bytes, expected {expected}")]
+    Size { got: usize, expected: usize },
     #[error("stack length {0} out of range")]
     StackLength(i32),
+    #[error("Python status {0} unknown")]
+    PythonStatus(u32),
 }
 
 impl TryFrom<&[u8]> for Sample {
     type Error = DecodeError;
 
     fn try_from(bytes: &[u8]) -> Result<Self, Self::Error> {
-        if bytes.len() != RAW_SAMPLE_SIZE {
-            return Err(DecodeError::Size { got: bytes.len() });
+        if bytes.len() < RAW_SAMPLE_BASE_SIZE || bytes.len() > RAW_SAMPLE_SIZE {
+            return Err(DecodeError::Size {
+                got: bytes.len(),
+                expected: RAW_SAMPLE_BASE_SIZE,
+            });
         }
-        // SAFETY: the length was checked; RawSample is plain old data valid for
-        // any bit pattern, and read_unaligned copes with any alignment.
-        let raw: RawSample = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let mut whole = [0u8; RAW_SAMPLE_SIZE];
+        whole[..bytes.len()].copy_from_slice(bytes);
+        // SAFETY: `whole` has the full size; RawSample is plain old data valid
+        // for any bit pattern, and read_unaligned copes with any alignment.
+        let raw: RawSample = unsafe { std::ptr::read_unaligned(whole.as_ptr().cast()) };
+        let python_len = raw.python_len as usize;
+        let expected = RAW_SAMPLE_BASE_SIZE + python_len * RAW_PYTHON_SIZE;
+        if python_len > MAX_PYTHON_FRAMES || bytes.len() != expected {
+            return Err(DecodeError::Size {
+                got: bytes.len(),
+                expected,
+            });
+        }
         let (kernel, kernel_error) = frames(&raw.kernel_stack, raw.kernel_len)?;
         let (user, user_error) = frames(&raw.user_stack, raw.user_len)?;
+        let python = raw.python[..python_len]
+            .iter()
+            .map(|f| RawPythonFrame {
+                code: f.code,
+                instr: f.instr & !PYTHON_FRAME_ENTRY,
+                first_line: f.first_line,
+                entry: f.instr & PYTHON_FRAME_ENTRY != 0,
+            })
+            .collect();
         Ok(Sample {
             pid: raw.pid,
             tid: raw.tid,
@@ -100,6 +182,8 @@ impl TryFrom<&[u8]> for Sample {
             user_unmapped: raw.flags & FLAG_USER_UNMAPPED != 0,
             kernel_error,
             user_error,
+            python,
+            python_status: PythonStatus::try_from(raw.python_status)?,
         })
     }
 }
@@ -136,13 +220,19 @@ pub(crate) mod tests {
             thread_comm: *b"worker-thread-01",
             kernel_stack: [0; MAX_KERNEL_FRAMES],
             user_stack: [0; MAX_USER_FRAMES],
+            python_len: 0,
+            python_status: 0,
+            python: [RawPython::default(); MAX_PYTHON_FRAMES],
         };
         raw.comm[..4].copy_from_slice(b"prog");
         raw.kernel_stack[..kernel.len()].copy_from_slice(kernel);
         raw.user_stack[..user.len()].copy_from_slice(user);
         // SAFETY: RawSample is repr(C) plain old data without padding.
         unsafe {
-            std::slice::from_raw_parts((&raw as *const RawSample).cast::<u8>(), RAW_SAMPLE_SIZE)
+            std::slice::from_raw_parts(
+                (&raw as *const RawSample).cast::<u8>(),
+                RAW_SAMPLE_BASE_SIZE,
+            )
         }
         .to_vec()
     }
@@ -160,12 +250,45 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn decodes_python_frames_after_the_native_stacks() {
+        let mut bytes = encode(10, &[], &[0x401000], 1);
+        bytes[RAW_SAMPLE_BASE_SIZE - 8] = 2; // python_len
+        bytes[RAW_SAMPLE_BASE_SIZE - 4] = 1; // complete
+        for (code, instr, line) in [
+            (0x7f00_0010u64, 6u32, 12i32),
+            (0x7f00_0020, 40 | PYTHON_FRAME_ENTRY, 3),
+        ] {
+            bytes.extend(code.to_le_bytes());
+            bytes.extend(instr.to_le_bytes());
+            bytes.extend(line.to_le_bytes());
+        }
+        let s = Sample::try_from(bytes.as_slice()).unwrap();
+        assert_eq!(s.python_status, PythonStatus::Complete);
+        assert_eq!(s.python.len(), 2);
+        assert_eq!(
+            (s.python[0].code, s.python[0].instr, s.python[0].entry),
+            (0x7f00_0010, 6, false)
+        );
+        assert_eq!(
+            (s.python[1].instr, s.python[1].first_line, s.python[1].entry),
+            (40, 3, true)
+        );
+    }
+
+    #[test]
     fn rejects_bad_lengths() {
         let short = vec![0u8; 10];
-        assert_eq!(
+        assert!(matches!(
             Sample::try_from(short.as_slice()),
-            Err(DecodeError::Size { got: 10 })
-        );
+            Err(DecodeError::Size { got: 10, .. })
+        ));
+        // A Python frame count that disagrees with the record's length.
+        let mut bytes = encode(10, &[], &[], 0);
+        bytes[RAW_SAMPLE_BASE_SIZE - 8] = 2;
+        assert!(matches!(
+            Sample::try_from(bytes.as_slice()),
+            Err(DecodeError::Size { .. })
+        ));
         let bytes = encode(10, &[], &[], 500);
         assert_eq!(
             Sample::try_from(bytes.as_slice()),

@@ -12,6 +12,7 @@ use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 use super::offcpu::{read_totals, remove_read, OffCpuConfig, OffCpuEntry, ThreadSeen};
 use super::programs::{key_was_missing, program};
 use super::record::Sample;
+use crate::python::BpfPythonStore;
 use crate::unwind::{BpfStore, StoreError, UnwindStats, UnwindTables, ROW_SIZE};
 
 static SAMPLER_OBJECT: &[u8] =
@@ -113,6 +114,14 @@ pub struct SamplerStats {
     pub unwind_frame_pointer_steps: u64,
     /// User stacks that left every mapping the unwinder knew.
     pub unwind_unmapped: u64,
+    /// Samples of registered Python processes whose frames were walked.
+    pub python_stacks: u64,
+    /// ... of threads without a PyThreadState (native threads).
+    pub python_no_thread: u64,
+    /// ... whose walk stopped at a failed read.
+    pub python_errors: u64,
+    /// ... deeper than the BPF limit.
+    pub python_truncated: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,8 +167,12 @@ const STAT_UNWIND_TRUNCATED: u32 = 11;
 const STAT_UNWIND_FP_FRAMES: u32 = 12;
 const STAT_UNWIND_UNMAPPED: u32 = 13;
 const STAT_OFFCPU_DWARF_COLLISION: u32 = 14;
+const STAT_PYTHON_STACKS: u32 = 15;
+const STAT_PYTHON_NO_THREAD: u32 = 16;
+const STAT_PYTHON_ERRORS: u32 = 17;
+const STAT_PYTHON_TRUNCATED: u32 = 18;
 #[cfg(test)]
-const STAT_COUNT: u32 = 15;
+const STAT_COUNT: u32 = 19;
 
 const OFFCPU_BTF: &str = "offcpu_switch_btf";
 const OFFCPU_RAW: &str = "offcpu_switch_raw";
@@ -172,6 +185,8 @@ pub struct Sampler {
     off_cpu_program: Option<&'static str>,
     /// The tables the BPF unwinder reads (None with frame pointers only).
     unwind: Option<UnwindTables<BpfStore>>,
+    /// `python_processes`, until the caller takes it.
+    python: Option<BpfPythonStore>,
     config: SamplerConfig,
     decode_errors: u64,
     decode_error_reported: bool,
@@ -240,6 +255,14 @@ impl Sampler {
         } else {
             None
         };
+        let python = BpfPythonStore::new(
+            ebpf.take_map("python_processes")
+                .ok_or(LoadError::Missing("python_processes"))?,
+        )
+        .map_err(|source| LoadError::Map {
+            name: "python_processes",
+            source,
+        })?;
         if config.on_cpu {
             let perf: &mut PerfEvent = program(&mut ebpf, "sample_cpu")?;
             perf.load().map_err(|source| LoadError::Program {
@@ -275,6 +298,7 @@ impl Sampler {
             threads,
             off_cpu_program,
             unwind,
+            python: Some(python),
             config,
             decode_errors: 0,
             decode_error_reported: false,
@@ -318,6 +342,12 @@ impl Sampler {
     /// The unwind tables, when user stacks are walked with DWARF.
     pub fn unwind_tables(&mut self) -> Option<&mut UnwindTables<BpfStore>> {
         self.unwind.as_mut()
+    }
+
+    /// The map of Python processes the BPF walker reads (once: the caller
+    /// keeps it in its [`crate::python::PythonTracker`]).
+    pub fn take_python_store(&mut self) -> Option<BpfPythonStore> {
+        self.python.take()
     }
 
     pub fn unwind_stats(&self) -> Option<UnwindStats> {
@@ -452,6 +482,10 @@ impl Sampler {
                 stats.unwind_truncated = sum(STAT_UNWIND_TRUNCATED);
                 stats.unwind_frame_pointer_steps = sum(STAT_UNWIND_FP_FRAMES);
                 stats.unwind_unmapped = sum(STAT_UNWIND_UNMAPPED);
+                stats.python_stacks = sum(STAT_PYTHON_STACKS);
+                stats.python_no_thread = sum(STAT_PYTHON_NO_THREAD);
+                stats.python_errors = sum(STAT_PYTHON_ERRORS);
+                stats.python_truncated = sum(STAT_PYTHON_TRUNCATED);
             }
         }
         if self._stats_fd.is_some() {
@@ -538,7 +572,7 @@ mod tests {
 
     #[test]
     fn ring_buffer_grows_with_cpus_and_frequency() {
-        assert_eq!(ring_buffer_bytes(2, 99), 256 << 10);
+        assert_eq!(ring_buffer_bytes(2, 99), 512 << 10);
         // 200 CPUs at 99 Hz: ~2000 records per drain, four drains of room.
         let big = ring_buffer_bytes(200, 99);
         let record = super::super::record::RAW_SAMPLE_SIZE as u32 + 8;
@@ -600,6 +634,18 @@ mod tests {
             (processes.key_size(), processes.value_size() as usize),
             (4, std::mem::size_of::<crate::unwind::ProcessEntry>()),
             "tgid -> smolder_unwind_process"
+        );
+        let python = map("python_processes");
+        assert_eq!(
+            (python.key_size(), python.value_size() as usize),
+            (4, std::mem::size_of::<crate::python::ProcessEntry>()),
+            "tgid -> smolder_python_process"
+        );
+        let scratch = map("sample_scratch");
+        assert_eq!(
+            scratch.value_size() as usize,
+            super::super::record::RAW_SAMPLE_SIZE,
+            "smolder_sample"
         );
         assert!(object.maps.contains_key("samples"));
         for program in ["sample_cpu", "follow_fork", OFFCPU_BTF, OFFCPU_RAW] {

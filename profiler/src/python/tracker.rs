@@ -1,0 +1,212 @@
+//! Which sampled processes run CPython: each is looked at once per address
+//! space (again after an exec), registered with the BPF walker when it is,
+//! and forgotten when it exits. A process that is still starting is looked
+//! at again a few times; one that cannot be walked is reported once.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use symbolizer::python::{detect, PythonFrame, PythonResolver, PythonStats};
+
+use super::layout::ProcessEntry;
+use super::store::PythonStore;
+use crate::collect::Sample;
+use crate::unwind::Seen;
+
+/// How often, and how many times, a starting interpreter is looked at again.
+const RETRY_EVERY: Duration = Duration::from_millis(200);
+const RETRIES: u32 = 50;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    NotPython,
+    Registered,
+    /// Not ready yet: look again after `at`.
+    Retry {
+        at: Instant,
+        left: u32,
+    },
+    /// Unsupported or inconsistent: reported, not walked.
+    Failed,
+}
+
+/// Counters for the summary and the agent's metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrackerStats {
+    /// Python processes registered with the walker.
+    pub registered: u64,
+    /// Python processes that could not be walked (unsupported, unexpected layout).
+    pub failed: u64,
+    pub resolver: PythonStats,
+}
+
+pub struct PythonTracker<S: PythonStore> {
+    store: S,
+    resolver: PythonResolver,
+    states: HashMap<(u32, u64), State>,
+    /// Interpreter module of each registered pid: its frames are merged.
+    modules: HashMap<u32, PathBuf>,
+    /// Messages already logged (each failure kind is reported once).
+    reported: HashSet<String>,
+    registered: u64,
+    failed: u64,
+}
+
+impl<S: PythonStore> PythonTracker<S> {
+    pub fn new(store: S) -> Self {
+        Self {
+            store,
+            resolver: PythonResolver::default(),
+            states: HashMap::new(),
+            modules: HashMap::new(),
+            reported: HashSet::new(),
+            registered: 0,
+            failed: 0,
+        }
+    }
+
+    /// Looks at processes that run already (their address space is not
+    /// known yet: recorded under mm_id 0 and adopted by the first sample).
+    pub fn preload(&mut self, pids: impl IntoIterator<Item = u32>) {
+        for pid in pids {
+            self.look_at(pid, 0);
+        }
+    }
+
+    /// Looks at every process in `seen` not looked at yet (or due a retry).
+    pub fn follow(&mut self, seen: &[Seen]) {
+        let now = Instant::now();
+        for one in seen {
+            if one.mm_id == 0 {
+                continue;
+            }
+            let key = (one.pid, one.mm_id);
+            match self.states.get(&key) {
+                None => {
+                    if let Some(state) = self.states.remove(&(one.pid, 0)) {
+                        // Preloaded before its address space was known.
+                        self.states.insert(key, state);
+                        continue;
+                    }
+                    // A new process, or this pid after an exec.
+                    if self.modules.contains_key(&one.pid) {
+                        self.forget(one.pid);
+                    }
+                    self.look_at(one.pid, one.mm_id);
+                }
+                Some(State::Retry { at, .. }) if *at <= now => self.look_at(one.pid, one.mm_id),
+                Some(_) => {}
+            }
+        }
+    }
+
+    fn look_at(&mut self, pid: u32, mm_id: u64) {
+        let left = match self.states.get(&(pid, mm_id)) {
+            Some(State::Retry { left, .. }) => *left,
+            _ => RETRIES,
+        };
+        let state = match detect(pid) {
+            Ok(None) => State::NotPython,
+            Ok(Some(process)) => match self.register(&process) {
+                Ok(()) => {
+                    tracing::debug!(
+                        "pid {pid}: Python {} ({})",
+                        process.version,
+                        process.module.display()
+                    );
+                    self.modules.insert(pid, process.module.clone());
+                    if let Err(e) = self.resolver.add(process) {
+                        tracing::debug!("pid {pid}: cannot open its memory: {e}");
+                    }
+                    self.registered += 1;
+                    State::Registered
+                }
+                Err(message) => {
+                    self.report(message);
+                    self.failed += 1;
+                    State::Failed
+                }
+            },
+            Err(e) if e.is_transient() && left > 0 => State::Retry {
+                at: Instant::now() + RETRY_EVERY,
+                left: left - 1,
+            },
+            Err(e) => {
+                if !matches!(e, symbolizer::python::DetectError::Proc { .. }) {
+                    self.report(format!("Python stacks of pid {pid} are not walked: {e}"));
+                    self.failed += 1;
+                }
+                State::Failed
+            }
+        };
+        self.states.insert((pid, mm_id), state);
+    }
+
+    fn register(&mut self, process: &symbolizer::python::PythonProcess) -> Result<(), String> {
+        let entry = ProcessEntry::try_from(process)
+            .map_err(|e| format!("Python {}: {e}", process.version))?;
+        self.store
+            .set(process.pid, &entry)
+            .map_err(|e| format!("cannot register Python processes with the BPF walker: {e}"))
+    }
+
+    /// Logs a message once (the first pid that hit it is in the text; the
+    /// text without digits is the key).
+    fn report(&mut self, message: String) {
+        let key: String = message.chars().filter(|c| !c.is_ascii_digit()).collect();
+        if self.reported.insert(key) {
+            tracing::warn!("{message}");
+        }
+    }
+
+    /// The sample's Python frames, named (empty for other processes).
+    pub fn resolve(&mut self, sample: &Sample) -> Box<[PythonFrame]> {
+        if sample.python.is_empty() {
+            return Box::default();
+        }
+        self.resolver
+            .resolve(sample.pid, &sample.python)
+            .into_boxed_slice()
+    }
+
+    /// Interpreter module of a registered process.
+    pub fn module(&self, pid: u32) -> Option<&std::path::Path> {
+        self.modules.get(&pid).map(PathBuf::as_path)
+    }
+
+    /// Interpreter modules of every process registered so far, by pid.
+    pub fn modules(&self) -> &HashMap<u32, PathBuf> {
+        &self.modules
+    }
+
+    /// Forgets processes that exited.
+    pub fn reap(&mut self, alive: impl Fn(u32) -> bool) {
+        let dead: Vec<u32> = self.resolver.pids().filter(|&pid| !alive(pid)).collect();
+        for pid in dead {
+            self.forget(pid);
+        }
+        self.states.retain(|&(pid, _), _| alive(pid));
+    }
+
+    /// Drops the interpreter modules of processes that exited (after their
+    /// last stacks were symbolized: the agent, at the end of a window).
+    pub fn prune_modules(&mut self, alive: impl Fn(u32) -> bool) {
+        self.modules.retain(|&pid, _| alive(pid));
+    }
+
+    fn forget(&mut self, pid: u32) {
+        self.resolver.remove(pid);
+        if let Err(e) = self.store.remove(pid) {
+            tracing::debug!("pid {pid}: cannot remove from python_processes: {e}");
+        }
+    }
+
+    pub fn stats(&self) -> TrackerStats {
+        TrackerStats {
+            registered: self.registered,
+            failed: self.failed,
+            resolver: self.resolver.stats(),
+        }
+    }
+}

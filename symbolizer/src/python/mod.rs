@@ -1,0 +1,21 @@
+//! CPython: where a process's interpreter keeps its threads and frames
+//! ([`detect`]), and what a sampled frame was running ([`PythonResolver`]):
+//! the code object's qualified name, file and line.
+//!
+//! Everything is read from the live process through `/proc/PID/mem` and is
+//! untrusted: a pointer may be stale, a length absurd, a string not a string.
+//! Reads are bounded and checked; what cannot be read is reported, never
+//! guessed.
+
+mod code;
+mod detect;
+mod layout;
+mod linetable;
+mod memory;
+mod resolver;
+mod version;
+
+pub use detect::{detect, DetectError, PythonProcess};
+pub use layout::{FrameKind, Layout};
+pub use resolver::{PythonFrame, PythonResolver, PythonStats, RawPythonFrame};
+pub use version::PythonVersion;
