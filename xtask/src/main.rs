@@ -164,6 +164,8 @@ fn test() -> Result<()> {
     std::env::set_var("SMOLDER_PYROSCOPE", &pyroscope);
     // The unwinding tests profile calls into the CUDA runtime from PyPI.
     std::env::set_var("SMOLDER_CUDART", wheels::ensure(&wheels::CUDART)?);
+    // The Python tests compare with py-spy from PyPI.
+    std::env::set_var("SMOLDER_PY_SPY", wheels::ensure(&wheels::PY_SPY)?);
     // One test at a time: the BPF tests compare CPU and off-CPU times with
     // the workloads' own clocks, and tests competing for two cores would
     // blur those numbers.

@@ -23,6 +23,13 @@ const NEEDS: &[(Check, &str)] = &[
     (Check::Program("unshare"), "util-linux"),
     (Check::Program("debuginfod"), "debuginfod"),
     (Check::Program("bpftool"), "bpftool"),
+    // Debian's own CPython build (next to the machine's pyenv one), and
+    // headers for the C extension the Python tests build.
+    (Check::File("/usr/bin/python3.11"), "python3.11"),
+    (
+        Check::File("/usr/include/python3.11/Python.h"),
+        "python3.11-dev",
+    ),
 ];
 
 enum Check {

@@ -1,6 +1,7 @@
 //! Native libraries from PyPI wheels, fetched once into
 //! `~/.cache/smolder/wheel-PACKAGE-VERSION/`: the CUDA runtime (libcudart)
-//! for the unwinding tests, and numpy's OpenBLAS for the table benchmark.
+//! for the unwinding tests, numpy's OpenBLAS for the table benchmark, and
+//! py-spy for the Python tests and benchmark.
 //! Like the libraries on an inference host, they have `.eh_frame`, no frame
 //! pointers in much of their code, and (libcudart) no `.symtab`.
 
@@ -34,6 +35,14 @@ pub const OPENBLAS: WheelLibrary = WheelLibrary {
     version: "2.2.6",
     member_prefix: "numpy.libs/libscipy_openblas64_",
     file_name: "libscipy_openblas64.so",
+};
+
+/// py-spy, the ground truth for Python stacks (a static binary in its wheel).
+pub const PY_SPY: WheelLibrary = WheelLibrary {
+    package: "py-spy",
+    version: "0.4.3",
+    member_prefix: "py_spy-0.4.3.data/scripts/py-spy",
+    file_name: "py-spy",
 };
 
 /// The cached library, downloaded if missing.
@@ -72,6 +81,9 @@ pub fn ensure(library: &WheelLibrary) -> Result<PathBuf> {
         .arg(&wheel)
         .arg(library.member_prefix)
         .arg(&partial))?;
+    // Executable for the tools among them (py-spy); harmless for libraries.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))?;
     std::fs::rename(&partial, &target)?;
     let _ = std::fs::remove_dir_all(&download);
     Ok(target)

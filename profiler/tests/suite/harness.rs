@@ -139,6 +139,8 @@ pub struct Stack {
     pub user_leaf: Option<String>,
     /// The user-space frames (and `[truncated]` / `[unwind error]`), root first.
     pub user_frames: Vec<String>,
+    /// (file, line) of each of `frames` ("" and 0 where unknown).
+    pub sources: Vec<(String, i64)>,
 }
 
 impl Stack {
@@ -174,10 +176,12 @@ pub fn read_pprof(path: &Path) -> (pprof_proto::Profile, Vec<Stack>) {
             let mut frames = Vec::new();
             let mut user_frames = Vec::new();
             let mut user_leaf = None;
+            let mut sources = Vec::new();
             for &loc in sample.location_id.iter().rev() {
                 let location = location(loc);
                 for line in location.line.iter().rev() {
                     let name = s(function(line.function_id).name);
+                    sources.push((s(function(line.function_id).filename), line.line));
                     if location.address < KERNEL_SPACE {
                         user_leaf = Some(name.clone());
                         user_frames.push(name.clone());
@@ -195,6 +199,7 @@ pub fn read_pprof(path: &Path) -> (pprof_proto::Profile, Vec<Stack>) {
                 nanos: sample.value[1] as u64,
                 user_leaf,
                 user_frames,
+                sources,
             }
         })
         .collect();

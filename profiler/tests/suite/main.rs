@@ -9,6 +9,7 @@ mod harness;
 mod kernel_symbols;
 mod offcpu;
 mod pyroscope;
+mod python;
 mod record;
 mod symbol_sources;
 mod unwind;

@@ -176,7 +176,7 @@ mod tests {
             0x05,
             0,
             1,
-            2,                    // long form, line -2, 1 unit (8..10)
+            2,           // long form, line -2, 1 unit (8..10)
             head(15, 1), // no location (10..12)
             head(13, 3),
             0x48,
