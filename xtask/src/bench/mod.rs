@@ -4,6 +4,7 @@
 mod agent;
 mod offcpu;
 mod overhead;
+mod python;
 mod rusage;
 mod symbolizer;
 mod unwind;
@@ -15,11 +16,18 @@ use crate::{setup, util};
 pub struct Options {
     pub seconds: u64,
     pub runs: usize,
-    /// Run only this benchmark (`symbolizer`, `overhead`, `offcpu`, `agent`, `unwind`).
+    /// Run only this benchmark (`symbolizer`, `overhead`, `offcpu`, `agent`, `unwind`, `python`).
     pub only: Option<String>,
 }
 
-const BENCHMARKS: [&str; 5] = ["symbolizer", "overhead", "offcpu", "agent", "unwind"];
+const BENCHMARKS: [&str; 6] = [
+    "symbolizer",
+    "overhead",
+    "offcpu",
+    "agent",
+    "unwind",
+    "python",
+];
 
 impl Options {
     fn wants(&self, name: &str) -> bool {
@@ -90,6 +98,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if options.wants("unwind") {
         reports.push(unwind::measure(&options)?.to_string());
+    }
+    if options.wants("python") {
+        reports.push(python::measure(&options)?.to_string());
     }
     println!();
     for report in reports {
