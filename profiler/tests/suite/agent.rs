@@ -725,3 +725,54 @@ service = "^smolder-test-"
         whole * 100.0
     );
 }
+
+/// The agent's path for Python: a CPython process's stacks reach Pyroscope
+/// with its Python functions in place of the interpreter's frames.
+#[test]
+fn python_frames_reach_pyroscope() {
+    if !is_root() {
+        return;
+    }
+    let server = Pyroscope::start();
+    let begin = now_ms() - 1000;
+    let python = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap();
+    let python = String::from_utf8_lossy(&python.stdout).trim().to_owned();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/python/chain.py");
+    let chain = Workload::spawn(Path::new(&python), &[script.to_str().unwrap(), "120", "1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let config = format!(
+        r#"
+[server]
+url = "{}"
+
+[profiling]
+window = "3s"
+
+[[service]]
+name = "smolder-test-python"
+cmdline = "testdata/python/chain.py"
+
+[[processes.include]]
+service = "^smolder-test-"
+"#,
+        server.url()
+    );
+    let agent = Agent::start(&config);
+    agent.wait_metric("smolder_pushes_ok_total", Duration::from_secs(40), |v| {
+        v >= 2.0
+    });
+    let (status, _) = agent.stop();
+    drop(chain);
+    assert!(status.success(), "agent exit: {status}");
+    let range = (begin, now_ms() + 1000);
+    let graph = server.stacks(CPU_TYPE, r#"{service_name="smolder-test-python"}"#, range);
+    let chain = graph.share_with(&["main", "handle_request", "model_step", "tokenize"]);
+    assert!(
+        chain >= 0.85,
+        "{:.1}% show the Python chain: {graph:?}",
+        chain * 100.0
+    );
+}
