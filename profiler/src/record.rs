@@ -328,7 +328,7 @@ fn drain(
         off_cpu.note_process(thread.pid);
         off_cpu.name_thread(thread.tid, thread.comm, thread.thread_name);
     });
-    python.follow(&seen);
+    python.follow(&seen, processes);
     if let Some(tables) = sampler.unwind_tables() {
         unwind::follow(tables, processes, symbolizer, seen);
     }

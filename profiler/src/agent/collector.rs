@@ -161,7 +161,7 @@ impl Collector {
             }
         });
         if let Some(python) = python.as_mut() {
-            python.follow(&seen);
+            python.follow(&seen, processes);
         }
         if let Some(tables) = sampler.unwind_tables() {
             unwind::follow(tables, processes, symbolizer, seen);

@@ -8,11 +8,26 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use symbolizer::python::{detect, PythonFrame, PythonResolver, PythonStats};
+use symbolizer::{ProcessMaps, RegionKind};
 
 use super::layout::ProcessEntry;
 use super::store::PythonStore;
 use crate::collect::Sample;
+use crate::processes::ProcessTracker;
 use crate::unwind::Seen;
+
+/// Whether any executable module's file name says python (what
+/// [`detect`] looks for).
+fn maps_python(maps: &ProcessMaps) -> bool {
+    maps.regions.iter().any(|r| match &r.kind {
+        RegionKind::Module(m) => m
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.contains("python")),
+        _ => false,
+    })
+}
 
 /// How often, and how many times, a starting interpreter is looked at again.
 const RETRY_EVERY: Duration = Duration::from_millis(200);
@@ -75,7 +90,9 @@ impl<S: PythonStore> PythonTracker<S> {
     }
 
     /// Looks at every process in `seen` not looked at yet (or due a retry).
-    pub fn follow(&mut self, seen: &[Seen]) {
+    /// Processes whose snapshot in `processes` maps nothing named like
+    /// python are settled from it, without reading their maps again.
+    pub fn follow(&mut self, seen: &[Seen], processes: &ProcessTracker) {
         let now = Instant::now();
         for one in seen {
             if one.mm_id == 0 {
@@ -92,6 +109,13 @@ impl<S: PythonStore> PythonTracker<S> {
                     // A new process, or this pid after an exec.
                     if self.modules.contains_key(&one.pid) {
                         self.forget(one.pid);
+                    }
+                    if processes
+                        .maps(one.pid, one.mm_id)
+                        .is_some_and(|maps| !maps_python(maps))
+                    {
+                        self.states.insert(key, State::NotPython);
+                        continue;
                     }
                     self.look_at(one.pid, one.mm_id);
                 }
@@ -168,11 +192,6 @@ impl<S: PythonStore> PythonTracker<S> {
         self.resolver
             .resolve(sample.pid, &sample.python)
             .into_boxed_slice()
-    }
-
-    /// Interpreter module of a registered process.
-    pub fn module(&self, pid: u32) -> Option<&std::path::Path> {
-        self.modules.get(&pid).map(PathBuf::as_path)
     }
 
     /// Interpreter modules of every process registered so far, by pid.

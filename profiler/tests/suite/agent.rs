@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{free_port, is_root, workload, workload_without_frame_pointers};
+use crate::harness::{
+    free_port, is_root, machine_python, workload, workload_without_frame_pointers,
+};
 use crate::pyroscope::{now_ms, Pyroscope};
 
 const CPU_TYPE: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
@@ -735,13 +737,9 @@ fn python_frames_reach_pyroscope() {
     }
     let server = Pyroscope::start();
     let begin = now_ms() - 1000;
-    let python = std::process::Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .unwrap();
-    let python = String::from_utf8_lossy(&python.stdout).trim().to_owned();
+    let python = machine_python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/python/chain.py");
-    let chain = Workload::spawn(Path::new(&python), &[script.to_str().unwrap(), "120", "1"]);
+    let chain = Workload::spawn(&python, &[script.to_str().unwrap(), "120", "1"]);
     std::thread::sleep(Duration::from_millis(500));
     let config = format!(
         r#"

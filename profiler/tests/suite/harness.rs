@@ -2,7 +2,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::sync::Mutex;
 
 use prost::Message;
@@ -224,4 +224,37 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A running workload, killed when dropped.
+pub struct Running(Child);
+
+impl Running {
+    /// Spawns `command` and gives it `settle` to load its libraries and reach
+    /// its loop.
+    pub fn spawn(command: &mut Command, settle: std::time::Duration) -> Self {
+        let child = command.spawn().expect("workload");
+        std::thread::sleep(settle);
+        Self(child)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The machine's own CPython (pyenv here): `python3` on PATH, resolved.
+pub fn machine_python() -> PathBuf {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }

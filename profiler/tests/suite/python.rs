@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::harness::{is_root, read_pprof, share, smolder_ok, Stack};
+use crate::harness::{is_root, machine_python, read_pprof, share, smolder_ok, Running, Stack};
 
 const CHAIN: &[&str] = &["main", "handle_request", "model_step", "tokenize"];
 /// Debian's CPython package (installed by `cargo xtask setup`).
@@ -20,44 +20,17 @@ fn testdata(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The machine's own CPython (pyenv here): `python3` on PATH, resolved.
-fn machine_python() -> PathBuf {
-    let out = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-/// A running Python workload, killed when dropped.
-struct Running(Child);
-
-impl Running {
-    fn start(python: &Path, script: &str, args: &[&str], env: &[(&str, &Path)]) -> Self {
-        let mut command = Command::new(python);
-        command
-            .arg(testdata(script))
-            .args(args)
-            .stdout(Stdio::piped());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let child = command.spawn().expect("python");
-        // Let it import and reach its loop.
-        std::thread::sleep(Duration::from_millis(500));
-        Self(child)
+/// Starts a Python workload and lets it import and reach its loop.
+fn start(python: &Path, script: &str, args: &[&str], env: &[(&str, &Path)]) -> Running {
+    let mut command = Command::new(python);
+    command
+        .arg(testdata(script))
+        .args(args)
+        .stdout(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
     }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    Running::spawn(&mut command, Duration::from_millis(500))
 }
 
 fn record(pid: u32, seconds: u32) -> (Vec<Stack>, String) {
@@ -127,7 +100,7 @@ fn expected_lines() -> HashMap<&'static str, Vec<i64>> {
 /// samples show main -> handle_request -> model_step -> tokenize with the
 /// right files and lines, in all three threads.
 fn chain_is_complete(python: &Path) {
-    let running = Running::start(python, "chain.py", &["8", "2"], &[]);
+    let running = start(python, "chain.py", &["8", "2"], &[]);
     let (stacks, stderr) = record(running.pid(), 3);
     let total: u64 = stacks.iter().map(|s| s.count).sum();
     assert!(total >= 150, "only {total} samples\n{stderr}");
@@ -204,7 +177,7 @@ fn python_calling_a_c_extension_shows_the_python_caller_then_the_c_functions() {
     let python = machine_python();
     let dir = tempfile::tempdir().unwrap();
     build_extension(&python, dir.path());
-    let running = Running::start(&python, "mixed.py", &["8"], &[("PYTHONPATH", dir.path())]);
+    let running = start(&python, "mixed.py", &["8"], &[("PYTHONPATH", dir.path())]);
     let (stacks, stderr) = record(running.pid(), 3);
     let mixed = share(&stacks, |s| {
         s.contains(&[
@@ -237,7 +210,7 @@ fn python_process_exiting_mid_capture_keeps_its_python_frames() {
     if !is_root() {
         return;
     }
-    let running = Running::start(&machine_python(), "chain.py", &["2", "1"], &[]);
+    let running = start(&machine_python(), "chain.py", &["2", "1"], &[]);
     // Longer than the process lives: the capture ends when it exits.
     let (stacks, stderr) = record(running.pid(), 10);
     assert!(
@@ -364,7 +337,7 @@ fn python_top_functions_agree_with_py_spy() {
     if !is_root() {
         return;
     }
-    let running = Running::start(&machine_python(), "chain.py", &["10", "2"], &[]);
+    let running = start(&machine_python(), "chain.py", &["10", "2"], &[]);
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("py-spy.txt");
     let spy = Command::new(py_spy())

@@ -3,11 +3,11 @@
 //! from PyPI; checked against `perf record --call-graph dwarf`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 
 use crate::ground_truth::{agreement, perf_user_stacks, start_perf};
 use crate::harness::{
-    is_root, read_pprof, share, smolder_ok, workload_without_frame_pointers, Stack,
+    is_root, read_pprof, share, smolder_ok, workload_without_frame_pointers, Running, Stack,
 };
 
 const NOFP_CHAIN: &[&str] = &[
@@ -34,27 +34,12 @@ fn libcudart() -> PathBuf {
     path
 }
 
-/// A running workload, killed when dropped.
-struct Running(Child);
-
-impl Running {
-    fn start(binary: &Path, args: &[&str]) -> Self {
-        let child = Command::new(binary).args(args).spawn().unwrap();
-        // Let it load its libraries and reach its loop.
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        Self(child)
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Starts a native workload and lets it reach its loop.
+fn start(binary: &Path, args: &[&str]) -> Running {
+    Running::spawn(
+        Command::new(binary).args(args),
+        std::time::Duration::from_millis(300),
+    )
 }
 
 /// `smolder record -p PID` for `seconds`; the workload's stacks and stderr.
@@ -97,7 +82,7 @@ fn frameless_gcc_chain_is_complete_with_dwarf_and_broken_with_frame_pointers() {
         return;
     }
     let binary = workload_without_frame_pointers("nofp_chain");
-    let running = Running::start(&binary, &["8"]);
+    let running = start(&binary, &["8"]);
     let (dwarf, stderr) = record(running.pid(), 3, &[]);
     assert!(total(&dwarf) >= 150, "only {} samples", total(&dwarf));
     let complete = share(&dwarf, |s| {
@@ -129,7 +114,7 @@ fn stacks_pass_through_glibc_back_to_main() {
         return;
     }
     let binary = workload_without_frame_pointers("libc_work");
-    let running = Running::start(&binary, &["6"]);
+    let running = start(&binary, &["6"]);
     let (stacks, stderr) = record(running.pid(), 4, &[]);
     assert!(total(&stacks) >= 200, "only {} samples", total(&stacks));
     let sorting: Vec<Stack> = stacks
@@ -189,7 +174,7 @@ fn libcudart_frames_are_named_and_reach_main() {
     }
     let cudart = libcudart();
     let binary = workload_without_frame_pointers("cudart_loop");
-    let running = Running::start(&binary, &[cudart.to_str().unwrap(), "6"]);
+    let running = start(&binary, &[cudart.to_str().unwrap(), "6"]);
     let (stacks, stderr) = record(running.pid(), 4, &[]);
     let is_cudart = |f: &String| f.starts_with("cuda") || f.starts_with("libcudart.so");
     let inside: Vec<Stack> = stacks
@@ -235,7 +220,7 @@ fn off_cpu_stacks_without_frame_pointers_are_complete() {
         return;
     }
     let binary = workload_without_frame_pointers("offcpu");
-    let running = Running::start(&binary, &["6"]);
+    let running = start(&binary, &["6"]);
     let blocked = |extra: &[&str]| {
         let mut args = vec!["--off-cpu"];
         args.extend_from_slice(extra);
@@ -291,8 +276,8 @@ fn identical_copies_share_one_table() {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("nofp_chain");
     std::fs::copy(&binary, &copy).unwrap();
-    let first = Running::start(&binary, &["6"]);
-    let second = Running::start(&copy, &["6"]);
+    let first = start(&binary, &["6"]);
+    let second = start(&copy, &["6"]);
     let tables = |stderr: &str| -> u64 {
         stderr
             .lines()
@@ -340,7 +325,7 @@ fn deep_stacks_fit_or_are_visibly_truncated() {
         return;
     }
     let binary = workload_without_frame_pointers("deep_stack");
-    let fits = Running::start(&binary, &["110", "5"]);
+    let fits = start(&binary, &["110", "5"]);
     let (stacks, stderr) = record(fits.pid(), 2, &[]);
     let complete = share(&stacks, |s| {
         reaches_start(s) && s.user_frames.iter().filter(|f| *f == "recurse").count() == 111
@@ -352,7 +337,7 @@ fn deep_stacks_fit_or_are_visibly_truncated() {
     );
     drop(fits);
 
-    let too_deep = Running::start(&binary, &["300", "5"]);
+    let too_deep = start(&binary, &["300", "5"]);
     let (stacks, stderr) = record(too_deep.pid(), 2, &[]);
     let marked = share(&stacks, |s| {
         s.user_frames.first().map(String::as_str) == Some("[truncated]")
@@ -454,7 +439,7 @@ fn dwarf_stacks_agree_with_perf() {
     let dir = tempfile::tempdir().unwrap();
     for (name, args) in cases {
         let binary = workload_without_frame_pointers(name);
-        let running = Running::start(&binary, &args);
+        let running = start(&binary, &args);
         let data = dir.path().join(format!("{name}.perf.data"));
         let mut perf = start_perf(running.pid(), 4, &data);
         let (ours, _) = record(running.pid(), 4, &[]);

@@ -108,16 +108,8 @@ impl PythonResolver {
         }
     }
 
-    pub fn knows(&self, pid: u32) -> bool {
-        self.interpreters.contains_key(&pid)
-    }
-
     pub fn pids(&self) -> impl Iterator<Item = u32> + '_ {
         self.interpreters.keys().copied()
-    }
-
-    pub fn process(&self, pid: u32) -> Option<&PythonProcess> {
-        self.interpreters.get(&pid).map(|i| &i.process)
     }
 
     pub fn stats(&self) -> PythonStats {
