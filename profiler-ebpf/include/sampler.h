@@ -31,7 +31,9 @@ enum smolder_stat {
 	STAT_PYTHON_NO_THREAD = 16,	  /* ... of threads without a PyThreadState */
 	STAT_PYTHON_ERRORS = 17,	  /* ... cut short by a failed read */
 	STAT_PYTHON_TRUNCATED = 18,	  /* ... deeper than SMOLDER_MAX_PYTHON_FRAMES */
-	STAT_COUNT = 19,
+	STAT_TRACE_CONTEXT = 19,	  /* samples that carry a trace context */
+	STAT_TRACE_ERRORS = 20,		  /* trace context reads that failed */
+	STAT_COUNT = 21,
 };
 
 /* sample.flags */
@@ -40,6 +42,7 @@ enum smolder_stat {
 #define SAMPLE_USER_UNWIND_ERROR (1u << 2) /* the walk stopped early: root is unknown */
 /* bit 3 unused (stacks walked by the kernel are counted in STAT_UNWIND_NO_PROCESS) */
 #define SAMPLE_USER_UNMAPPED (1u << 4) /* an address outside the known mappings */
+#define SAMPLE_TRACE_CONTEXT (1u << 5) /* trace_id and span_id are set */
 
 /* One on-CPU sample. Frame arrays hold `*_len` valid entries; a negative
  * length is the kernel's error code from bpf_get_stack. The record is cut
@@ -60,10 +63,13 @@ struct smolder_sample {
 	__u64 user_stack[SMOLDER_MAX_USER_FRAMES];
 	__u32 python_len;    /* frames in `python`, newest first */
 	__u32 python_status; /* enum smolder_python_status */
+	__u64 exec_vm;	     /* pages of executable mappings: changes when a library loads */
+	__u8 trace_id[16];   /* with SAMPLE_TRACE_CONTEXT: the thread's trace context */
+	__u8 span_id[8];
 	struct smolder_python_frame python[SMOLDER_MAX_PYTHON_FRAMES];
 };
 
-#define SMOLDER_SAMPLE_BASE_SIZE (80 + 8 * (SMOLDER_MAX_KERNEL_FRAMES + SMOLDER_MAX_USER_FRAMES))
+#define SMOLDER_SAMPLE_BASE_SIZE (112 + 8 * (SMOLDER_MAX_KERNEL_FRAMES + SMOLDER_MAX_USER_FRAMES))
 
 _Static_assert(sizeof(struct smolder_sample) ==
 		   SMOLDER_SAMPLE_BASE_SIZE + 16 * SMOLDER_MAX_PYTHON_FRAMES,

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use symbolizer::python::PythonFrame;
 
-use crate::collect::{OffCpuEntry, Sample, MAX_STACK_FRAMES};
+use crate::collect::{OffCpuEntry, Sample, TraceContext, MAX_STACK_FRAMES};
 
 /// A raw stack of one thread. Addresses are in the sampled process's address
 /// space (user) or the kernel's (kernel), innermost first.
@@ -23,6 +23,8 @@ pub struct StackKey {
     /// Python frames sampled with the stack, named while the process lived
     /// (newest first; empty for other processes).
     pub python: Box<[PythonFrame]>,
+    /// The trace the thread was serving, when it published one.
+    pub trace: Option<TraceContext>,
 }
 
 /// Names of a thread, as last seen.
@@ -99,6 +101,7 @@ impl Aggregate {
             truncated: sample.kernel_truncated || sample.user_truncated,
             unwind_error: sample.user_unwind_error,
             python,
+            trace: sample.trace,
         };
         let period_ns = self.period_ns;
         self.add_weighted(
@@ -125,6 +128,7 @@ impl Aggregate {
             truncated,
             unwind_error: entry.user_unwind_error,
             python: Box::default(),
+            trace: None,
         };
         let weight = Weight {
             count: entry.count,
@@ -178,6 +182,7 @@ mod tests {
             truncated: false,
             unwind_error: false,
             python: Box::default(),
+            trace: None,
         }
     }
 

@@ -26,4 +26,5 @@ pub mod report;
 pub mod signals;
 pub mod symbolize;
 pub mod target;
+pub mod trace_context;
 pub mod unwind;

@@ -4,6 +4,8 @@ use std::time::{Duration, SystemTime};
 
 use symbolizer::FunctionFrame;
 
+use crate::collect::TraceContext;
+
 /// A mapped file (or a pseudo-mapping like `[kernel.kallsyms]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mapping {
@@ -40,6 +42,8 @@ pub struct ProfileSample {
     pub count: u64,
     /// CPU time (on-CPU) or blocked time (off-CPU).
     pub nanos: u64,
+    /// The trace the thread was serving.
+    pub trace: Option<TraceContext>,
 }
 
 /// What a profile measures.
@@ -136,6 +140,7 @@ pub(crate) mod fixtures {
                 locations: vec![0, 1],
                 count: 3,
                 nanos: 30_000_000,
+                trace: None,
             }],
             locations: vec![
                 Location {

@@ -22,6 +22,7 @@ use crate::progress::Progress;
 use crate::python::{BpfPythonStore, PythonTracker, TrackerStats};
 use crate::symbolize::{symbolize, Window};
 use crate::target::{self, Launched, TargetError, TargetSpec};
+use crate::trace_context::{TraceContextTracker, TraceTrackerStats};
 use crate::unwind::{self, Seen, UnwindStats};
 use crate::{report, signals};
 
@@ -79,6 +80,7 @@ pub struct RecordOutcome {
     pub debuginfod: Option<Arc<DebuginfodStats>>,
     pub processes_missed: u64,
     pub python: TrackerStats,
+    pub traces: TraceTrackerStats,
 }
 
 /// One output file, opened before the capture so a bad path fails early.
@@ -171,6 +173,15 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
             .ok_or(LoadError::Missing("python_processes"))?,
     );
     python.preload(running.iter().copied());
+    let mut traces = TraceContextTracker::new(
+        sampler
+            .take_trace_processes()
+            .ok_or(LoadError::Missing("trace_processes"))?,
+    )
+    .map_err(|source| LoadError::Map {
+        name: "trace_processes",
+        source,
+    })?;
     if let Some(tables) = sampler.unwind_tables() {
         let loaded = unwind::preload(tables, &mut symbolizer, running);
         // The first samples should be walked with tables: wait a little
@@ -200,6 +211,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
             &mut processes,
             &mut symbolizer,
             &mut python,
+            &mut traces,
             &mut on_cpu,
             &mut off_cpu,
         );
@@ -227,6 +239,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
                 tables.reap(process_alive);
             }
             python.reap(process_alive);
+            traces.reap(process_alive);
             if let TargetSpec::Pids(pids) = &config.targets {
                 if pids.iter().all(|&pid| !process_alive(pid)) {
                     tracing::info!("every target process has exited");
@@ -244,6 +257,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         &mut processes,
         &mut symbolizer,
         &mut python,
+        &mut traces,
         &mut on_cpu,
         &mut off_cpu,
     );
@@ -271,6 +285,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         debuginfod: None,
         processes_missed: 0,
         python: python.stats(),
+        traces: traces.stats(),
     };
     if let Some(output) = on_cpu_output {
         let kind = ProfileKind::OnCpu {
@@ -312,6 +327,7 @@ fn drain(
     processes: &mut ProcessTracker,
     symbolizer: &mut Symbolizer,
     python: &mut PythonTracker<BpfPythonStore>,
+    traces: &mut TraceContextTracker,
     on_cpu: &mut Aggregate,
     off_cpu: &mut Aggregate,
 ) {
@@ -329,6 +345,7 @@ fn drain(
         off_cpu.name_thread(thread.tid, thread.comm, thread.thread_name);
     });
     python.follow(&seen, processes);
+    traces.follow(&seen, processes, symbolizer);
     if let Some(tables) = sampler.unwind_tables() {
         unwind::follow(tables, processes, symbolizer, seen);
     }
@@ -442,6 +459,14 @@ pub fn print_summary(outcome: &RecordOutcome, config: &RecordConfig) {
             s.python_truncated,
             py.resolver.code_objects_read,
             py.resolver.unreadable,
+        );
+    }
+    let traces = &outcome.traces;
+    if traces.registered + traces.failed > 0 || s.trace_contexts > 0 {
+        eprintln!(
+            "trace context: {} processes publish it ({} could not be read); {} samples carry a \
+             trace, {} reads failed",
+            traces.registered, traces.failed, s.trace_contexts, s.trace_context_errors,
         );
     }
     if outcome.processes_missed > 0 {

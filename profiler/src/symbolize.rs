@@ -99,6 +99,7 @@ pub fn symbolize(
                 locations: builder.stack(key, processes),
                 count: weight.count,
                 nanos: weight.nanos,
+                trace: key.trace,
             }
         })
         .collect();

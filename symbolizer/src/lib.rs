@@ -16,12 +16,14 @@ mod error;
 mod frame;
 mod gopclntab;
 mod kernel;
+mod memory;
 mod module;
 mod perf_map;
 mod proc_maps;
 mod process;
 pub mod python;
 mod symbolizer;
+pub mod thread_context;
 mod vdso;
 
 pub use address::FrameAddress;
@@ -33,6 +35,7 @@ pub use gopclntab::{GoFunction, GoTable, GoTableError};
 pub use kernel::{
     parse_symbol_offset, Kallsyms, KernelFunction, KernelSymbol, KernelSymbolSource, KernelSymbols,
 };
+pub use memory::ProcessMemory;
 pub use module::{BuildId, FileId, Module};
 pub use perf_map::{PerfMap, PerfMapSymbol};
 pub use proc_maps::{MapEntry, MapPath, Perms};

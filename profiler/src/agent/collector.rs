@@ -23,6 +23,7 @@ use crate::profile::{Profile, ProfileKind};
 use crate::python::{BpfPythonStore, PythonTracker};
 use crate::signals;
 use crate::symbolize::{symbolize, Window};
+use crate::trace_context::TraceContextTracker;
 use crate::unwind::{self, Seen, ROW_SIZE};
 
 /// One service's profile of one kind for one window.
@@ -48,6 +49,7 @@ pub struct Collector {
     pub metrics: Arc<Metrics>,
     processes: ProcessTracker,
     python: Option<PythonTracker<BpfPythonStore>>,
+    traces: Option<TraceContextTracker>,
     services: ServiceCache,
     on_cpu: Aggregate,
     off_cpu: Aggregate,
@@ -71,6 +73,11 @@ impl Collector {
         if let Some(python) = python.as_mut() {
             python.preload(unwind::all_pids());
         }
+        let traces = sampler.take_trace_processes().and_then(|map| {
+            TraceContextTracker::new(map)
+                .map_err(|e| tracing::warn!("trace context is not read: {e}"))
+                .ok()
+        });
         Self {
             sampler,
             symbolizer,
@@ -78,6 +85,7 @@ impl Collector {
             metrics,
             processes: ProcessTracker::default(),
             python,
+            traces,
             services: ServiceCache::new(),
             on_cpu: Aggregate::new(period_ns),
             off_cpu: Aggregate::new(0),
@@ -129,6 +137,7 @@ impl Collector {
             config,
             processes,
             python,
+            traces,
             services,
             on_cpu,
             off_cpu,
@@ -162,6 +171,9 @@ impl Collector {
         });
         if let Some(python) = python.as_mut() {
             python.follow(&seen, processes);
+        }
+        if let Some(traces) = traces.as_mut() {
+            traces.follow(&seen, processes, symbolizer);
         }
         if let Some(tables) = sampler.unwind_tables() {
             unwind::follow(tables, processes, symbolizer, seen);
@@ -241,6 +253,9 @@ impl Collector {
         if let Some(python) = self.python.as_mut() {
             python.reap(process_alive);
             python.prune_modules(process_alive);
+        }
+        if let Some(traces) = self.traces.as_mut() {
+            traces.reap(process_alive);
         }
         for (pid, mm_id) in self.services.end_window() {
             self.processes.forget(pid, mm_id);

@@ -11,7 +11,7 @@ mod sampler;
 pub use ksym::BpfKernelSymbols;
 pub use offcpu::{OffCpuConfig, OffCpuEntry, ThreadSeen};
 pub use programs::key_was_missing;
-pub use record::{DecodeError, PythonStatus, Sample, MAX_STACK_FRAMES};
+pub use record::{DecodeError, PythonStatus, Sample, TraceContext, MAX_STACK_FRAMES};
 pub use sampler::{
     LoadError, Sampler, SamplerConfig, SamplerStats, SamplerTargets, UnwindConfig, UnwindMode,
     DEFAULT_UNWIND_TABLE_MIB, DRAIN_INTERVAL,

@@ -19,6 +19,7 @@ const FLAG_KERNEL_TRUNCATED: u32 = 1 << 0;
 pub(super) const FLAG_USER_TRUNCATED: u32 = 1 << 1;
 pub(super) const FLAG_USER_UNWIND_ERROR: u32 = 1 << 2;
 const FLAG_USER_UNMAPPED: u32 = 1 << 4;
+const FLAG_TRACE_CONTEXT: u32 = 1 << 5;
 
 /// Mirror of `struct smolder_sample` (profiler-ebpf/include/sampler.h).
 #[repr(C)]
@@ -38,6 +39,9 @@ struct RawSample {
     user_stack: [u64; MAX_USER_FRAMES],
     python_len: u32,
     python_status: u32,
+    exec_vm: u64,
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
     python: [RawPython; MAX_PYTHON_FRAMES],
 }
 
@@ -54,7 +58,7 @@ const RAW_PYTHON_SIZE: usize = 16;
 const _: () = assert!(size_of::<RawPython>() == RAW_PYTHON_SIZE);
 /// The record up to its Python frames: every record is this long plus
 /// `python_len` frames.
-pub(crate) const RAW_SAMPLE_BASE_SIZE: usize = 80 + 8 * (MAX_KERNEL_FRAMES + MAX_USER_FRAMES);
+pub(crate) const RAW_SAMPLE_BASE_SIZE: usize = 112 + 8 * (MAX_KERNEL_FRAMES + MAX_USER_FRAMES);
 pub(crate) const RAW_SAMPLE_SIZE: usize =
     RAW_SAMPLE_BASE_SIZE + RAW_PYTHON_SIZE * MAX_PYTHON_FRAMES;
 const _: () = assert!(size_of::<RawSample>() == RAW_SAMPLE_SIZE);
@@ -120,6 +124,19 @@ pub struct Sample {
     /// Python frames, newest first (CPython processes only).
     pub python: Vec<RawPythonFrame>,
     pub python_status: PythonStatus,
+    /// Pages of executable mappings in the address space: a change means a
+    /// library was loaded or unloaded.
+    pub exec_vm: u64,
+    /// The trace the thread was serving (OTEP 4947 thread context).
+    pub trace: Option<TraceContext>,
+}
+
+/// A trace and span id pair, as published by the thread (big-endian bytes,
+/// as in W3C traceparent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -184,6 +201,11 @@ impl TryFrom<&[u8]> for Sample {
             user_error,
             python,
             python_status: PythonStatus::try_from(raw.python_status)?,
+            exec_vm: raw.exec_vm,
+            trace: (raw.flags & FLAG_TRACE_CONTEXT != 0).then_some(TraceContext {
+                trace_id: raw.trace_id,
+                span_id: raw.span_id,
+            }),
         })
     }
 }
@@ -222,6 +244,9 @@ pub(crate) mod tests {
             user_stack: [0; MAX_USER_FRAMES],
             python_len: 0,
             python_status: 0,
+            exec_vm: 0,
+            trace_id: [0; 16],
+            span_id: [0; 8],
             python: [RawPython::default(); MAX_PYTHON_FRAMES],
         };
         raw.comm[..4].copy_from_slice(b"prog");
@@ -237,6 +262,9 @@ pub(crate) mod tests {
         .to_vec()
     }
 
+    /// Where `python_len` is in a record.
+    const PYTHON_LEN_AT: usize = RAW_SAMPLE_BASE_SIZE - 40;
+
     #[test]
     fn decodes_a_record() {
         let bytes = encode(10, &[0xffff_0001], &[0x401000, 0x401100], 2);
@@ -247,13 +275,29 @@ pub(crate) mod tests {
         assert_eq!(s.kernel, vec![0xffff_0001]);
         assert_eq!(s.user, vec![0x401000, 0x401100]);
         assert!(s.user_truncated && !s.kernel_truncated);
+        assert_eq!(s.trace, None);
+    }
+
+    #[test]
+    fn decodes_a_trace_context_only_with_its_flag() {
+        let mut bytes = encode(10, &[], &[], 0);
+        let ids_at = RAW_SAMPLE_BASE_SIZE - 24;
+        for (i, b) in bytes[ids_at..RAW_SAMPLE_BASE_SIZE].iter_mut().enumerate() {
+            *b = i as u8 + 1;
+        }
+        assert_eq!(Sample::try_from(bytes.as_slice()).unwrap().trace, None);
+        bytes[36] |= FLAG_TRACE_CONTEXT as u8; // flags (little-endian) at 36
+        let trace = Sample::try_from(bytes.as_slice()).unwrap().trace.unwrap();
+        assert_eq!(trace.trace_id[0], 1);
+        assert_eq!(trace.trace_id[15], 16);
+        assert_eq!(trace.span_id, [17, 18, 19, 20, 21, 22, 23, 24]);
     }
 
     #[test]
     fn decodes_python_frames_after_the_native_stacks() {
         let mut bytes = encode(10, &[], &[0x401000], 1);
-        bytes[RAW_SAMPLE_BASE_SIZE - 8] = 2; // python_len
-        bytes[RAW_SAMPLE_BASE_SIZE - 4] = 1; // complete
+        bytes[PYTHON_LEN_AT] = 2;
+        bytes[PYTHON_LEN_AT + 4] = 1; // complete
         for (code, instr, line) in [
             (0x7f00_0010u64, 6u32, 12i32),
             (0x7f00_0020, 40 | PYTHON_FRAME_ENTRY, 3),
@@ -284,7 +328,7 @@ pub(crate) mod tests {
         ));
         // A Python frame count that disagrees with the record's length.
         let mut bytes = encode(10, &[], &[], 0);
-        bytes[RAW_SAMPLE_BASE_SIZE - 8] = 2;
+        bytes[PYTHON_LEN_AT] = 2;
         assert!(matches!(
             Sample::try_from(bytes.as_slice()),
             Err(DecodeError::Size { .. })

@@ -4,7 +4,7 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::{BtfTracePoint, PerfEvent, ProgramError, RawTracePoint};
 use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
@@ -122,6 +122,10 @@ pub struct SamplerStats {
     pub python_errors: u64,
     /// ... deeper than the BPF limit.
     pub python_truncated: u64,
+    /// Samples that carry a trace context (OTEP 4947 thread context).
+    pub trace_contexts: u64,
+    /// Trace context reads that failed (the sample carries none).
+    pub trace_context_errors: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,8 +175,10 @@ const STAT_PYTHON_STACKS: u32 = 15;
 const STAT_PYTHON_NO_THREAD: u32 = 16;
 const STAT_PYTHON_ERRORS: u32 = 17;
 const STAT_PYTHON_TRUNCATED: u32 = 18;
+const STAT_TRACE_CONTEXT: u32 = 19;
+const STAT_TRACE_ERRORS: u32 = 20;
 #[cfg(test)]
-const STAT_COUNT: u32 = 19;
+const STAT_COUNT: u32 = 21;
 
 const OFFCPU_BTF: &str = "offcpu_switch_btf";
 const OFFCPU_RAW: &str = "offcpu_switch_raw";
@@ -187,6 +193,8 @@ pub struct Sampler {
     unwind: Option<UnwindTables<BpfStore>>,
     /// `python_processes`, until the caller takes it.
     python: Option<BpfPythonStore>,
+    /// `trace_processes`, until the caller takes it.
+    trace_processes: Option<Map>,
     config: SamplerConfig,
     decode_errors: u64,
     decode_error_reported: bool,
@@ -263,6 +271,9 @@ impl Sampler {
             name: "python_processes",
             source,
         })?;
+        let trace_processes = ebpf
+            .take_map("trace_processes")
+            .ok_or(LoadError::Missing("trace_processes"))?;
         if config.on_cpu {
             let perf: &mut PerfEvent = program(&mut ebpf, "sample_cpu")?;
             perf.load().map_err(|source| LoadError::Program {
@@ -299,6 +310,7 @@ impl Sampler {
             off_cpu_program,
             unwind,
             python: Some(python),
+            trace_processes: Some(trace_processes),
             config,
             decode_errors: 0,
             decode_error_reported: false,
@@ -348,6 +360,12 @@ impl Sampler {
     /// keeps it in its [`crate::python::PythonTracker`]).
     pub fn take_python_store(&mut self) -> Option<BpfPythonStore> {
         self.python.take()
+    }
+
+    /// The `trace_processes` map (once: the caller keeps it in its
+    /// [`crate::trace_context::TraceContextTracker`]).
+    pub fn take_trace_processes(&mut self) -> Option<Map> {
+        self.trace_processes.take()
     }
 
     pub fn unwind_stats(&self) -> Option<UnwindStats> {
@@ -486,6 +504,8 @@ impl Sampler {
                 stats.python_no_thread = sum(STAT_PYTHON_NO_THREAD);
                 stats.python_errors = sum(STAT_PYTHON_ERRORS);
                 stats.python_truncated = sum(STAT_PYTHON_TRUNCATED);
+                stats.trace_contexts = sum(STAT_TRACE_CONTEXT);
+                stats.trace_context_errors = sum(STAT_TRACE_ERRORS);
             }
         }
         if self._stats_fd.is_some() {
@@ -640,6 +660,12 @@ mod tests {
             (python.key_size(), python.value_size() as usize),
             (4, std::mem::size_of::<crate::python::ProcessEntry>()),
             "tgid -> smolder_python_process"
+        );
+        let trace = map("trace_processes");
+        assert_eq!(
+            (trace.key_size(), trace.value_size() as usize),
+            (4, std::mem::size_of::<crate::trace_context::SlotEntry>()),
+            "tgid -> smolder_trace_process"
         );
         let scratch = map("sample_scratch");
         assert_eq!(

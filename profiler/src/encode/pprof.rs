@@ -41,11 +41,15 @@ impl Strings {
 /// How samples are labelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SampleLabels {
-    /// `pid`, `tid`, `comm`, `thread_name`, all strings: for files.
+    /// `pid`, `tid`, `comm`, `thread_name`, all strings, and `trace_id` and
+    /// `span_id` on samples taken in a trace: for files.
     Strings,
     /// `pid` and `tid` as numbers, `comm` and `thread_name` as strings:
     /// Pyroscope turns every string label into a series label, and pids
     /// would make series without bound. Numeric labels stay in the profile.
+    /// `span_id` is kept (Pyroscope stores it per sample for span profiles,
+    /// not as a series label); `trace_id` is left out, as it would be one
+    /// series per trace. See docs/trace-context.md.
     Pyroscope,
 }
 
@@ -135,6 +139,8 @@ pub(crate) fn to_proto(profile: &Profile, labels: SampleLabels) -> proto::Profil
         strings.get("tid"),
         strings.get("comm"),
         strings.get("thread_name"),
+        strings.get("span_id"),
+        strings.get("trace_id"),
     ];
     let sample = profile
         .samples
@@ -159,15 +165,22 @@ pub(crate) fn to_proto(profile: &Profile, labels: SampleLabels) -> proto::Profil
                 ),
                 SampleLabels::Pyroscope => (number(keys[0], s.pid), number(keys[1], s.tid)),
             };
+            let mut sample_labels = vec![
+                pid,
+                tid,
+                label(keys[2], &s.comm, &mut strings),
+                label(keys[3], &s.thread_name, &mut strings),
+            ];
+            if let Some(trace) = &s.trace {
+                sample_labels.push(label(keys[4], &trace.span_id_hex(), &mut strings));
+                if labels == SampleLabels::Strings {
+                    sample_labels.push(label(keys[5], &trace.trace_id_hex(), &mut strings));
+                }
+            }
             proto::Sample {
                 location_id: s.locations.iter().map(|&l| l as u64 + 1).collect(),
                 value: vec![s.count as i64, s.nanos as i64],
-                label: vec![
-                    pid,
-                    tid,
-                    label(keys[2], &s.comm, &mut strings),
-                    label(keys[3], &s.thread_name, &mut strings),
-                ],
+                label: sample_labels,
             }
         })
         .collect();
@@ -222,14 +235,50 @@ mod tests {
     use super::*;
     use crate::profile::fixtures::small_profile;
 
+    fn decode(bytes: &[u8]) -> proto::Profile {
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut raw)
+            .unwrap();
+        proto::Profile::decode(raw.as_slice()).unwrap()
+    }
+
+    /// The string labels of the first sample, as (key, value).
+    fn string_labels(p: &proto::Profile) -> Vec<(String, String)> {
+        let s = |i: i64| p.string_table[i as usize].clone();
+        p.sample[0]
+            .label
+            .iter()
+            .filter(|l| l.str != 0)
+            .map(|l| (s(l.key), s(l.str)))
+            .collect()
+    }
+
+    #[test]
+    fn trace_ids_label_samples_and_only_span_ids_go_to_pyroscope() {
+        let mut profile = small_profile();
+        profile.samples[0].trace = Some(crate::collect::TraceContext {
+            trace_id: [0x4b; 16],
+            span_id: [0, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7],
+        });
+        let span = ("span_id".to_string(), "00f067aa0ba902b7".to_string());
+        let trace = ("trace_id".to_string(), "4b".repeat(16));
+        let files = string_labels(&decode(&encode_pprof(&profile).unwrap()));
+        assert!(files.contains(&span) && files.contains(&trace), "{files:?}");
+        let pyroscope = string_labels(&decode(
+            &encode_pprof_labelled(&profile, SampleLabels::Pyroscope).unwrap(),
+        ));
+        assert!(pyroscope.contains(&span), "{pyroscope:?}");
+        assert!(
+            pyroscope.iter().all(|(k, _)| k != "trace_id"),
+            "{pyroscope:?}"
+        );
+    }
+
     #[test]
     fn round_trips_through_gzip_and_protobuf() {
         let bytes = encode_pprof(&small_profile()).unwrap();
-        let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(bytes.as_slice())
-            .read_to_end(&mut raw)
-            .unwrap();
-        let p = proto::Profile::decode(raw.as_slice()).unwrap();
+        let p = decode(&bytes);
         let s = |i: i64| p.string_table[i as usize].as_str();
         assert_eq!(s(0), "");
         assert_eq!(p.period, 10_000_000);

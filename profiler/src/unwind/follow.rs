@@ -47,6 +47,8 @@ pub struct Seen {
     pub mm_id: u64,
     /// A stack left every mapping the unwinder knew.
     pub unmapped: bool,
+    /// Pages of executable mappings when sampled (0: not known).
+    pub exec_vm: u64,
 }
 
 impl From<&Sample> for Seen {
@@ -55,6 +57,7 @@ impl From<&Sample> for Seen {
             pid: sample.pid,
             mm_id: sample.mm_id,
             unmapped: sample.user_unmapped,
+            exec_vm: sample.exec_vm,
         }
     }
 }
@@ -65,6 +68,7 @@ impl From<&ThreadSeen> for Seen {
             pid: thread.pid,
             mm_id: thread.mm_id,
             unmapped: false,
+            exec_vm: 0,
         }
     }
 }
@@ -106,6 +110,7 @@ fn follow_one<S: TableStore>(
         pid,
         mm_id,
         unmapped,
+        ..
     } = seen;
     if mm_id == 0 {
         return; // a kernel thread

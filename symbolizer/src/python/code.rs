@@ -5,7 +5,7 @@ use std::io;
 use std::sync::Arc;
 
 use super::layout::{Layout, BYTES_DATA, OB_SIZE, OB_TYPE, UNICODE_LENGTH, UNICODE_STATE};
-use super::memory::ProcessMemory;
+use crate::memory::ProcessMemory;
 
 /// Longest name or file name read (characters); longer ones are cut.
 const MAX_STRING: u64 = 4096;

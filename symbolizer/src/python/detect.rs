@@ -10,8 +10,8 @@ use object::{Object, ObjectSegment, ObjectSymbol};
 
 use super::code::Types;
 use super::layout::Layout;
-use super::memory::ProcessMemory;
 use super::version::PythonVersion;
+use crate::memory::ProcessMemory;
 use crate::proc_maps::{parse_maps, MapEntry, MapPath};
 
 /// Size of the `_Py_DebugOffsets` table read (it is about 0x200 bytes).

@@ -11,7 +11,6 @@ mod code;
 mod detect;
 mod layout;
 mod linetable;
-mod memory;
 mod resolver;
 mod version;
 

@@ -11,7 +11,7 @@ use lru::LruCache;
 use super::code::{read_code, CodeInfo};
 use super::detect::PythonProcess;
 use super::linetable::line_for_offset;
-use super::memory::ProcessMemory;
+use crate::memory::ProcessMemory;
 
 /// Code objects remembered, over all processes.
 const CODE_CACHE: usize = 65_536;

@@ -1,0 +1,171 @@
+//! Which sampled processes publish thread context: each address space is
+//! looked at when first sampled, and again when a library is loaded into it
+//! (its executable pages change: the SDK may come with a `dlopen`, as a
+//! Python extension does). Found processes go into `trace_processes`.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError};
+use symbolizer::thread_context::{ContextFinder, ContextLocation};
+use symbolizer::Symbolizer;
+
+use super::entry::SlotEntry;
+use crate::collect::key_was_missing;
+use crate::processes::ProcessTracker;
+use crate::unwind::Seen;
+
+/// A process whose libraries changed is looked at again at most this often.
+const LOOK_AGAIN_AFTER: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Registered,
+    /// Nothing published when looked at (with this many executable pages).
+    Absent {
+        exec_vm: u64,
+        at: Instant,
+    },
+    /// Defined but unusable: reported once, not looked at again.
+    Failed,
+}
+
+/// Counters for the summary and the agent's metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TraceTrackerStats {
+    /// Processes registered with the BPF reader.
+    pub registered: u64,
+    /// Processes whose thread context could not be located.
+    pub failed: u64,
+}
+
+pub struct TraceContextTracker {
+    slots: BpfHashMap<MapData, u32, SlotEntry>,
+    finder: ContextFinder,
+    states: HashMap<(u32, u64), State>,
+    reported: HashSet<String>,
+    stats: TraceTrackerStats,
+}
+
+impl TraceContextTracker {
+    pub fn new(map: Map) -> Result<Self, MapError> {
+        Ok(Self {
+            slots: BpfHashMap::try_from(map)?,
+            finder: ContextFinder::default(),
+            states: HashMap::new(),
+            reported: HashSet::new(),
+            stats: TraceTrackerStats::default(),
+        })
+    }
+
+    /// Looks at every process in `seen` not looked at yet, or whose
+    /// executable mappings changed since it was.
+    pub fn follow(
+        &mut self,
+        seen: &[Seen],
+        processes: &mut ProcessTracker,
+        symbolizer: &mut Symbolizer,
+    ) {
+        for one in seen {
+            if one.mm_id == 0 {
+                continue;
+            }
+            let key = (one.pid, one.mm_id);
+            match self.states.get(&key) {
+                None => {}
+                Some(State::Absent { exec_vm, at })
+                    if one.exec_vm != 0
+                        && *exec_vm != one.exec_vm
+                        && at.elapsed() >= LOOK_AGAIN_AFTER =>
+                {
+                    // A library came or went: the snapshot is stale.
+                    processes.refresh(one.pid, one.mm_id, symbolizer);
+                }
+                Some(_) => continue,
+            }
+            let state = self.look_at(one.pid, one.mm_id, processes);
+            let state = match state {
+                State::Absent { at, .. } => State::Absent {
+                    exec_vm: one.exec_vm,
+                    at,
+                },
+                other => other,
+            };
+            self.states.insert(key, state);
+        }
+    }
+
+    fn look_at(&mut self, pid: u32, mm_id: u64, processes: &ProcessTracker) -> State {
+        let absent = State::Absent {
+            exec_vm: 0,
+            at: Instant::now(),
+        };
+        let Some(maps) = processes.maps(pid, mm_id) else {
+            return absent;
+        };
+        match self.finder.locate(maps) {
+            Ok(None) => absent,
+            Ok(Some(location)) => self.register(pid, &location),
+            Err(e) if e.is_transient() => absent,
+            Err(e) => {
+                self.report(format!("trace context of pid {pid} is not read: {e}"));
+                self.stats.failed += 1;
+                State::Failed
+            }
+        }
+    }
+
+    fn register(&mut self, pid: u32, location: &ContextLocation) -> State {
+        match self.slots.insert(pid, SlotEntry::from(location.slot), 0) {
+            Ok(()) => {
+                tracing::debug!(
+                    "pid {pid}: trace context in {} ({}, {:?})",
+                    location.module.display(),
+                    location.access,
+                    location.slot
+                );
+                self.stats.registered += 1;
+                State::Registered
+            }
+            Err(e) => {
+                self.report(format!(
+                    "cannot register pid {pid} with the trace context reader: {e}"
+                ));
+                self.stats.failed += 1;
+                State::Failed
+            }
+        }
+    }
+
+    /// Logs a message once per kind (the text without digits is the key).
+    fn report(&mut self, message: String) {
+        let key: String = message.chars().filter(|c| !c.is_ascii_digit()).collect();
+        if self.reported.insert(key) {
+            tracing::warn!("{message}");
+        }
+    }
+
+    /// Forgets processes that exited.
+    pub fn reap(&mut self, alive: impl Fn(u32) -> bool) {
+        let mut dead: Vec<u32> = Vec::new();
+        self.states.retain(|&(pid, _), state| {
+            let keep = alive(pid);
+            if !keep && matches!(state, State::Registered) {
+                dead.push(pid);
+            }
+            keep
+        });
+        for pid in dead {
+            match self.slots.remove(&pid) {
+                Err(e) if !key_was_missing(&e) => {
+                    tracing::debug!("pid {pid}: cannot remove from trace_processes: {e}")
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub fn stats(&self) -> TraceTrackerStats {
+        self.stats
+    }
+}
