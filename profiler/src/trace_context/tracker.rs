@@ -105,7 +105,7 @@ impl TraceContextTracker {
         };
         match self.finder.locate(maps) {
             Ok(None) => absent,
-            Ok(Some(location)) => self.register(pid, &location),
+            Ok(Some(location)) => self.register(pid, mm_id, &location),
             Err(e) if e.is_transient() => absent,
             Err(e) => {
                 self.report(format!("trace context of pid {pid} is not read: {e}"));
@@ -115,16 +115,23 @@ impl TraceContextTracker {
         }
     }
 
-    fn register(&mut self, pid: u32, location: &ContextLocation) -> State {
+    fn register(&mut self, pid: u32, mm_id: u64, location: &ContextLocation) -> State {
         match self.slots.insert(pid, SlotEntry::from(location.slot), 0) {
             Ok(()) => {
                 tracing::debug!(
-                    "pid {pid}: trace context in {} ({}, {:?})",
+                    "pid {pid} (mm {mm_id:#x}): trace context in {} ({}, {:?})",
                     location.module.display(),
                     location.access,
                     location.slot
                 );
-                self.stats.registered += 1;
+                // A pid counts once, whichever address space registered it.
+                if !self
+                    .states
+                    .iter()
+                    .any(|(&(p, _), s)| p == pid && matches!(s, State::Registered))
+                {
+                    self.stats.registered += 1;
+                }
                 State::Registered
             }
             Err(e) => {

@@ -7,9 +7,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    free_port, is_root, machine_python, workload, workload_without_frame_pointers,
+    free_port, is_root, machine_python, python_trace_sdk, workload,
+    workload_without_frame_pointers, Running,
 };
 use crate::pyroscope::{now_ms, Pyroscope};
+use crate::trace_context::{CHECKOUT, SEARCH};
 
 const CPU_TYPE: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
 
@@ -773,4 +775,80 @@ service = "^smolder-test-"
         "{:.1}% show the Python chain: {graph:?}",
         chain * 100.0
     );
+}
+
+/// Span profiles: samples pushed with `span_id` (not as a series label;
+/// `trace_id` not at all), and `SelectMergeSpanProfile` for one span
+/// returns that request's functions only.
+#[test]
+fn span_profiles_reach_pyroscope() {
+    if !is_root() {
+        return;
+    }
+    let server = Pyroscope::start();
+    let begin = now_ms() - 1000;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/python/trace_requests.py");
+    let _requests = Running::spawn(
+        Command::new(machine_python())
+            .arg(&script)
+            .args(["120", "manual"])
+            .env("PYTHONPATH", python_trace_sdk())
+            .stdout(Stdio::null()),
+        Duration::from_millis(500),
+    );
+    let config = format!(
+        r#"
+[server]
+url = "{}"
+
+[profiling]
+window = "3s"
+
+[[service]]
+name = "smolder-test-spans"
+cmdline = "testdata/python/trace_requests.py"
+
+[[processes.include]]
+service = "^smolder-test-"
+"#,
+        server.url()
+    );
+    let agent = Agent::start(&config);
+    agent.wait_metric("smolder_pushes_ok_total", Duration::from_secs(40), |v| {
+        v >= 2.0
+    });
+    let (status, _) = agent.stop();
+    assert!(status.success(), "agent exit: {status}");
+    let range = (begin, now_ms() + 1000);
+    let selector = r#"{service_name="smolder-test-spans"}"#;
+    let all = server.stacks(CPU_TYPE, selector, range);
+    assert!(
+        all.has_function("checkout") && all.has_function("search"),
+        "{all:?}"
+    );
+    for (span, own, other) in [
+        (CHECKOUT.1, "checkout", "search"),
+        (SEARCH.1, "search", "checkout"),
+    ] {
+        let graph = server.span_stacks(CPU_TYPE, selector, &[span], range);
+        let share = graph.share_with(&[own]);
+        assert!(
+            share >= 0.95,
+            "span {span}: {:.1}% in {own}: {graph:?}",
+            share * 100.0
+        );
+        for absent in [other, "between_requests"] {
+            assert!(
+                !graph.has_function(absent),
+                "span {span} has {absent}: {graph:?}"
+            );
+        }
+    }
+    let names = server.label_names(range);
+    for label in ["span_id", "trace_id"] {
+        assert!(
+            !names.iter().any(|n| n == label),
+            "series label {label}: {names:?}"
+        );
+    }
 }

@@ -141,6 +141,9 @@ pub struct Stack {
     pub user_frames: Vec<String>,
     /// (file, line) of each of `frames` ("" and 0 where unknown).
     pub sources: Vec<(String, i64)>,
+    /// `trace_id` and `span_id` labels ("" when the sample has none).
+    pub trace_id: String,
+    pub span_id: String,
 }
 
 impl Stack {
@@ -200,6 +203,8 @@ pub fn read_pprof(path: &Path) -> (pprof_proto::Profile, Vec<Stack>) {
                 user_leaf,
                 user_frames,
                 sources,
+                trace_id: label("trace_id"),
+                span_id: label("span_id"),
             }
         })
         .collect();
@@ -227,7 +232,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A running workload, killed when dropped.
-pub struct Running(Child);
+pub struct Running(Option<Child>);
 
 impl Running {
     /// Spawns `command` and gives it `settle` to load its libraries and reach
@@ -235,18 +240,26 @@ impl Running {
     pub fn spawn(command: &mut Command, settle: std::time::Duration) -> Self {
         let child = command.spawn().expect("workload");
         std::thread::sleep(settle);
-        Self(child)
+        Self(Some(child))
     }
 
     pub fn pid(&self) -> u32 {
-        self.0.id()
+        self.0.as_ref().expect("running").id()
+    }
+
+    /// Waits for the workload to exit by itself and returns what it wrote.
+    pub fn finish(mut self) -> Output {
+        let child = self.0.take().expect("running");
+        child.wait_with_output().expect("workload output")
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -257,4 +270,110 @@ pub fn machine_python() -> PathBuf {
         .output()
         .expect("python3");
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A directory under the test target dir, made once per test run.
+fn run_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(name)
+        .join(std::process::id().to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs pip as a user would; panics with its output if it fails.
+fn pip_install(args: &[&str], target: &Path) {
+    let output = Command::new(machine_python())
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .arg("--target")
+        .arg(target)
+        .args(args)
+        .output()
+        .expect("pip");
+    assert!(
+        output.status.success(),
+        "pip install {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The Python SDK (`profiler/sdk/python`) installed with pip, once per test
+/// run: the directory to put on PYTHONPATH.
+pub fn python_trace_sdk() -> PathBuf {
+    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(dir) = built.as_ref() {
+        return dir.clone();
+    }
+    let dir = run_dir("python-trace-sdk");
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/python");
+    pip_install(&[sdk.to_str().unwrap()], &dir);
+    *built = Some(dir.clone());
+    dir
+}
+
+/// The OpenTelemetry Python SDK from PyPI, pinned, cached across runs in
+/// the target dir.
+pub fn python_otel_sdk() -> PathBuf {
+    const VERSION: &str = "1.38.0";
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("python-otel-{VERSION}"));
+    if !dir.join("opentelemetry/sdk").is_dir() {
+        pip_install(&[&format!("opentelemetry-sdk=={VERSION}")], &dir);
+    }
+    dir
+}
+
+/// The C SDK (`profiler/sdk/c`) built as its docs say, and `testdata/NAME.c`
+/// linked against it: returns the workload.
+pub fn c_trace_workload(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
+        return path.clone();
+    }
+    let dir = run_dir("c-trace-sdk");
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/c");
+    let library = dir.join("libsmolder_trace.so");
+    let compile = |args: &[&std::ffi::OsStr]| {
+        let status = Command::new("cc").args(args).status().expect("cc");
+        assert!(status.success(), "cc {args:?}");
+    };
+    compile(&[
+        "-O2".as_ref(),
+        "-fPIC".as_ref(),
+        "-shared".as_ref(),
+        "-mtls-dialect=gnu2".as_ref(),
+        "-o".as_ref(),
+        library.as_os_str(),
+        sdk.join("smolder_trace.c").as_os_str(),
+    ]);
+    let out = dir.join(name);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata")
+        .join(format!("{name}.c"));
+    let include = format!("-I{}", sdk.display());
+    let link = format!("-L{}", dir.display());
+    let rpath = format!("-Wl,-rpath,{}", dir.display());
+    compile(&[
+        "-O1".as_ref(),
+        "-g".as_ref(),
+        "-fno-omit-frame-pointer".as_ref(),
+        include.as_ref(),
+        source.as_os_str(),
+        link.as_ref(),
+        "-lsmolder_trace".as_ref(),
+        rpath.as_ref(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    built.push((name.to_owned(), out.clone()));
+    out
 }

@@ -12,4 +12,5 @@ mod pyroscope;
 mod python;
 mod record;
 mod symbol_sources;
+mod trace_context;
 mod unwind;

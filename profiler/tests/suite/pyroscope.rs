@@ -195,6 +195,41 @@ impl Pyroscope {
         FlameGraph::from_json(&v["flamegraph"])
     }
 
+    /// The merged flame graph of the samples of the given spans only
+    /// (Pyroscope's span profiles).
+    pub fn span_stacks(
+        &self,
+        profile_type: &str,
+        selector: &str,
+        span_ids: &[&str],
+        range: (i64, i64),
+    ) -> FlameGraph {
+        let v = self.query(
+            "SelectMergeSpanProfile",
+            json!({
+                "profileTypeID": profile_type,
+                "labelSelector": selector,
+                "spanSelector": span_ids,
+                "start": range.0,
+                "end": range.1,
+            }),
+        );
+        FlameGraph::from_json(&v["flamegraph"])
+    }
+
+    /// Names of the series labels stored in a range.
+    pub fn label_names(&self, range: (i64, i64)) -> Vec<String> {
+        let v = self.query("LabelNames", json!({"start": range.0, "end": range.1}));
+        v["names"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|n| n.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Timestamps (ms) of the points of a selector's series at `step_s`.
     pub fn series_points(
         &self,
