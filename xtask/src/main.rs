@@ -126,7 +126,14 @@ fn agent(args: &[String]) -> Result<()> {
 fn check_c_format() -> Result<()> {
     let root = util::workspace_root();
     let mut files = Vec::new();
-    for dir in ["profiler-ebpf/src", "profiler-ebpf/include", "testdata"] {
+    for dir in [
+        "profiler-ebpf/src",
+        "profiler-ebpf/include",
+        "testdata",
+        "profiler/sdk/c",
+        "profiler/sdk/go",
+        "profiler/sdk/python/src/smolder_trace",
+    ] {
         for entry in std::fs::read_dir(root.join(dir))? {
             let path = entry?.path();
             let name = path
@@ -158,6 +165,12 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ])?;
+    // The Go trace SDK's own tests (header parsing, nesting) run with go.
+    util::run(
+        std::process::Command::new("go")
+            .args(["test", "-count=1", "./..."])
+            .current_dir(util::workspace_root().join("profiler/sdk/go")),
+    )?;
     // The agent tests push to a real Pyroscope: build it once (cached
     // outside the clone) and tell the tests where it is.
     let pyroscope = pyroscope::ensure()?;

@@ -46,6 +46,13 @@ fn served_from(stdout: &str) -> Served {
     served
 }
 
+/// Whether the stack runs `function` (Go names it `main.function`).
+fn runs(s: &Stack, function: &str) -> bool {
+    s.frames
+        .iter()
+        .any(|f| f == function || f.strip_suffix(function).is_some_and(|p| p.ends_with('.')))
+}
+
 /// ≥95% of the samples inside each kind of request carry one of its id
 /// pairs; none of the samples between requests carries any.
 pub fn assert_attributed(stacks: &[Stack], served: &Served) {
@@ -54,7 +61,7 @@ pub fn assert_attributed(stacks: &[Stack], served: &Served) {
     };
     for kind in ["checkout", "search"] {
         let ids = &served[kind];
-        let inside = |s: &Stack| s.frames.iter().any(|f| f == kind);
+        let inside = |s: &Stack| runs(s, kind);
         let total = samples(&inside);
         let carried = samples(&|s: &Stack| {
             inside(s) && ids.contains(&(s.trace_id.clone(), s.span_id.clone()))
@@ -67,7 +74,7 @@ pub fn assert_attributed(stacks: &[Stack], served: &Served) {
             share * 100.0
         );
     }
-    let between = |s: &Stack| s.frames.iter().any(|f| f == "between_requests");
+    let between = |s: &Stack| runs(s, "between_requests");
     let total = samples(&between);
     let labelled =
         samples(&|s: &Stack| between(s) && !(s.span_id.is_empty() && s.trace_id.is_empty()));
@@ -143,6 +150,33 @@ fn c_sdk_requests_carry_their_ids() {
     assert_attributed(&stacks, &fixed_ids());
 }
 
+/// The Go SDK: cgo puts the variable in the executable's own TLS block
+/// (local-exec), found through its symbol table.
+#[test]
+fn go_sdk_requests_carry_their_ids() {
+    if !is_root() {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("smolder-gotrace-{}", std::process::id()));
+    let status = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/gotrace"))
+        .status()
+        .expect("go");
+    assert!(status.success(), "go build");
+    let running = Running::spawn(
+        Command::new(&out).arg("30").stdout(Stdio::null()),
+        Duration::from_millis(300),
+    );
+    let (stacks, stderr) = record(running.pid(), 4, &[("SMOLDER_LOG", "debug")]);
+    drop(running);
+    let _ = std::fs::remove_file(&out);
+    assert!(stderr.contains("local-exec, Static"), "{stderr}");
+    assert_attributed(&stacks, &fixed_ids());
+}
+
 #[test]
 fn python_sdk_requests_carry_their_ids() {
     if !is_root() {
@@ -184,4 +218,53 @@ fn otel_span_processor_requests_carry_their_span_ids() {
     let served = served_from(&String::from_utf8_lossy(&output.stdout));
     assert!(served["checkout"].len() >= 20, "{served:?}");
     assert_attributed(&stacks, &served);
+}
+
+/// The Python helper's argument forms and nesting, as a user calls them
+/// (no profiler involved: what the thread publishes is read back).
+#[test]
+fn python_trace_context_accepts_ids_and_headers() {
+    let code = r#"
+from smolder_trace import trace_context, current
+T, S = 0x4bf92f3577b34da6a3ce929d0e0e4736, 0x00f067aa0ba902b7
+assert current() is None
+with trace_context(T, S):
+    assert current() == (T, S)
+    with trace_context("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"):
+        assert current() == (0x80f198ee56343ba864fe8b2a57d3eff7, 0xe457b5a2e4d86bd1)
+    assert current() == (T, S), "not restored"
+assert current() is None
+with trace_context(traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"):
+    assert current() == (T, S)
+with trace_context(b3="64fe8b2a57d3eff7-e457b5a2e4d86bd1"):
+    assert current() == (0x64fe8b2a57d3eff7, 0xe457b5a2e4d86bd1)
+with trace_context("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"):
+    assert current() == (T, S)
+with trace_context(T.to_bytes(16, "big"), S.to_bytes(8, "big")):
+    assert current() == (T, S)
+for bad in ["", "00-0000-00f067aa0ba902b7-01", "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]:
+    try:
+        with trace_context(bad):
+            raise SystemExit(f"{bad!r} accepted")
+    except ValueError:
+        pass
+try:
+    with trace_context(0, 0):
+        raise SystemExit("zero ids accepted")
+except ValueError:
+    pass
+assert current() is None
+print("ok")
+"#;
+    let output = Command::new(machine_python())
+        .args(["-c", code])
+        .env("PYTHONPATH", python_trace_sdk())
+        .output()
+        .expect("python");
+    assert!(
+        output.status.success() && output.stdout == b"ok\n",
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -1,0 +1,3 @@
+module smolder.dev/sdk/go
+
+go 1.21
