@@ -2,12 +2,25 @@
  * the smolder C SDK (linked: libsmolder_trace.so): `checkout` under trace
  * 4bf9...4736 / span 00f0...02b7 set from a W3C traceparent, `search` under
  * ids set from a B3 header. Between requests it spins in `between_requests`
- * with no context. Usage: trace_requests SECONDS */
+ * with no context. Usage: trace_requests SECONDS
+ * Built with -DWITHOUT_SDK it publishes nothing (benchmark baseline). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
+#ifdef WITHOUT_SDK
+/* The same program without the SDK, for the read-cost benchmark: the same
+ * stacks, no thread context to read. */
+static int smolder_trace_set_header(const char *value)
+{
+	return value == NULL;
+}
+static void smolder_trace_clear(void)
+{
+}
+#else
 #include "smolder_trace.h"
+#endif
 
 #define CHECKOUT_TRACEPARENT "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 #define SEARCH_B3 "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"

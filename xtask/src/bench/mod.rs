@@ -7,6 +7,7 @@ mod overhead;
 mod python;
 mod rusage;
 mod symbolizer;
+mod trace;
 mod unwind;
 
 use anyhow::{bail, Context, Result};
@@ -16,17 +17,19 @@ use crate::{setup, util};
 pub struct Options {
     pub seconds: u64,
     pub runs: usize,
-    /// Run only this benchmark (`symbolizer`, `overhead`, `offcpu`, `agent`, `unwind`, `python`).
+    /// Run only this benchmark (`symbolizer`, `overhead`, `offcpu`, `agent`, `unwind`, `python`,
+    /// `trace`).
     pub only: Option<String>,
 }
 
-const BENCHMARKS: [&str; 6] = [
+const BENCHMARKS: [&str; 7] = [
     "symbolizer",
     "overhead",
     "offcpu",
     "agent",
     "unwind",
     "python",
+    "trace",
 ];
 
 impl Options {
@@ -101,6 +104,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if options.wants("python") {
         reports.push(python::measure(&options)?.to_string());
+    }
+    if options.wants("trace") {
+        reports.push(trace::measure(&options)?.to_string());
     }
     println!();
     for report in reports {

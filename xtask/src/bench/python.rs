@@ -61,7 +61,7 @@ fn finish_workload(child: Child) -> Result<f64> {
     Ok(served / LOAD_SECONDS as f64)
 }
 
-fn machine_python() -> Result<PathBuf> {
+pub(super) fn machine_python() -> Result<PathBuf> {
     let out = Command::new("python3")
         .args(["-c", "import sys; print(sys.executable)"])
         .output()

@@ -26,6 +26,23 @@ static PyObject *native_get(PyObject *self, PyObject *unused)
 	return current();
 }
 
+/* publish(trace_id: bytes, span_id: bytes): set without returning the
+ * previous context (the span processor keeps its own stack). */
+static PyObject *native_publish(PyObject *self, PyObject *args)
+{
+	Py_buffer trace, span;
+	if (!PyArg_ParseTuple(args, "y*y*", &trace, &span))
+		return NULL;
+	int ok = trace.len == 16 && span.len == 8 &&
+		 smolder_trace_set((const uint8_t *)trace.buf, (const uint8_t *)span.buf) == 0;
+	PyBuffer_Release(&trace);
+	PyBuffer_Release(&span);
+	if (!ok)
+		return invalid(
+		    "trace id (16 bytes, not all zero) or span id (8 bytes, not all zero)");
+	Py_RETURN_NONE;
+}
+
 static PyObject *native_set(PyObject *self, PyObject *args)
 {
 	Py_buffer trace, span;
@@ -93,6 +110,7 @@ static PyObject *native_restore(PyObject *self, PyObject *previous)
 
 static PyMethodDef methods[] = {
     {"get", native_get, METH_NOARGS, "The thread's context: (trace_id, span_id) bytes, or None."},
+    {"publish", native_publish, METH_VARARGS, "publish(trace_id: bytes, span_id: bytes)"},
     {"set", native_set, METH_VARARGS, "set(trace_id: bytes, span_id: bytes) -> previous"},
     {"set_hex", native_set_hex, METH_VARARGS, "set_hex(trace_id: str, span_id: str) -> previous"},
     {"set_header", native_set_header, METH_VARARGS,

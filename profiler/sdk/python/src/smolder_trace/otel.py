@@ -39,7 +39,7 @@ class SpanProcessor(_SdkSpanProcessor):
             return
         ids = (context.trace_id.to_bytes(16, "big"), context.span_id.to_bytes(8, "big"))
         self._stack().append((context.span_id, ids))
-        _native.set(*ids)
+        _native.publish(*ids)
 
     def on_end(self, span):
         stack = getattr(self._local, "stack", None)
@@ -53,7 +53,7 @@ class SpanProcessor(_SdkSpanProcessor):
         else:
             return  # started on another thread
         if stack:
-            _native.set(*stack[-1][1])
+            _native.publish(*stack[-1][1])
         else:
             _native.clear()
 
