@@ -295,7 +295,11 @@ fn libc_minor(dev: u64) -> u32 {
 fn local_exec_offset(value: u64, memsz: u64, align: u64, vaddr: u64) -> i64 {
     let align = align.max(1);
     let firstbyte = vaddr.wrapping_neg() & (align - 1);
-    let block = (memsz.wrapping_sub(firstbyte)).div_ceil(align) * align + firstbyte;
+    let block = memsz
+        .wrapping_sub(firstbyte)
+        .div_ceil(align)
+        .wrapping_mul(align)
+        .wrapping_add(firstbyte);
     (value as i64).wrapping_sub(block as i64)
 }
 
@@ -304,7 +308,7 @@ fn local_exec_offset(value: u64, memsz: u64, align: u64, vaddr: u64) -> i64 {
 fn load_bias(segments: &[(u64, u64, u64)], start: u64, offset: u64) -> Option<u64> {
     let &(file_offset, _, vaddr) = segments
         .iter()
-        .find(|&&(o, size, _)| o <= offset && offset < o + size)?;
+        .find(|&&(o, size, _)| o <= offset && offset - o < size)?;
     let link = vaddr.checked_add(offset - file_offset)?;
     Some(start.wrapping_sub(link))
 }
@@ -344,7 +348,9 @@ fn resolve(
     };
     match *access {
         Access::Descriptor { got, adjust } => {
-            let argument = memory.u64(bias.wrapping_add(got) + 8).map_err(proc_err)? as i64;
+            let argument = memory
+                .u64(bias.wrapping_add(got).wrapping_add(8))
+                .map_err(proc_err)? as i64;
             if argument < 0 {
                 // A static block: the argument is the thread-pointer offset.
                 return Ok(located(
@@ -362,7 +368,7 @@ fn resolve(
         Access::GeneralDynamic { got, adjust } => {
             let at = bias.wrapping_add(got);
             let module_id = memory.u64(at).map_err(proc_err)?;
-            let offset = memory.u64(at + 8).map_err(proc_err)?;
+            let offset = memory.u64(at.wrapping_add(8)).map_err(proc_err)?;
             dynamic(TlsAccess::GeneralDynamic, module_id, offset, adjust)
         }
         Access::InitialExec { got } => {
