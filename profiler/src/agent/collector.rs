@@ -285,6 +285,13 @@ impl Collector {
         );
         set(&m.unwind_errors, stats.unwind_errors);
         set(&m.unwind_truncated, stats.unwind_truncated);
+        set(&m.trace_context_samples, stats.trace_contexts);
+        set(&m.trace_context_read_errors, stats.trace_context_errors);
+        if let Some(traces) = &self.traces {
+            let t = traces.stats();
+            set(&m.trace_context_processes, t.registered);
+            set(&m.trace_context_failed, t.failed);
+        }
         if let Some(u) = self.sampler.unwind_stats() {
             set(&m.unwind_tables, u.tables);
             set(&m.unwind_table_bytes, u.rows_used * ROW_SIZE as u64);

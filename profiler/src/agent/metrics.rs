@@ -42,6 +42,10 @@ pub struct Metrics {
     pub unwind_with_tables: AtomicU64,
     pub unwind_frame_pointers_only: AtomicU64,
     pub unwind_errors: AtomicU64,
+    pub trace_context_samples: AtomicU64,
+    pub trace_context_read_errors: AtomicU64,
+    pub trace_context_processes: AtomicU64,
+    pub trace_context_failed: AtomicU64,
     pub unwind_truncated: AtomicU64,
     pub unwind_tables: AtomicU64,
     pub unwind_table_bytes: AtomicU64,
@@ -115,6 +119,30 @@ impl Metrics {
             "counter",
             "User stacks cut short by an unwind error ([unwind error] root frame).",
             get(&self.unwind_errors),
+        );
+        metric(
+            "smolder_trace_context_samples_total",
+            "counter",
+            "Samples that carry a trace context (trace_id / span_id).",
+            get(&self.trace_context_samples),
+        );
+        metric(
+            "smolder_trace_context_read_errors_total",
+            "counter",
+            "Trace context reads that failed in BPF (the sample carries no ids).",
+            get(&self.trace_context_read_errors),
+        );
+        metric(
+            "smolder_trace_context_processes_total",
+            "counter",
+            "Processes found publishing a trace context (OTEP 4947).",
+            get(&self.trace_context_processes),
+        );
+        metric(
+            "smolder_trace_context_unreadable_total",
+            "counter",
+            "Processes that define otel_thread_ctx_v1 where it could not be located.",
+            get(&self.trace_context_failed),
         );
         metric(
             "smolder_unwind_truncated_total",

@@ -817,6 +817,16 @@ service = "^smolder-test-"
     agent.wait_metric("smolder_pushes_ok_total", Duration::from_secs(40), |v| {
         v >= 2.0
     });
+    agent.wait_metric(
+        "smolder_trace_context_processes_total",
+        Duration::from_secs(5),
+        |v| v >= 1.0,
+    );
+    agent.wait_metric(
+        "smolder_trace_context_samples_total",
+        Duration::from_secs(5),
+        |v| v >= 50.0,
+    );
     let (status, _) = agent.stop();
     assert!(status.success(), "agent exit: {status}");
     let range = (begin, now_ms() + 1000);
