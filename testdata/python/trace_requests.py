@@ -14,41 +14,21 @@ import sys
 import time
 
 from smolder_trace import trace_context
+from trace_work import between_requests, checkout, search
 
 CHECKOUT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 SEARCH = "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"
-
-
-def burn(seconds):
-    end = time.monotonic() + seconds
-    total = 0
-    while time.monotonic() < end:
-        for i in range(2000):
-            total += i * i
-    return total
-
-
-def checkout():
-    return burn(0.030)
-
-
-def search():
-    return burn(0.020)
-
-
-def between_requests():
-    return burn(0.015)
 
 
 def serve_manual(seconds):
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         with trace_context(CHECKOUT):
-            checkout()
-        between_requests()
+            checkout(0.030)
+        between_requests(0.015)
         with trace_context(b3=SEARCH):
-            search()
-        between_requests()
+            search(0.020)
+        between_requests(0.015)
     print("checkout 4bf92f3577b34da6a3ce929d0e0e4736 00f067aa0ba902b7")
     print("search 80f198ee56343ba864fe8b2a57d3eff7 e457b5a2e4d86bd1")
 
@@ -65,12 +45,12 @@ def serve_otel(seconds):
     served = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        for kind, work in (("checkout", checkout), ("search", search)):
+        for kind, work, seconds in (("checkout", checkout, 0.030), ("search", search, 0.020)):
             with tracer.start_as_current_span(kind) as span:
-                work()
+                work(seconds)
             context = span.get_span_context()
             served.append(f"{kind} {context.trace_id:032x} {context.span_id:016x}")
-            between_requests()
+            between_requests(0.015)
     print("\n".join(served))
 
 

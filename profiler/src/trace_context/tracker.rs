@@ -1,7 +1,8 @@
 //! Which sampled processes publish thread context: each address space is
 //! looked at when first sampled, and again when a library is loaded into it
 //! (its executable pages change: the SDK may come with a `dlopen`, as a
-//! Python extension does). Found processes go into `trace_processes`.
+//! Python extension does), with a growing wait between looks. Found
+//! processes go into `trace_processes`.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -15,16 +16,22 @@ use crate::collect::key_was_missing;
 use crate::processes::ProcessTracker;
 use crate::unwind::Seen;
 
-/// A process whose libraries changed is looked at again at most this often.
-const LOOK_AGAIN_AFTER: Duration = Duration::from_secs(1);
+/// A process whose libraries changed is looked at again after this long,
+/// the wait doubling (up to the cap) each time nothing new was found: quick
+/// for a process loading its SDK at start-up, cheap for a JIT that maps
+/// code all the time.
+const FIRST_WAIT: Duration = Duration::from_millis(100);
+const MAX_WAIT: Duration = Duration::from_secs(8);
 
 #[derive(Debug, Clone, Copy)]
 enum State {
     Registered,
-    /// Nothing published when looked at (with this many executable pages).
+    /// Nothing published when looked at (with this many executable pages);
+    /// not looked at again before `at + wait`.
     Absent {
         exec_vm: u64,
         at: Instant,
+        wait: Duration,
     },
     /// Defined but unusable: reported once, not looked at again.
     Failed,
@@ -71,23 +78,22 @@ impl TraceContextTracker {
                 continue;
             }
             let key = (one.pid, one.mm_id);
-            match self.states.get(&key) {
-                None => {}
-                Some(State::Absent { exec_vm, at })
-                    if one.exec_vm != 0
-                        && *exec_vm != one.exec_vm
-                        && at.elapsed() >= LOOK_AGAIN_AFTER =>
+            let wait = match self.states.get(&key) {
+                None => FIRST_WAIT,
+                Some(State::Absent { exec_vm, at, wait })
+                    if one.exec_vm != 0 && *exec_vm != one.exec_vm && at.elapsed() >= *wait =>
                 {
                     // A library came or went: the snapshot is stale.
                     processes.refresh(one.pid, one.mm_id, symbolizer);
+                    (*wait * 2).min(MAX_WAIT)
                 }
                 Some(_) => continue,
-            }
-            let state = self.look_at(one.pid, one.mm_id, processes);
-            let state = match state {
+            };
+            let state = match self.look_at(one.pid, one.mm_id, processes) {
                 State::Absent { at, .. } => State::Absent {
                     exec_vm: one.exec_vm,
                     at,
+                    wait,
                 },
                 other => other,
             };
@@ -99,6 +105,7 @@ impl TraceContextTracker {
         let absent = State::Absent {
             exec_vm: 0,
             at: Instant::now(),
+            wait: FIRST_WAIT,
         };
         let Some(maps) = processes.maps(pid, mm_id) else {
             return absent;

@@ -120,12 +120,16 @@ fn script(name: &str) -> PathBuf {
 /// Starts `trace_requests.py SECONDS MODE` with the SDK (and `extra`) on
 /// PYTHONPATH, and `env`.
 fn python_workload(seconds: &str, mode: &str, extra: &[&Path], env: &[(&str, &str)]) -> Running {
+    python_script("trace_requests.py", &[seconds, mode], extra, env)
+}
+
+fn python_script(name: &str, args: &[&str], extra: &[&Path], env: &[(&str, &str)]) -> Running {
     let mut path = vec![python_trace_sdk()];
     path.extend(extra.iter().map(|p| p.to_path_buf()));
     let mut command = Command::new(machine_python());
     command
-        .arg(script("trace_requests.py"))
-        .args([seconds, mode])
+        .arg(script(name))
+        .args(args)
         .env("PYTHONPATH", std::env::join_paths(path).unwrap())
         .envs(env.iter().copied())
         .stdout(Stdio::piped());
@@ -200,6 +204,20 @@ fn python_sdk_in_dynamic_tls_is_read_through_the_dtv() {
     let running = python_workload("30", "manual", &[], &tunables);
     let (stacks, stderr) = record(running.pid(), 4, &[("SMOLDER_LOG", "debug")]);
     assert!(stderr.contains("TLS descriptor, Dynamic"), "{stderr}");
+    assert_attributed(&stacks, &fixed_ids());
+}
+
+/// Asyncio: three tasks on one loop switch every 2 ms, two holding their
+/// context across awaits; with `smolder_trace.asyncio.install()` each
+/// sample carries the ids of the task that was running, and the task
+/// without a context gets none.
+#[test]
+fn asyncio_tasks_carry_their_own_ids() {
+    if !is_root() {
+        return;
+    }
+    let running = python_script("trace_async.py", &["30"], &[], &[]);
+    let (stacks, _) = record(running.pid(), 4, &[]);
     assert_attributed(&stacks, &fixed_ids());
 }
 

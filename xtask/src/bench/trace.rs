@@ -120,6 +120,20 @@ plain = per_call(span)
 print(f"span {plain:.1f} ns")
 smolder_trace.otel.enable(provider)
 print(f"span_processor {per_call(span) - plain:.1f} ns")
+import asyncio, time
+import smolder_trace.asyncio
+def step_ns(install):
+    async def steps(n):
+        for _ in range(n):
+            await asyncio.sleep(0)
+    async def main():
+        if install:
+            smolder_trace.asyncio.install()
+        start = time.perf_counter()
+        await asyncio.create_task(steps(200000))
+        return (time.perf_counter() - start) / 200000 * 1e9
+    return min(asyncio.run(main()) for _ in range(3))
+print(f"asyncio_step {step_ns(True) - step_ns(False):.1f} ns")
 "#;
 
 fn pip_install(python: &Path, target: &Path, what: &str) -> Result<()> {
@@ -164,6 +178,7 @@ fn python_sets(dir: &Path) -> Result<Vec<(String, f64)>> {
                 "ids" => "Python `with trace_context(trace_id, span_id)`",
                 "header" => "Python `with trace_context(traceparent)`",
                 "span" => "Python OTel span alone, for scale (no processor)",
+                "asyncio_step" => "Python asyncio task step with smolder_trace.asyncio (added)",
                 _ => "Python OTel span processor, per span (added)",
             };
             (what.to_string(), v)

@@ -13,11 +13,13 @@ at sample time: setting it costs a C call, not a message.
         handle(request)
 
 With the OpenTelemetry SDK, ``smolder_trace.otel.enable()`` (one line)
-publishes every span as it starts. See docs/trace-context.md, including what
-is attributed under asyncio.
+publishes every span as it starts. Under asyncio, ``smolder_trace.asyncio
+.install()`` makes the context follow the running task. See
+docs/trace-context.md.
 """
 
 from . import _native
+from ._context import reset_task_context, set_task_context
 
 __all__ = ["trace_context", "current", "clear"]
 
@@ -44,7 +46,7 @@ class trace_context:
     before anything is changed.
     """
 
-    __slots__ = ("_set", "_args", "_previous")
+    __slots__ = ("_set", "_args", "_previous", "_token")
 
     def __init__(self, trace_id=None, span_id=None, *, traceparent=None, b3=None):
         header = traceparent if traceparent is not None else b3
@@ -60,13 +62,17 @@ class trace_context:
         else:
             raise TypeError("trace_context needs (trace_id, span_id) or one header value")
         self._previous = None
+        self._token = None
 
     def __enter__(self):
         self._previous = self._set(*self._args)
+        # Remembered per asyncio task (see smolder_trace.asyncio).
+        self._token = set_task_context(_native.get())
         return self
 
     def __exit__(self, *exc):
         _native.restore(self._previous)
+        reset_task_context(self._token)
         return False
 
 
