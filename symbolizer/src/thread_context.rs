@@ -168,7 +168,15 @@ impl ContextFinder {
             let definition = match self.files.get(&module.id) {
                 Some(d) => d.clone(),
                 None => {
-                    let d = examine(module, maps.pid)?;
+                    let d = match examine(module, maps.pid) {
+                        // A file that does not parse cannot be the writer:
+                        // it must not hide one later in the list.
+                        Err(LocateError::Elf { path, source }) => {
+                            log::debug!("{}: not examined for {SYMBOL}: {source}", path.display());
+                            Definition::Absent
+                        }
+                        other => other?,
+                    };
                     self.files.insert(module.id, d.clone());
                     d
                 }
