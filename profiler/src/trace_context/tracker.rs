@@ -89,35 +89,29 @@ impl TraceContextTracker {
                 }
                 Some(_) => continue,
             };
-            let state = match self.look_at(one.pid, one.mm_id, processes) {
-                State::Absent { at, .. } => State::Absent {
+            let state = self
+                .look_at(one.pid, one.mm_id, processes)
+                .unwrap_or(State::Absent {
                     exec_vm: one.exec_vm,
-                    at,
+                    at: Instant::now(),
                     wait,
-                },
-                other => other,
-            };
+                });
             self.states.insert(key, state);
         }
     }
 
-    fn look_at(&mut self, pid: u32, mm_id: u64, processes: &ProcessTracker) -> State {
-        let absent = State::Absent {
-            exec_vm: 0,
-            at: Instant::now(),
-            wait: FIRST_WAIT,
-        };
-        let Some(maps) = processes.maps(pid, mm_id) else {
-            return absent;
-        };
+    /// Registers the process if it publishes a context; None if it does
+    /// not (yet).
+    fn look_at(&mut self, pid: u32, mm_id: u64, processes: &ProcessTracker) -> Option<State> {
+        let maps = processes.maps(pid, mm_id)?;
         match self.finder.locate(maps) {
-            Ok(None) => absent,
-            Ok(Some(location)) => self.register(pid, mm_id, &location),
-            Err(e) if e.is_transient() => absent,
+            Ok(None) => None,
+            Ok(Some(location)) => Some(self.register(pid, mm_id, &location)),
+            Err(e) if e.is_transient() => None,
             Err(e) => {
                 self.report(format!("trace context of pid {pid} is not read: {e}"));
                 self.stats.failed += 1;
-                State::Failed
+                Some(State::Failed)
             }
         }
     }

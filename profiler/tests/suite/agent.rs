@@ -154,6 +154,34 @@ impl Drop for Workload {
     }
 }
 
+/// An agent pushing one service (`rule`: its matching line, e.g.
+/// `exe = "/nofp_chain$"`) in 3 s windows to `server`, returned once two
+/// pushes have landed.
+fn agent_for_one_service(server: &Pyroscope, name: &str, rule: &str) -> Agent {
+    let config = format!(
+        r#"
+[server]
+url = "{}"
+
+[profiling]
+window = "3s"
+
+[[service]]
+name = "{name}"
+{rule}
+
+[[processes.include]]
+service = "^smolder-test-"
+"#,
+        server.url()
+    );
+    let agent = Agent::start(&config);
+    agent.wait_metric("smolder_pushes_ok_total", Duration::from_secs(40), |v| {
+        v >= 2.0
+    });
+    agent
+}
+
 /// Config for the two test services: each workload its own service by
 /// rule, nothing else pushed.
 fn two_services_config(url: &str, window: &str) -> String {
@@ -687,27 +715,7 @@ fn stacks_without_frame_pointers_reach_pyroscope_whole() {
     let begin = now_ms() - 1000;
     let chain = Workload::spawn(&workload_without_frame_pointers("nofp_chain"), &["120"]);
     std::thread::sleep(Duration::from_millis(300));
-    let config = format!(
-        r#"
-[server]
-url = "{}"
-
-[profiling]
-window = "3s"
-
-[[service]]
-name = "smolder-test-nofp"
-exe = "/nofp_chain$"
-
-[[processes.include]]
-service = "^smolder-test-"
-"#,
-        server.url()
-    );
-    let agent = Agent::start(&config);
-    agent.wait_metric("smolder_pushes_ok_total", Duration::from_secs(40), |v| {
-        v >= 2.0
-    });
+    let agent = agent_for_one_service(&server, "smolder-test-nofp", r#"exe = "/nofp_chain$""#);
     // Host-wide counters: every process is sampled.
     let dwarf = agent.metric("smolder_unwind_stacks_dwarf_total");
     let tables = agent.metric("smolder_unwind_tables");
@@ -743,27 +751,11 @@ fn python_frames_reach_pyroscope() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/python/chain.py");
     let chain = Workload::spawn(&python, &[script.to_str().unwrap(), "120", "1"]);
     std::thread::sleep(Duration::from_millis(500));
-    let config = format!(
-        r#"
-[server]
-url = "{}"
-
-[profiling]
-window = "3s"
-
-[[service]]
-name = "smolder-test-python"
-cmdline = "testdata/python/chain.py"
-
-[[processes.include]]
-service = "^smolder-test-"
-"#,
-        server.url()
+    let agent = agent_for_one_service(
+        &server,
+        "smolder-test-python",
+        r#"cmdline = "testdata/python/chain.py""#,
     );
-    let agent = Agent::start(&config);
-    agent.wait_metric("smolder_pushes_ok_total", Duration::from_secs(40), |v| {
-        v >= 2.0
-    });
     let (status, _) = agent.stop();
     drop(chain);
     assert!(status.success(), "agent exit: {status}");
@@ -796,27 +788,11 @@ fn span_profiles_reach_pyroscope() {
             .stdout(Stdio::null()),
         Duration::from_millis(500),
     );
-    let config = format!(
-        r#"
-[server]
-url = "{}"
-
-[profiling]
-window = "3s"
-
-[[service]]
-name = "smolder-test-spans"
-cmdline = "testdata/python/trace_requests.py"
-
-[[processes.include]]
-service = "^smolder-test-"
-"#,
-        server.url()
+    let agent = agent_for_one_service(
+        &server,
+        "smolder-test-spans",
+        r#"cmdline = "testdata/python/trace_requests.py""#,
     );
-    let agent = Agent::start(&config);
-    agent.wait_metric("smolder_pushes_ok_total", Duration::from_secs(40), |v| {
-        v >= 2.0
-    });
     agent.wait_metric(
         "smolder_trace_context_processes_total",
         Duration::from_secs(5),

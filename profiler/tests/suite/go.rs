@@ -1,23 +1,8 @@
 //! A stripped Go service against Go's own CPU profile of the same run.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::harness::{is_root, read_pprof, smolder_with_env, Stack};
-
-fn build_stripped(dir: &Path) -> PathBuf {
-    let out = dir.join("gochain");
-    let status = Command::new("go")
-        .args(["build", "-ldflags", "-s -w", "-o"])
-        .arg(&out)
-        .arg(".")
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/gochain"))
-        .status()
-        .expect("go");
-    assert!(status.success(), "go build");
-    out
-}
+use crate::harness::{go_workload, is_root, read_pprof, smolder_with_env, Stack};
 
 /// Share of samples per innermost user-space function, inlined calls
 /// included (as runtime/pprof counts them).
@@ -38,7 +23,7 @@ fn stripped_go_top_functions_match_runtime_pprof() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let bin = build_stripped(dir.path());
+    let bin = go_workload("gochain", "-s -w");
     let ours_path = dir.path().join("smolder.pb.gz");
     let go_path = dir.path().join("go.pprof");
     // Go's profiler attributes a fifth of its SIGPROF samples to

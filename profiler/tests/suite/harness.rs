@@ -281,6 +281,25 @@ fn run_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Builds the Go program in `testdata/NAME` (with `ldflags`, e.g. `-s -w`)
+/// into this test run's directory.
+pub fn go_workload(name: &str, ldflags: &str) -> PathBuf {
+    let out = run_dir("go-workloads").join(name);
+    let status = Command::new("go")
+        .args(["build", "-ldflags", ldflags, "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../testdata")
+                .join(name),
+        )
+        .status()
+        .expect("go");
+    assert!(status.success(), "go build {name}");
+    out
+}
+
 /// Runs pip as a user would; panics with its output if it fails.
 fn pip_install(args: &[&str], target: &Path) {
     let output = Command::new(machine_python())

@@ -170,14 +170,7 @@ impl Pyroscope {
             "LabelValues",
             json!({"name": name, "start": range.0, "end": range.1}),
         );
-        v["names"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|n| n.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+        names(&v)
     }
 
     /// The merged flame graph of a selector: stacks (root first) with their
@@ -220,14 +213,7 @@ impl Pyroscope {
     /// Names of the series labels stored in a range.
     pub fn label_names(&self, range: (i64, i64)) -> Vec<String> {
         let v = self.query("LabelNames", json!({"start": range.0, "end": range.1}));
-        v["names"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|n| n.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+        names(&v)
     }
 
     /// Timestamps (ms) of the points of a selector's series at `step_s`.
@@ -263,6 +249,18 @@ impl Pyroscope {
         points.sort_by_key(|p| p.0);
         points
     }
+}
+
+/// The `names` array of a label query's answer.
+fn names(v: &Value) -> Vec<String> {
+    v["names"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Drop for Pyroscope {

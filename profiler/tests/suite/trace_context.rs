@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::harness::{
-    c_trace_workload, is_root, machine_python, python_otel_sdk, python_trace_sdk, read_pprof,
-    smolder_with_env, Running, Stack,
+    c_trace_workload, go_workload, is_root, machine_python, python_otel_sdk, python_trace_sdk,
+    read_pprof, smolder_with_env, Running, Stack,
 };
 
 /// The ids the manual workloads serve each kind under (trace, span).
@@ -161,22 +161,13 @@ fn go_sdk_requests_carry_their_ids() {
     if !is_root() {
         return;
     }
-    let out = std::env::temp_dir().join(format!("smolder-gotrace-{}", std::process::id()));
-    let status = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg(".")
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/gotrace"))
-        .status()
-        .expect("go");
-    assert!(status.success(), "go build");
+    let out = go_workload("gotrace", "");
     let running = Running::spawn(
         Command::new(&out).arg("30").stdout(Stdio::null()),
         Duration::from_millis(300),
     );
     let (stacks, stderr) = record(running.pid(), 4, &[("SMOLDER_LOG", "debug")]);
     drop(running);
-    let _ = std::fs::remove_file(&out);
     assert!(stderr.contains("local-exec, Static"), "{stderr}");
     assert_attributed(&stacks, &fixed_ids());
 }
