@@ -1,20 +1,30 @@
 /* Unwind tables for the DWARF CFI unwinder in sampler.bpf.c. User space
- * (profiler/src/unwind/) builds them from .eh_frame / .debug_frame and keeps
- * the mirrors in profiler/src/unwind/layout.rs; both sides assert the sizes. */
+ * (profiler/src/unwind/) builds them from .eh_frame / .debug_frame (and from
+ * the machine code of functions without CFI) and keeps the mirrors in
+ * profiler/src/unwind/layout.rs; both sides assert the sizes.
+ *
+ * A table is two levels deep, so that a row costs 4 bytes: a module's code is
+ * cut into 64 KiB pages; a page entry points at the page's rows, and a row
+ * holds the low 16 bits of its pc and the index of its rule in a shared,
+ * deduplicated rule array (a few thousand distinct rules on a whole host). */
 #ifndef SMOLDER_UNWIND_H
 #define SMOLDER_UNWIND_H
 
 /* Executable mappings with tables per process; more are counted and unwound
  * with frame pointers. */
 #define SMOLDER_UNWIND_MAX_MAPPINGS 512
-/* Binary search steps over the rows array: 2^24 rows at most. */
-#define SMOLDER_UNWIND_ROW_SEARCH_STEPS 24
+/* A page covers 2^16 bytes of code. */
+#define SMOLDER_UNWIND_PAGE_SHIFT 16
+/* Binary search steps over one page's rows: at most 2^16 + 1 rows. */
+#define SMOLDER_UNWIND_ROW_SEARCH_STEPS 17
 /* Binary search steps over a process's mappings (2^10 > 512). */
 #define SMOLDER_UNWIND_MAPPING_SEARCH_STEPS 10
+/* Distinct rules on the host (indexes are 16-bit). */
+#define SMOLDER_UNWIND_MAX_RULES 65536
 
-/* row.cfa_type: how to find the canonical frame address (CFA). */
+/* rule.cfa_type: how to find the canonical frame address (CFA). */
 enum smolder_cfa_type {
-	CFA_INVALID = 0, /* no FDE covers this address: fall back to frame pointers */
+	CFA_INVALID = 0, /* no rule covers this address: fall back to frame pointers */
 	CFA_RSP = 1,	 /* CFA = rsp + cfa_offset */
 	CFA_RBP = 2,	 /* CFA = rbp + cfa_offset */
 	CFA_PLT =
@@ -23,36 +33,62 @@ enum smolder_cfa_type {
 	CFA_UNSUPPORTED = 5, /* a rule this unwinder does not follow (an expression) */
 };
 
-/* row.rbp_type: where the caller's rbp is. */
+/* rule.rbp_type: where the caller's rbp is. */
 enum smolder_rbp_type {
 	RBP_UNCHANGED = 0, /* same value (or undefined): keep it */
 	RBP_OFFSET = 1,	   /* saved at CFA + rbp_offset */
 };
 
-/* The rule from `pc` up to the next row's pc. `pc` is relative to the base of
- * its mapping entry. The return address is always at CFA - 8 on x86-64. */
-struct smolder_unwind_row {
-	__u32 pc;
+/* How to find the caller's frame. The return address is always at CFA - 8
+ * on x86-64. Rule 0 is the invalid rule. */
+struct smolder_unwind_rule {
 	__s32 cfa_offset;
 	__s16 rbp_offset;
 	__u8 cfa_type;
 	__u8 rbp_type;
-	__u32 reserved; /* array elements are 8-byte aligned: 16 bytes either way */
 };
 
-_Static_assert(sizeof(struct smolder_unwind_row) == 16,
+_Static_assert(sizeof(struct smolder_unwind_rule) == 8,
+	       "struct smolder_unwind_rule layout changed: update the Rust mirror");
+
+/* The rule from `pc` up to the next row's pc; `pc` is the offset inside the
+ * row's page. Every page's rows start at pc 0. */
+struct smolder_unwind_row {
+	__u16 pc;
+	__u16 rule;
+};
+
+_Static_assert(sizeof(struct smolder_unwind_row) == 4,
 	       "struct smolder_unwind_row layout changed: update the Rust mirror");
 
+/* The element of the rows array: array elements are 8-byte aligned, so two
+ * rows share one (row i is rows[i & 1] of element i / 2). */
+struct smolder_unwind_row_pair {
+	struct smolder_unwind_row rows[2];
+};
+
+_Static_assert(sizeof(struct smolder_unwind_row_pair) == 8,
+	       "struct smolder_unwind_row_pair layout changed: update the Rust mirror");
+
+/* One 64 KiB page of a table: rows [first_row, first_row + row_count). */
+struct smolder_unwind_page {
+	__u32 first_row;
+	__u32 row_count;
+};
+
+_Static_assert(sizeof(struct smolder_unwind_page) == 8,
+	       "struct smolder_unwind_page layout changed: update the Rust mirror");
+
 /* One executable mapping of a process. An address `a` in [start, end) looks
- * up `a - base` in rows [first_row, first_row + row_count). row_count 0: a
- * known mapping without a table (JIT code, a module whose table did not fit):
- * frame pointers. */
+ * up `a - base` in pages [first_page, first_page + page_count). page_count 0:
+ * a known mapping without a table (JIT code, a module whose table did not
+ * fit): frame pointers. */
 struct smolder_unwind_mapping {
 	__u64 start;
 	__u64 end;
 	__u64 base;
-	__u32 first_row;
-	__u32 row_count;
+	__u32 first_page;
+	__u32 page_count;
 };
 
 _Static_assert(sizeof(struct smolder_unwind_mapping) == 32,

@@ -2,9 +2,10 @@
  *
  * Starts from the user registers of the sampled thread and walks its stack
  * with the tables user space built from .eh_frame (profiler/src/unwind/):
- * per process, a sorted array of executable mappings; per module, sorted rows
- * in the shared `unwind_rows` array. Code without a row (JIT code, assembly
- * without CFI) is stepped with frame pointers. The walk runs in bpf_loop, one
+ * per process, a sorted array of executable mappings; per module, a range of
+ * 64 KiB pages in `unwind_pages`, each pointing at its sorted rows in
+ * `unwind_rows`, whose rules are in `unwind_rules` (include/unwind.h). Code
+ * without a row (JIT code) is stepped with frame pointers. The walk runs in bpf_loop, one
  * frame per iteration, and stops at the outermost frame (return address
  * undefined in the CFI, or zero), at SMOLDER_MAX_USER_FRAMES (flagged
  * truncated), or at an error (flagged: user space adds an `[unwind error]`
@@ -22,8 +23,23 @@ struct {
 	__uint(max_entries, 1);		   /* sized by the loader (`--unwind-table-mib`) */
 	__uint(map_flags, BPF_F_MMAPABLE); /* user space writes rows in place */
 	__type(key, __u32);
-	__type(value, struct smolder_unwind_row);
+	__type(value, struct smolder_unwind_row_pair);
 } unwind_rows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);		   /* sized by the loader */
+	__uint(map_flags, BPF_F_MMAPABLE); /* user space writes pages in place */
+	__type(key, __u32);
+	__type(value, struct smolder_unwind_page);
+} unwind_pages SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SMOLDER_UNWIND_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct smolder_unwind_rule);
+} unwind_rules SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -99,8 +115,19 @@ __noinline int find_mapping(struct smolder_unwind_process *process, __u64 addr)
 	return (int)index;
 }
 
-/* Index of the last row in [first, first + count) whose pc is <= key, or -1. */
-__noinline long find_row(__u32 first, __u32 count, __u32 key)
+/* Row `index` of the rows array, or NULL. */
+static __always_inline struct smolder_unwind_row *row_at(__u32 index)
+{
+	__u32 pair_index = index / 2;
+	struct smolder_unwind_row_pair *pair = bpf_map_lookup_elem(&unwind_rows, &pair_index);
+	if (!pair)
+		return NULL;
+	return &pair->rows[index & 1];
+}
+
+/* The rule of the last row in [first, first + count) whose pc is <= key, or
+ * -1. Every page starts with a row at pc 0, so a non-empty page always has one. */
+__noinline long find_rule(__u32 first, __u32 count, __u32 key)
 {
 	__u32 lo = first;
 	__u32 hi = first + count;
@@ -110,7 +137,7 @@ __noinline long find_row(__u32 first, __u32 count, __u32 key)
 		if (lo >= hi)
 			break;
 		__u32 mid = lo + (hi - lo) / 2;
-		struct smolder_unwind_row *row = bpf_map_lookup_elem(&unwind_rows, &mid);
+		struct smolder_unwind_row *row = row_at(mid);
 		if (!row)
 			return -1;
 		if (row->pc <= key)
@@ -120,7 +147,31 @@ __noinline long find_row(__u32 first, __u32 count, __u32 key)
 	}
 	if (lo != hi || lo == first)
 		return -1;
-	return (long)(lo - 1);
+	struct smolder_unwind_row *row = row_at(lo - 1);
+	if (!row)
+		return -1;
+	return (long)row->rule;
+}
+
+/* The rule for `offset` (an address minus its mapping's base) in the table of
+ * `mapping`, or NULL: no page there (outside the table), or an empty page. */
+static __always_inline struct smolder_unwind_rule *
+find_rule_for(struct smolder_unwind_mapping *mapping, __u64 offset)
+{
+	if (offset > 0xffffffffULL)
+		return NULL;
+	__u32 page = (__u32)(offset >> SMOLDER_UNWIND_PAGE_SHIFT);
+	if (page >= mapping->page_count)
+		return NULL;
+	__u32 page_index = mapping->first_page + page;
+	struct smolder_unwind_page *entry = bpf_map_lookup_elem(&unwind_pages, &page_index);
+	if (!entry || entry->row_count == 0)
+		return NULL;
+	long rule = find_rule(entry->first_row, entry->row_count, (__u32)(offset & 0xffff));
+	if (rule < 0)
+		return NULL;
+	__u32 rule_index = (__u32)rule;
+	return bpf_map_lookup_elem(&unwind_rules, &rule_index);
 }
 
 enum step_result {
@@ -147,18 +198,18 @@ static __always_inline int step_frame_pointer(struct unwind_cursor *c)
 	return STEP_NEXT;
 }
 
-/* One frame with a table row. */
-static __always_inline int step_row(struct unwind_cursor *c, struct smolder_unwind_row *row)
+/* One frame with a table rule. */
+static __always_inline int step_rule(struct unwind_cursor *c, struct smolder_unwind_rule *rule)
 {
 	__u64 cfa;
-	switch (row->cfa_type) {
+	switch (rule->cfa_type) {
 	case CFA_RSP:
-		cfa = c->sp + (__s64)row->cfa_offset;
+		cfa = c->sp + (__s64)rule->cfa_offset;
 		break;
 	case CFA_RBP:
 		if (c->bp == 0)
 			return STEP_ERROR;
-		cfa = c->bp + (__s64)row->cfa_offset;
+		cfa = c->bp + (__s64)rule->cfa_offset;
 		break;
 	case CFA_PLT:
 		cfa = c->sp + 8 + ((c->ip & 15) >= 11 ? 8 : 0);
@@ -175,9 +226,9 @@ static __always_inline int step_row(struct unwind_cursor *c, struct smolder_unwi
 	__u64 ra;
 	if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8)) != 0)
 		return STEP_ERROR;
-	if (row->rbp_type == RBP_OFFSET) {
+	if (rule->rbp_type == RBP_OFFSET) {
 		__u64 bp;
-		if (bpf_probe_read_user(&bp, sizeof(bp), (void *)(cfa + (__s64)row->rbp_offset)) !=
+		if (bpf_probe_read_user(&bp, sizeof(bp), (void *)(cfa + (__s64)rule->rbp_offset)) !=
 		    0)
 			return STEP_ERROR;
 		c->bp = bp;
@@ -210,18 +261,11 @@ static long unwind_step(__u32 index, void *data)
 	if (!mapping) {
 		c->flags |= SAMPLE_USER_UNMAPPED;
 		result = step_frame_pointer(c);
-	} else if (mapping->row_count == 0 || lookup - mapping->base > 0xffffffffULL) {
+	} else if (mapping->page_count == 0) {
 		result = step_frame_pointer(c);
 	} else {
-		__u32 row_index = 0;
-		long at = find_row(mapping->first_row, mapping->row_count,
-				   (__u32)(lookup - mapping->base));
-		struct smolder_unwind_row *row = NULL;
-		if (at >= 0) {
-			row_index = (__u32)at;
-			row = bpf_map_lookup_elem(&unwind_rows, &row_index);
-		}
-		result = row ? step_row(c, row) : step_frame_pointer(c);
+		struct smolder_unwind_rule *rule = find_rule_for(mapping, lookup - mapping->base);
+		result = rule ? step_rule(c, rule) : step_frame_pointer(c);
 	}
 	if (result == STEP_ERROR) {
 		c->flags |= SAMPLE_USER_UNWIND_ERROR;

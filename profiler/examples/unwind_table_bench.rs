@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use smolder::unwind::{parse_elf, ROW_SIZE};
+use smolder::unwind::{parse_elf, PAGE_SIZE, ROW_SIZE};
 
 fn peak_rss_kib() -> u64 {
     // SAFETY: getrusage fills a zeroed plain-data struct for this process.
@@ -23,12 +23,14 @@ fn main() {
         let before = peak_rss_kib();
         let mut best = f64::INFINITY;
         let mut rows = 0;
+        let mut kernel_bytes = 0;
         let mut rss_delta = 0;
         for round in 0..3 {
             let start = Instant::now();
             let info = parse_elf(&data).unwrap_or_else(|e| panic!("{path}: {e}"));
             best = best.min(start.elapsed().as_secs_f64() * 1e3);
             rows = info.table.rows.len();
+            kernel_bytes = rows * ROW_SIZE + info.table.pages.len() * PAGE_SIZE;
             if round == 0 {
                 rss_delta = peak_rss_kib().saturating_sub(before);
             }
@@ -36,7 +38,7 @@ fn main() {
         println!(
             "table file={path} bytes={} rows={rows} kernel_bytes={} build_ms={best:.2} peak_rss_delta_kib={rss_delta}",
             data.len(),
-            rows * ROW_SIZE
+            kernel_bytes
         );
     }
 }

@@ -426,7 +426,7 @@ pub fn print_summary(outcome: &RecordOutcome, config: &RecordConfig) {
         );
     }
     if let Some(u) = &outcome.unwind {
-        let mib = |rows: u64| rows as f64 * crate::unwind::ROW_SIZE as f64 / (1 << 20) as f64;
+        let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
         eprintln!(
             "unwind: {} user stacks with DWARF tables, {} with frame pointers only; \
              {} unwind errors, {} truncated; {} tables, {:.1} of {:.0} MiB",
@@ -435,8 +435,8 @@ pub fn print_summary(outcome: &RecordOutcome, config: &RecordConfig) {
             s.unwind_errors,
             s.unwind_truncated,
             u.tables,
-            mib(u.rows_used),
-            mib(u.rows_capacity),
+            mib(u.bytes_used()),
+            mib(u.bytes_capacity()),
         );
         if u.space_full > 0 {
             eprintln!(

@@ -24,7 +24,7 @@ use crate::python::{BpfPythonStore, PythonTracker};
 use crate::signals;
 use crate::symbolize::{symbolize, Window};
 use crate::trace_context::TraceContextTracker;
-use crate::unwind::{self, Seen, ROW_SIZE};
+use crate::unwind::{self, Seen};
 
 /// One service's profile of one kind for one window.
 #[derive(Debug)]
@@ -294,7 +294,7 @@ impl Collector {
         }
         if let Some(u) = self.sampler.unwind_stats() {
             set(&m.unwind_tables, u.tables);
-            set(&m.unwind_table_bytes, u.rows_used * ROW_SIZE as u64);
+            set(&m.unwind_table_bytes, u.bytes_used());
             set(&m.unwind_table_space_full, u.space_full);
         }
         let sym = self.symbolizer.stats();

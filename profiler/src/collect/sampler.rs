@@ -13,7 +13,10 @@ use super::offcpu::{read_totals, remove_read, OffCpuConfig, OffCpuEntry, ThreadS
 use super::programs::{key_was_missing, program};
 use super::record::Sample;
 use crate::python::BpfPythonStore;
-use crate::unwind::{BpfStore, StoreError, UnwindStats, UnwindTables, ROW_SIZE};
+use crate::unwind::{
+    BpfMaps, BpfStore, Capacity, StoreError, UnwindStats, UnwindTables, MAX_RULES, PAGE_SIZE,
+    ROW_PAIR_SIZE, RULE_SIZE,
+};
 
 static SAMPLER_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sampler.bpf.o"));
@@ -41,8 +44,8 @@ pub enum UnwindMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnwindConfig {
     pub mode: UnwindMode,
-    /// Memory for unwind table rows (16 bytes each), allocated in the kernel
-    /// when the sampler loads.
+    /// Memory for unwind tables (rows of 4 bytes, page entries, the rule
+    /// array), allocated in the kernel when the sampler loads.
     pub table_bytes: u64,
 }
 
@@ -59,9 +62,18 @@ impl Default for UnwindConfig {
 }
 
 impl UnwindConfig {
-    fn rows(&self) -> u32 {
-        let rows = self.table_bytes / ROW_SIZE as u64;
-        rows.clamp(1, u64::from(crate::unwind::MAX_ROWS_SEARCHABLE)) as u32
+    /// How the table memory is split: a 64th for page entries (one per
+    /// 64 KiB of code: 1 MiB of the default covers 8 GiB of code), the
+    /// fixed rule array (512 KiB), and the rest for rows.
+    pub fn capacity(&self) -> Capacity {
+        let pages = (self.table_bytes / 64 / PAGE_SIZE as u64).clamp(64, u64::from(u32::MAX));
+        let fixed = pages * PAGE_SIZE as u64 + (MAX_RULES * RULE_SIZE) as u64;
+        let pairs = (self.table_bytes.saturating_sub(fixed) / ROW_PAIR_SIZE as u64)
+            .clamp(1, u64::from(u32::MAX / 2));
+        Capacity {
+            rows: (pairs * 2) as u32,
+            pages: pages as u32,
+        }
     }
 }
 
@@ -221,11 +233,16 @@ impl Sampler {
         let ring_bytes = ring_buffer_bytes(cpus, config.frequency.get());
         let dwarf = config.unwind.mode == UnwindMode::Dwarf;
         let dwarf_flag = u8::from(dwarf);
-        let table_rows = if dwarf { config.unwind.rows() } else { 1 };
+        let capacity = if dwarf {
+            config.unwind.capacity()
+        } else {
+            Capacity { rows: 2, pages: 1 }
+        };
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .map_max_entries("samples", ring_bytes)
-            .map_max_entries("unwind_rows", table_rows)
+            .map_max_entries("unwind_rows", capacity.rows / 2)
+            .map_max_entries("unwind_pages", capacity.pages)
             .map_max_entries("unwind_processes", UNWIND_MAX_PROCESSES)
             .override_global("dwarf_unwind", &dwarf_flag, true)
             .override_global("self_tgid", &config.self_tgid, true)
@@ -252,13 +269,14 @@ impl Sampler {
             source,
         })?;
         let unwind = if dwarf {
-            let rows = ebpf
-                .take_map("unwind_rows")
-                .ok_or(LoadError::Missing("unwind_rows"))?;
-            let processes = ebpf
-                .take_map("unwind_processes")
-                .ok_or(LoadError::Missing("unwind_processes"))?;
-            let store = BpfStore::new(rows, processes, table_rows).map_err(LoadError::Unwind)?;
+            let mut take = |name: &'static str| ebpf.take_map(name).ok_or(LoadError::Missing(name));
+            let maps = BpfMaps {
+                rows: take("unwind_rows")?,
+                pages: take("unwind_pages")?,
+                rules: take("unwind_rules")?,
+                processes: take("unwind_processes")?,
+            };
+            let store = BpfStore::new(maps, capacity).map_err(LoadError::Unwind)?;
             Some(UnwindTables::new(store))
         } else {
             None
@@ -646,9 +664,22 @@ mod tests {
         let rows = map("unwind_rows");
         assert_eq!(
             (rows.key_size(), rows.value_size() as usize),
-            (4, crate::unwind::ROW_SIZE),
-            "u32 -> smolder_unwind_row"
+            (4, crate::unwind::ROW_PAIR_SIZE),
+            "u32 -> smolder_unwind_row_pair"
         );
+        let pages = map("unwind_pages");
+        assert_eq!(
+            (pages.key_size(), pages.value_size() as usize),
+            (4, crate::unwind::PAGE_SIZE),
+            "u32 -> smolder_unwind_page"
+        );
+        let rules = map("unwind_rules");
+        assert_eq!(
+            (rules.key_size(), rules.value_size() as usize),
+            (4, crate::unwind::RULE_SIZE),
+            "u32 -> smolder_unwind_rule"
+        );
+        assert_eq!(rules.max_entries() as usize, crate::unwind::MAX_RULES);
         let processes = map("unwind_processes");
         assert_eq!(
             (processes.key_size(), processes.value_size() as usize),

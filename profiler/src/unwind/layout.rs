@@ -6,8 +6,10 @@ use std::mem::size_of;
 
 /// Executable mappings with tables per process (SMOLDER_UNWIND_MAX_MAPPINGS).
 pub const MAX_MAPPINGS: usize = 512;
-/// Rows the BPF binary search can reach (2^SMOLDER_UNWIND_ROW_SEARCH_STEPS).
-pub const MAX_ROWS_SEARCHABLE: u32 = 1 << 24;
+/// A page covers `1 << PAGE_SHIFT` bytes of code (SMOLDER_UNWIND_PAGE_SHIFT).
+pub const PAGE_SHIFT: u32 = 16;
+/// Distinct rules the BPF side holds (SMOLDER_UNWIND_MAX_RULES).
+pub const MAX_RULES: usize = 65536;
 
 /// How the canonical frame address is found (enum smolder_cfa_type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,35 +38,92 @@ pub enum RbpRule {
     Offset = 1,
 }
 
-/// Mirror of `struct smolder_unwind_row`: the rule from `pc` (relative to the
-/// table's base, an ELF virtual address) up to the next row.
+/// Mirror of `struct smolder_unwind_rule`: how to find the caller's frame.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Row {
-    pub pc: u32,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Rule {
     pub cfa_offset: i32,
     pub rbp_offset: i16,
     pub cfa_type: u8,
     pub rbp_type: u8,
-    pub reserved: u32,
 }
 
-pub const ROW_SIZE: usize = 16;
-const _: () = assert!(size_of::<Row>() == ROW_SIZE);
+pub const RULE_SIZE: usize = 8;
+const _: () = assert!(size_of::<Rule>() == RULE_SIZE);
 
-// SAFETY: plain old data of integers, no padding (16 bytes, asserted above).
-unsafe impl aya::Pod for Row {}
+// SAFETY: plain old data of integers, no padding (8 bytes, asserted above).
+unsafe impl aya::Pod for Rule {}
+
+impl Rule {
+    /// Rule 0: no rule here (frame pointers).
+    pub const INVALID: Rule = Rule::simple(CfaRule::Invalid);
+    pub const UNSUPPORTED: Rule = Rule::simple(CfaRule::Unsupported);
+    pub const END: Rule = Rule::simple(CfaRule::End);
+
+    pub const fn simple(cfa: CfaRule) -> Self {
+        Self {
+            cfa_offset: 0,
+            rbp_offset: 0,
+            cfa_type: cfa as u8,
+            rbp_type: RbpRule::Unchanged as u8,
+        }
+    }
+
+    /// CFA = rsp + `offset`, rbp where it was.
+    pub const fn rsp(offset: i32) -> Self {
+        Self {
+            cfa_offset: offset,
+            rbp_offset: 0,
+            cfa_type: CfaRule::Rsp as u8,
+            rbp_type: RbpRule::Unchanged as u8,
+        }
+    }
+
+    /// The same rule with the caller's rbp saved at CFA + `offset`.
+    pub const fn rbp_saved_at(self, offset: i16) -> Self {
+        Self {
+            rbp_offset: offset,
+            rbp_type: RbpRule::Offset as u8,
+            ..self
+        }
+    }
+}
+
+/// Mirror of `struct smolder_unwind_row`: the rule (an index into the rules
+/// array) from `pc`, the offset inside the row's 64 KiB page, to the next row.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Row {
+    pub pc: u16,
+    pub rule: u16,
+}
+
+pub const ROW_SIZE: usize = 4;
+const _: () = assert!(size_of::<Row>() == ROW_SIZE);
+/// The rows array's element holds two rows (struct smolder_unwind_row_pair).
+pub const ROW_PAIR_SIZE: usize = 2 * ROW_SIZE;
+
+/// Mirror of `struct smolder_unwind_page`: one page's rows.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Page {
+    pub first_row: u32,
+    pub row_count: u32,
+}
+
+pub const PAGE_SIZE: usize = 8;
+const _: () = assert!(size_of::<Page>() == PAGE_SIZE);
 
 /// Mirror of `struct smolder_unwind_mapping`. Addresses are in the process's
-/// address space; `base` turns one into a row pc (`address - base`).
+/// address space; `base` turns one into a table offset (`address - base`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MappingEntry {
     pub start: u64,
     pub end: u64,
     pub base: u64,
-    pub first_row: u32,
-    pub row_count: u32,
+    pub first_page: u32,
+    pub page_count: u32,
 }
 
 const _: () = assert!(size_of::<MappingEntry>() == 32);

@@ -1,13 +1,14 @@
-//! Where tables go: the BPF maps (`unwind_rows`, mmapped and written in
-//! place; `unwind_processes`, one entry per process), or memory for tests.
+//! Where tables go: the BPF maps (`unwind_rows` and `unwind_pages`, mmapped
+//! and written in place; `unwind_rules`; `unwind_processes`, one entry per
+//! process), or memory for tests.
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::os::fd::AsRawFd;
 
-use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError};
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, MapError};
 
-use super::layout::{ProcessEntry, Row, ROW_SIZE};
+use super::layout::{Page, ProcessEntry, Row, Rule, PAGE_SIZE, ROW_SIZE};
 use crate::collect::key_was_missing;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,39 +23,72 @@ pub enum StoreError {
     Missing(&'static str),
     #[error("cannot mmap the BPF rows array")]
     Mmap(#[source] std::io::Error),
-    #[error("rows {start}..{end} are outside the array of {capacity}")]
-    OutOfRange { start: u64, end: u64, capacity: u32 },
+    #[error("{what} {start}..{end} are outside the array of {capacity}")]
+    OutOfRange {
+        what: &'static str,
+        start: u64,
+        end: u64,
+        capacity: u32,
+    },
 }
 
-/// The two things the manager writes.
+/// How many of each the store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub rows: u32,
+    pub pages: u32,
+}
+
+/// What the manager writes.
 pub trait TableStore {
-    /// Rows the store holds at most.
-    fn capacity(&self) -> u32;
+    fn capacity(&self) -> Capacity;
     /// Writes `rows` at `start..start + rows.len()`.
     fn write_rows(&mut self, start: u32, rows: &[Row]) -> Result<(), StoreError>;
+    /// Writes `pages` at `start..start + pages.len()`.
+    fn write_pages(&mut self, start: u32, pages: &[Page]) -> Result<(), StoreError>;
+    /// Writes `rules` at `first..first + rules.len()` of the rule array.
+    fn write_rules(&mut self, first: u32, rules: &[Rule]) -> Result<(), StoreError>;
     fn set_process(&mut self, pid: u32, entry: &ProcessEntry) -> Result<(), StoreError>;
     fn remove_process(&mut self, pid: u32) -> Result<(), StoreError>;
+}
+
+/// The sampler's unwind maps, as `Ebpf::take_map` hands them out.
+pub struct BpfMaps {
+    pub rows: Map,
+    pub pages: Map,
+    pub rules: Map,
+    pub processes: Map,
 }
 
 /// The real store: the sampler's BPF maps.
 pub struct BpfStore {
     rows_map: MapData,
-    capacity: u32,
+    pages_map: MapData,
+    rules: Array<MapData, Rule>,
+    capacity: Capacity,
     processes: BpfHashMap<MapData, u32, ProcessEntry>,
 }
 
 impl BpfStore {
-    /// Takes ownership of the two maps (from `Ebpf::take_map`).
-    pub fn new(rows: Map, processes: Map, capacity: u32) -> Result<Self, StoreError> {
-        let Map::Array(rows_map) = rows else {
+    pub fn new(maps: BpfMaps, capacity: Capacity) -> Result<Self, StoreError> {
+        let Map::Array(rows_map) = maps.rows else {
             return Err(StoreError::Missing("unwind_rows"));
         };
-        let processes = BpfHashMap::try_from(processes).map_err(|source| StoreError::Map {
+        let Map::Array(pages_map) = maps.pages else {
+            return Err(StoreError::Missing("unwind_pages"));
+        };
+        let rules = Array::try_from(maps.rules).map_err(|source| StoreError::Map {
+            name: "unwind_rules",
+            source,
+        })?;
+        let processes = BpfHashMap::try_from(maps.processes).map_err(|source| StoreError::Map {
             name: "unwind_processes",
             source,
         })?;
         Ok(Self {
             rows_map,
+            pages_map,
+            rules,
             capacity,
             processes,
         })
@@ -63,7 +97,7 @@ impl BpfStore {
 
 const PAGE: usize = 4096;
 
-/// A shared mapping of some pages of the rows array, unmapped on drop. Only
+/// A shared mapping of some pages of an mmapable array, unmapped on drop. Only
 /// the pages a write touches are mapped: the kernel maps a BPF array's pages
 /// when it is mmapped, and a whole-array mapping would count all of it in
 /// smolder's RSS.
@@ -102,10 +136,16 @@ impl Drop for RowPages {
     }
 }
 
-fn check_range(start: u32, len: usize, capacity: u32) -> Result<(), StoreError> {
+fn check_range(
+    what: &'static str,
+    start: u32,
+    len: usize,
+    capacity: u32,
+) -> Result<(), StoreError> {
     let end = u64::from(start) + len as u64;
     if end > u64::from(capacity) {
         return Err(StoreError::OutOfRange {
+            what,
             start: start.into(),
             end,
             capacity,
@@ -114,32 +154,61 @@ fn check_range(start: u32, len: usize, capacity: u32) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// Copies `items` to element `start` (of `size` bytes) of an mmapable
+/// array, through a mapping of only the pages they touch.
+fn write_mapped<T: Copy>(
+    map: &MapData,
+    start: u32,
+    items: &[T],
+    size: usize,
+) -> Result<(), StoreError> {
+    debug_assert_eq!(std::mem::size_of::<T>(), size);
+    if items.is_empty() {
+        return Ok(());
+    }
+    let first_byte = start as usize * size;
+    let end_byte = first_byte + std::mem::size_of_val(items);
+    let page_start = first_byte / PAGE * PAGE;
+    let page_end = end_byte.div_ceil(PAGE) * PAGE;
+    let pages = RowPages::map(map, page_start, page_end - page_start)?;
+    // SAFETY: the mapping covers [page_start, page_end), which holds
+    // [first_byte, end_byte) (the callers check the range against the
+    // array's capacity); T is plain data; BPF reads these elements only once
+    // a process entry that points at them is written, after this copy.
+    unsafe {
+        let target = pages
+            .ptr
+            .cast::<u8>()
+            .add(first_byte - page_start)
+            .cast::<T>();
+        std::ptr::copy_nonoverlapping(items.as_ptr(), target, items.len());
+    }
+    Ok(())
+}
+
 impl TableStore for BpfStore {
-    fn capacity(&self) -> u32 {
+    fn capacity(&self) -> Capacity {
         self.capacity
     }
 
     fn write_rows(&mut self, start: u32, rows: &[Row]) -> Result<(), StoreError> {
-        check_range(start, rows.len(), self.capacity)?;
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let first_byte = start as usize * ROW_SIZE;
-        let end_byte = first_byte + rows.len() * ROW_SIZE;
-        let page_start = first_byte / PAGE * PAGE;
-        let page_end = end_byte.div_ceil(PAGE) * PAGE;
-        let pages = RowPages::map(&self.rows_map, page_start, page_end - page_start)?;
-        // SAFETY: the mapping covers [page_start, page_end), which holds
-        // [first_byte, end_byte) (checked against the capacity above); Row
-        // is plain data; BPF reads these rows only once a process entry that
-        // points at them is written, after this copy.
-        unsafe {
-            let target = pages
-                .ptr
-                .cast::<u8>()
-                .add(first_byte - page_start)
-                .cast::<Row>();
-            std::ptr::copy_nonoverlapping(rows.as_ptr(), target, rows.len());
+        check_range("rows", start, rows.len(), self.capacity.rows)?;
+        write_mapped(&self.rows_map, start, rows, ROW_SIZE)
+    }
+
+    fn write_pages(&mut self, start: u32, pages: &[Page]) -> Result<(), StoreError> {
+        check_range("pages", start, pages.len(), self.capacity.pages)?;
+        write_mapped(&self.pages_map, start, pages, PAGE_SIZE)
+    }
+
+    fn write_rules(&mut self, first: u32, rules: &[Rule]) -> Result<(), StoreError> {
+        for (index, rule) in (first..).zip(rules) {
+            self.rules
+                .set(index, *rule, 0)
+                .map_err(|source| StoreError::Map {
+                    name: "unwind_rules",
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -169,34 +238,45 @@ impl TableStore for BpfStore {
 #[derive(Default)]
 pub struct MemoryStore {
     pub rows: Vec<Row>,
+    pub pages: Vec<Page>,
+    pub rules: Vec<Rule>,
     pub processes: HashMap<u32, Box<ProcessEntry>>,
 }
 
 impl MemoryStore {
-    pub fn with_capacity(capacity: u32) -> Self {
-        let empty = Row {
-            pc: 0,
-            cfa_offset: 0,
-            rbp_offset: 0,
-            cfa_type: 0,
-            rbp_type: 0,
-            reserved: 0,
-        };
+    pub fn with_capacity(rows: u32, pages: u32) -> Self {
         Self {
-            rows: vec![empty; capacity as usize],
+            rows: vec![Row::default(); rows as usize],
+            pages: vec![Page::default(); pages as usize],
+            rules: Vec::new(),
             processes: HashMap::new(),
         }
     }
 }
 
 impl TableStore for MemoryStore {
-    fn capacity(&self) -> u32 {
-        self.rows.len() as u32
+    fn capacity(&self) -> Capacity {
+        Capacity {
+            rows: self.rows.len() as u32,
+            pages: self.pages.len() as u32,
+        }
     }
 
     fn write_rows(&mut self, start: u32, rows: &[Row]) -> Result<(), StoreError> {
-        check_range(start, rows.len(), self.capacity())?;
+        check_range("rows", start, rows.len(), self.capacity().rows)?;
         self.rows[start as usize..start as usize + rows.len()].copy_from_slice(rows);
+        Ok(())
+    }
+
+    fn write_pages(&mut self, start: u32, pages: &[Page]) -> Result<(), StoreError> {
+        check_range("pages", start, pages.len(), self.capacity().pages)?;
+        self.pages[start as usize..start as usize + pages.len()].copy_from_slice(pages);
+        Ok(())
+    }
+
+    fn write_rules(&mut self, first: u32, rules: &[Rule]) -> Result<(), StoreError> {
+        self.rules.truncate(first as usize);
+        self.rules.extend_from_slice(rules);
         Ok(())
     }
 

@@ -1,29 +1,59 @@
 //! Unwind tables: an ELF file's `.eh_frame` (or `.debug_frame`) turned into
-//! sorted [`Row`]s the BPF unwinder can binary-search.
+//! the paged, sorted [`Row`]s the BPF unwinder binary-searches.
 //!
-//! Every FDE's CFI program is run with gimli; each resulting row becomes one
-//! compact rule (CFA from rsp or rbp plus an offset, where rbp was saved).
-//! Consecutive rows with the same rule are merged, and a gap between FDEs
-//! gets an [`CfaRule::Invalid`] row so an address there is never unwound
-//! with its neighbour's rule. The file is untrusted: a malformed FDE is
-//! skipped and counted, never a panic.
+//! FDEs are first listed and sorted by address (16 bytes each, not a copy of
+//! every row), then run with gimli one after the other, so rows come out in
+//! address order and go straight into their 64 KiB pages. Each row becomes
+//! one compact rule (CFA from rsp or rbp plus an offset, where rbp was
+//! saved); consecutive rows with the same rule are merged. Executable code
+//! that no FDE covers (hand-written assembly) gets rules read from its
+//! machine code (`code_rules`); anything else between FDEs gets the invalid
+//! rule, so an address there is never unwound with its neighbour's rule. The
+//! file is untrusted: a malformed FDE is skipped and counted, never a panic.
+
+use std::collections::HashMap;
 
 use gimli::{
-    BaseAddresses, CfaRule as GimliCfa, CieOrFde, DebugFrame, EhFrame, LittleEndian, RegisterRule,
-    UnwindContext, UnwindSection, X86_64,
+    BaseAddresses, CfaRule as GimliCfa, DebugFrame, EhFrame, LittleEndian, RegisterRule,
+    UnwindContext, UnwindOffset, UnwindSection, X86_64,
 };
 use object::read::elf::{ElfFile64, ProgramHeader};
-use object::{Object, ObjectSection};
+use object::{Object, ObjectSection, SectionFlags};
 
-use super::layout::{CfaRule, RbpRule, Row};
+use super::code_rules::{rules_from_code, CodeRulesStats};
+use super::layout::{CfaRule, Page, Row, Rule, PAGE_SHIFT};
 
-/// A module's table. Row pcs are relative to `base`, an ELF virtual address.
+/// A module's table. Offsets inside it are relative to `base`, an ELF
+/// virtual address; page `i` covers `[base + i * 64 KiB, base + (i + 1) * 64 KiB)`.
+/// Row rules index `rules`, the table's own rule list; they are renumbered
+/// into the host-wide rule array when the table is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnwindTable {
     pub base: u64,
+    pub pages: Vec<Page>,
     pub rows: Vec<Row>,
+    pub rules: Vec<Rule>,
     /// FDEs that did not parse or run (their addresses stay uncovered).
     pub bad_entries: usize,
+    /// Code without CFI that got rules from its instructions.
+    pub code_rules: CodeRulesStats,
+}
+
+impl UnwindTable {
+    /// The rule in effect at `address` (an ELF virtual address), if the
+    /// table covers it: what the BPF lookup finds.
+    pub fn rule_at(&self, address: u64) -> Option<Rule> {
+        let offset = address.checked_sub(self.base)?;
+        let page = self
+            .pages
+            .get(usize::try_from(offset >> PAGE_SHIFT).ok()?)?;
+        let rows = self
+            .rows
+            .get(page.first_row as usize..(page.first_row + page.row_count) as usize)?;
+        let pc = (offset & 0xffff) as u16;
+        let at = rows.partition_point(|r| r.pc <= pc).checked_sub(1)?;
+        self.rules.get(usize::from(rows[at].rule)).copied()
+    }
 }
 
 /// A PT_LOAD segment: how file offsets become virtual addresses.
@@ -49,40 +79,8 @@ pub enum TableError {
     NoCfi,
     #[error("no usable unwind rows (every FDE was malformed: {0})")]
     Empty(usize),
-    #[error("code spans more than 4 GiB ({0:#x} bytes): row pcs are 32-bit")]
+    #[error("code spans more than 4 GiB ({0:#x} bytes): table offsets are 32-bit")]
     TooLarge(u64),
-}
-
-/// One FDE row, before merging.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Span {
-    start: u64,
-    end: u64,
-    rule: Rule,
-}
-
-/// The rule of a row, without its pc.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Rule {
-    cfa: CfaRule,
-    cfa_offset: i32,
-    rbp: RbpRule,
-    rbp_offset: i16,
-}
-
-impl Rule {
-    const INVALID: Rule = Rule::simple(CfaRule::Invalid);
-    const UNSUPPORTED: Rule = Rule::simple(CfaRule::Unsupported);
-    const END: Rule = Rule::simple(CfaRule::End);
-
-    const fn simple(cfa: CfaRule) -> Self {
-        Self {
-            cfa,
-            cfa_offset: 0,
-            rbp: RbpRule::Unchanged,
-            rbp_offset: 0,
-        }
-    }
 }
 
 /// The `.plt` CFA expression GCC and binutils emit for 16-byte PLT slots:
@@ -121,45 +119,178 @@ pub fn parse_elf(data: &[u8]) -> Result<ElfUnwindInfo, TableError> {
     if let Some(got) = section_address(".got") {
         bases = bases.set_got(got);
     }
-    let mut spans = Vec::new();
-    let mut bad = 0;
-    let mut found = false;
+    let code = executable_sections(&elf);
     if let Some(section) = elf.section_by_name(".eh_frame") {
         if let Ok(bytes) = section.data() {
-            found = true;
             let bases = bases.clone().set_eh_frame(section.address());
             let eh_frame = EhFrame::new(bytes, LittleEndian);
-            bad += collect_spans(&eh_frame, &bases, &mut spans);
+            if let Some(table) = build_table(&eh_frame, &bases, &code)? {
+                return Ok(ElfUnwindInfo { table, segments });
+            }
         }
     }
     // .debug_frame only where .eh_frame has nothing (rare: some toolchains
     // emit only .debug_frame; .eh_frame wins where both cover code).
-    if spans.is_empty() {
-        if let Some(section) = elf.section_by_name(".debug_frame") {
-            if let Ok(bytes) = section.data() {
-                found = true;
-                let mut debug_frame = DebugFrame::new(bytes, LittleEndian);
-                debug_frame.set_address_size(8);
-                bad += collect_spans(&debug_frame, &bases, &mut spans);
+    if let Some(section) = elf.section_by_name(".debug_frame") {
+        if let Ok(bytes) = section.data() {
+            let mut debug_frame = DebugFrame::new(bytes, LittleEndian);
+            debug_frame.set_address_size(8);
+            if let Some(table) = build_table(&debug_frame, &bases, &code)? {
+                return Ok(ElfUnwindInfo { table, segments });
             }
         }
     }
-    if !found {
-        return Err(TableError::NoCfi);
-    }
-    let table = build_table(spans, bad)?;
-    Ok(ElfUnwindInfo { table, segments })
+    Err(TableError::NoCfi)
 }
 
 type LittleEndianObject = object::LittleEndian;
 
-/// Runs every FDE of a section; returns how many failed.
-fn collect_spans<'d, S>(section: &S, bases: &BaseAddresses, spans: &mut Vec<Span>) -> usize
+/// An executable section's addresses and bytes.
+struct CodeSection<'d> {
+    address: u64,
+    bytes: &'d [u8],
+}
+
+impl CodeSection<'_> {
+    fn end(&self) -> u64 {
+        self.address.saturating_add(self.bytes.len() as u64)
+    }
+}
+
+/// The allocated, executable sections with file contents, sorted by address.
+fn executable_sections<'d>(elf: &ElfFile64<'d, LittleEndianObject>) -> Vec<CodeSection<'d>> {
+    let mut code: Vec<CodeSection<'d>> = elf
+        .sections()
+        .filter(|s| match s.flags() {
+            SectionFlags::Elf { sh_flags } => {
+                let flags = u64::from(object::elf::SHF_ALLOC | object::elf::SHF_EXECINSTR);
+                sh_flags & flags == flags
+            }
+            _ => false,
+        })
+        .filter_map(|s| {
+            let bytes = s.data().ok()?;
+            (!bytes.is_empty()).then(|| CodeSection {
+                address: s.address(),
+                bytes,
+            })
+        })
+        .collect();
+    code.sort_by_key(|c| c.address);
+    // Overlapping sections (a corrupt file) would feed addresses twice.
+    let mut end = 0;
+    code.retain(|c| {
+        let keep = c.address >= end;
+        if keep {
+            end = c.end();
+        }
+        keep
+    });
+    code
+}
+
+/// An FDE's place: its code range and where it is in the section.
+#[derive(Debug, Clone, Copy)]
+struct FdeRef {
+    start: u64,
+    end: u64,
+    offset: usize,
+}
+
+/// The rows of a section's FDEs, with machine-code rules for the executable
+/// code between them. None when the section has no usable FDE.
+fn build_table<'d, S>(
+    section: &S,
+    bases: &BaseAddresses,
+    code: &[CodeSection<'_>],
+) -> Result<Option<UnwindTable>, TableError>
 where
     S: UnwindSection<gimli::EndianSlice<'d, LittleEndian>>,
+    S::Offset: UnwindOffset<usize>,
 {
-    let mut bad = 0;
+    let (mut fdes, mut bad) = list_fdes(section, bases);
+    if fdes.is_empty() {
+        return if bad > 0 {
+            Err(TableError::Empty(bad))
+        } else {
+            Ok(None)
+        };
+    }
+    fdes.sort_by_key(|f| (f.start, f.end));
+    let first = fdes[0].start;
+    let last = fdes.iter().map(|f| f.end).max().unwrap_or(first);
+    // Code before the first FDE or after the last one is covered too.
+    let near = |c: &&CodeSection| {
+        c.end() > first.saturating_sub(1 << 32) && c.address < last.saturating_add(1 << 32)
+    };
+    let base = code
+        .iter()
+        .filter(near)
+        .map(|c| c.address)
+        .fold(first, u64::min);
+    let end = code
+        .iter()
+        .filter(near)
+        .map(|c| c.end())
+        .fold(last, u64::max);
+    if end - base > u64::from(u32::MAX) {
+        return Err(TableError::TooLarge(end - base));
+    }
+    let mut writer = RowWriter::new(base);
     let mut ctx = Box::new(UnwindContext::new());
+    let mut fde_rows: Vec<(u64, u64, Rule)> = Vec::new();
+    let mut covered_to = base;
+    for fde_ref in &fdes {
+        if fde_ref.end <= covered_to {
+            continue; // overlaps what is covered already: the first rule stands
+        }
+        fde_rows.clear();
+        let ok = (|| -> gimli::Result<()> {
+            let fde = section.fde_from_offset(
+                bases,
+                S::Offset::from(fde_ref.offset),
+                |section, bases, offset| section.cie_from_offset(bases, offset),
+            )?;
+            let mut table = fde.rows(section, bases, &mut ctx)?;
+            while let Some(row) = table.next_row()? {
+                if row.end_address() > row.start_address() {
+                    fde_rows.push((
+                        row.start_address(),
+                        row.end_address(),
+                        convert(row, section),
+                    ));
+                }
+            }
+            Ok(())
+        })();
+        if ok.is_err() {
+            bad += 1;
+            continue;
+        }
+        for &(start, row_end, rule) in &fde_rows {
+            if row_end <= covered_to {
+                continue;
+            }
+            if start > covered_to {
+                writer.fill_gap(covered_to, start, code);
+            }
+            writer.push(start.max(covered_to), rule);
+            covered_to = row_end;
+        }
+    }
+    writer.fill_gap(covered_to, end, code);
+    writer.push(end.max(covered_to), Rule::INVALID);
+    Ok(Some(writer.finish(bad)))
+}
+
+/// Every FDE that parses, and how many did not.
+fn list_fdes<'d, S>(section: &S, bases: &BaseAddresses) -> (Vec<FdeRef>, usize)
+where
+    S: UnwindSection<gimli::EndianSlice<'d, LittleEndian>>,
+    S::Offset: UnwindOffset<usize>,
+{
+    let mut fdes = Vec::new();
+    let mut bad = 0;
     let mut entries = section.entries(bases);
     loop {
         let entry = match entries.next() {
@@ -171,38 +302,134 @@ where
                 break;
             }
         };
-        let CieOrFde::Fde(partial) = entry else {
+        let gimli::CieOrFde::Fde(partial) = entry else {
             continue;
         };
-        let fde =
-            match partial.parse(|section, bases, offset| section.cie_from_offset(bases, offset)) {
-                Ok(fde) => fde,
-                Err(_) => {
-                    bad += 1;
-                    continue;
-                }
-            };
-        let before = spans.len();
-        let ok = (|| -> gimli::Result<()> {
-            let mut table = fde.rows(section, bases, &mut ctx)?;
-            while let Some(row) = table.next_row()? {
-                if row.end_address() <= row.start_address() {
-                    continue;
-                }
-                spans.push(Span {
-                    start: row.start_address(),
-                    end: row.end_address(),
-                    rule: convert(row, section),
-                });
-            }
-            Ok(())
-        })();
-        if ok.is_err() {
-            spans.truncate(before);
-            bad += 1;
+        match partial.parse(|section, bases, offset| section.cie_from_offset(bases, offset)) {
+            Ok(fde) if fde.len() > 0 => fdes.push(FdeRef {
+                start: fde.initial_address(),
+                end: fde.initial_address().saturating_add(fde.len()),
+                offset: fde.offset(),
+            }),
+            Ok(_) => {}
+            Err(_) => bad += 1,
         }
     }
-    bad
+    (fdes, bad)
+}
+
+/// Rows in address order, cut into pages, rules numbered as they come.
+struct RowWriter {
+    base: u64,
+    pages: Vec<Page>,
+    rows: Vec<Row>,
+    rules: Vec<Rule>,
+    rule_index: HashMap<Rule, u16>,
+    last: Option<Rule>,
+    code_rules: CodeRulesStats,
+}
+
+impl RowWriter {
+    fn new(base: u64) -> Self {
+        let mut writer = Self {
+            base,
+            pages: Vec::new(),
+            rows: Vec::new(),
+            rules: Vec::new(),
+            rule_index: HashMap::new(),
+            last: None,
+            code_rules: CodeRulesStats::default(),
+        };
+        // Local rule 0 is the invalid rule, as in the host-wide array.
+        writer.number(Rule::INVALID);
+        writer
+    }
+
+    fn number(&mut self, rule: Rule) -> u16 {
+        if let Some(&index) = self.rule_index.get(&rule) {
+            return index;
+        }
+        let Ok(index) = u16::try_from(self.rules.len()) else {
+            // More distinct rules than one table can name: the unwinder
+            // stops there with an error rather than guess.
+            return self.number(Rule::UNSUPPORTED);
+        };
+        self.rules.push(rule);
+        self.rule_index.insert(rule, index);
+        index
+    }
+
+    /// The rule from `at` on. Calls come in address order; a second rule at
+    /// the same address replaces the first.
+    fn push(&mut self, at: u64, rule: Rule) {
+        let offset = at - self.base;
+        let page = (offset >> PAGE_SHIFT) as usize;
+        while self.pages.len() <= page {
+            let first_row = self.rows.len() as u32;
+            self.pages.push(Page {
+                first_row,
+                row_count: 0,
+            });
+            // Every page starts with the rule in effect at its start.
+            if let Some(carried) = self.last {
+                let rule = self.number(carried);
+                self.rows.push(Row { pc: 0, rule });
+            }
+            self.update_count();
+        }
+        if self.last == Some(rule) {
+            return;
+        }
+        let pc = (offset & 0xffff) as u16;
+        let index = self.number(rule);
+        let in_page = self.rows.len() > self.pages[page].first_row as usize;
+        match self.rows.last_mut() {
+            Some(last) if in_page && last.pc == pc => last.rule = index,
+            _ => self.rows.push(Row { pc, rule: index }),
+        }
+        self.last = Some(rule);
+        self.update_count();
+    }
+
+    fn update_count(&mut self) {
+        let rows = self.rows.len() as u32;
+        if let Some(page) = self.pages.last_mut() {
+            page.row_count = rows - page.first_row;
+        }
+    }
+
+    /// Rules for `[from, to)`, which no FDE covers: from the machine code
+    /// where it is executable code, else the invalid rule.
+    fn fill_gap(&mut self, from: u64, to: u64, code: &[CodeSection<'_>]) {
+        let mut at = from;
+        for section in code.iter().filter(|c| c.address < to && c.end() > from) {
+            let start = section.address.max(from);
+            let stop = section.end().min(to);
+            if start > at {
+                self.push(at, Rule::INVALID);
+            }
+            let bytes = &section.bytes
+                [(start - section.address) as usize..(stop - section.address) as usize];
+            let stats = rules_from_code(bytes, start, |address, rule| self.push(address, rule));
+            self.code_rules.bytes += stats.bytes;
+            self.code_rules.unknown += stats.unknown;
+            at = stop;
+        }
+        if at < to {
+            self.push(at, Rule::INVALID);
+        }
+    }
+
+    fn finish(self, bad_entries: usize) -> UnwindTable {
+        UnwindTable {
+            base: self.base,
+            pages: self.pages,
+            rows: self.rows,
+            rules: self.rules,
+            bad_entries,
+            code_rules: self.code_rules,
+        }
+    }
 }
 
 fn convert<'d, S>(row: &gimli::UnwindTableRow<usize>, section: &S) -> Rule
@@ -234,142 +461,89 @@ where
             _ => return Rule::UNSUPPORTED,
         },
     };
-    let (rbp, rbp_offset) = match row.register(X86_64::RBP) {
+    let rule = Rule {
+        cfa_type: cfa as u8,
+        ..Rule::rsp(cfa_offset)
+    };
+    match row.register(X86_64::RBP) {
         Some(RegisterRule::Offset(offset)) => match i16::try_from(offset) {
-            Ok(offset) => (RbpRule::Offset, offset),
-            Err(_) => return Rule::UNSUPPORTED,
+            Ok(offset) => rule.rbp_saved_at(offset),
+            Err(_) => Rule::UNSUPPORTED,
         },
         // Same value, undefined, or a rule we do not follow: rbp stays as it
         // is; a later rbp-based CFA that goes wrong stops with an error.
-        _ => (RbpRule::Unchanged, 0),
-    };
-    Rule {
-        cfa,
-        cfa_offset,
-        rbp,
-        rbp_offset,
+        _ => rule,
     }
-}
-
-/// Sorts spans into rows: merged where the rule repeats, with an Invalid
-/// row wherever coverage ends.
-fn build_table(mut spans: Vec<Span>, bad_entries: usize) -> Result<UnwindTable, TableError> {
-    spans.sort_by_key(|s| (s.start, s.end));
-    let Some(first) = spans.first() else {
-        return Err(TableError::Empty(bad_entries));
-    };
-    let base = first.start;
-    let last_end = spans.iter().map(|s| s.end).max().unwrap_or(base);
-    if last_end - base > u64::from(u32::MAX) {
-        return Err(TableError::TooLarge(last_end - base));
-    }
-    let mut rows: Vec<Row> = Vec::with_capacity(spans.len() + 1);
-    let mut covered_to = base;
-    let mut last_rule: Option<Rule> = None;
-    let push = |rows: &mut Vec<Row>, at: u64, rule: Rule, last: &mut Option<Rule>| {
-        if *last == Some(rule) {
-            return;
-        }
-        let pc = (at - base) as u32;
-        // Two rules at one pc (overlapping FDEs): the later one wins.
-        if rows.last().is_some_and(|r| r.pc == pc) {
-            rows.pop();
-        }
-        rows.push(Row {
-            pc,
-            cfa_offset: rule.cfa_offset,
-            rbp_offset: rule.rbp_offset,
-            cfa_type: rule.cfa as u8,
-            rbp_type: rule.rbp as u8,
-            reserved: 0,
-        });
-        *last = Some(rule);
-    };
-    for span in &spans {
-        if span.start < covered_to {
-            // Overlaps what is covered already (broken or duplicate FDEs):
-            // the first rule for an address stands.
-            if span.end <= covered_to {
-                continue;
-            }
-        } else if span.start > covered_to {
-            push(&mut rows, covered_to, Rule::INVALID, &mut last_rule);
-        }
-        let at = span.start.max(covered_to);
-        push(&mut rows, at, span.rule, &mut last_rule);
-        covered_to = span.end;
-    }
-    push(&mut rows, covered_to, Rule::INVALID, &mut last_rule);
-    Ok(UnwindTable {
-        base,
-        rows,
-        bad_entries,
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rsp(offset: i32) -> Rule {
-        Rule {
-            cfa: CfaRule::Rsp,
-            cfa_offset: offset,
-            rbp: RbpRule::Unchanged,
-            rbp_offset: 0,
+    fn written(pushes: &[(u64, Rule)]) -> UnwindTable {
+        let mut writer = RowWriter::new(0x10_0000);
+        for &(at, rule) in pushes {
+            writer.push(at, rule);
         }
-    }
-
-    fn span(start: u64, end: u64, rule: Rule) -> Span {
-        Span { start, end, rule }
+        writer.finish(0)
     }
 
     #[test]
-    fn rows_merge_repeats_and_mark_gaps() {
-        let spans = vec![
-            span(0x1010, 0x1020, rsp(16)),
-            span(0x1000, 0x1004, rsp(8)),
-            span(0x1004, 0x1010, rsp(16)), // same rule as the next: merged
-            span(0x1030, 0x1040, rsp(8)),  // after a gap
-        ];
-        let table = build_table(spans, 0).unwrap();
-        assert_eq!(table.base, 0x1000);
-        let summary: Vec<(u32, u8, i32)> = table
+    fn rows_merge_repeats_and_later_rules_win() {
+        let table = written(&[
+            (0x10_0000, Rule::rsp(8)),
+            (0x10_0004, Rule::rsp(16)),
+            (0x10_0010, Rule::rsp(16)), // same rule: merged
+            (0x10_0020, Rule::INVALID),
+            (0x10_0020, Rule::rsp(8)), // same address: replaces
+            (0x10_0040, Rule::INVALID),
+        ]);
+        let summary: Vec<(u16, Rule)> = table
             .rows
             .iter()
-            .map(|r| (r.pc, r.cfa_type, r.cfa_offset))
+            .map(|r| (r.pc, table.rules[usize::from(r.rule)]))
             .collect();
         assert_eq!(
             summary,
             vec![
-                (0x0, CfaRule::Rsp as u8, 8),
-                (0x4, CfaRule::Rsp as u8, 16),
-                (0x20, CfaRule::Invalid as u8, 0),
-                (0x30, CfaRule::Rsp as u8, 8),
-                (0x40, CfaRule::Invalid as u8, 0),
+                (0x0, Rule::rsp(8)),
+                (0x4, Rule::rsp(16)),
+                (0x20, Rule::rsp(8)),
+                (0x40, Rule::INVALID)
             ]
         );
+        assert_eq!(
+            table.pages,
+            vec![Page {
+                first_row: 0,
+                row_count: 4
+            }]
+        );
+        assert_eq!(table.rule_at(0x10_0008), Some(Rule::rsp(16)));
+        assert_eq!(table.rule_at(0x10_0030), Some(Rule::rsp(8)));
+        assert_eq!(table.rule_at(0x10_0fff), Some(Rule::INVALID));
+        assert_eq!(table.rule_at(0xf_ffff), None);
     }
 
     #[test]
-    fn overlapping_spans_cover_each_address_once() {
-        let spans = vec![
-            span(0x100, 0x200, rsp(8)),
-            span(0x100, 0x180, rsp(32)),
-            span(0x180, 0x280, rsp(24)),
-        ];
-        let table = build_table(spans, 0).unwrap();
-        let pcs: Vec<(u32, i32)> = table.rows.iter().map(|r| (r.pc, r.cfa_offset)).collect();
-        // [0x100,0x180) sorts first (same start, shorter); [0x100,0x200)
-        // only adds what is not covered yet, and so on.
-        assert_eq!(pcs, vec![(0x0, 32), (0x80, 8), (0x100, 24), (0x180, 0)]);
-    }
-
-    #[test]
-    fn empty_and_huge_tables_are_errors() {
-        assert!(matches!(build_table(vec![], 3), Err(TableError::Empty(3))));
-        let huge = vec![span(0, 1 << 33, rsp(8))];
-        assert!(matches!(build_table(huge, 0), Err(TableError::TooLarge(_))));
+    fn each_page_starts_with_the_rule_in_effect() {
+        let table = written(&[
+            (0x10_0000, Rule::rsp(8)),
+            (0x10_fff0, Rule::rsp(24)),
+            // Two pages later, with nothing in between.
+            (0x13_0010, Rule::rsp(40)),
+            (0x13_0020, Rule::INVALID),
+        ]);
+        assert_eq!(table.pages.len(), 4);
+        for (i, page) in table.pages.iter().enumerate().skip(1) {
+            assert_eq!(table.rows[page.first_row as usize].pc, 0, "page {i}");
+        }
+        assert_eq!(table.rule_at(0x11_0000), Some(Rule::rsp(24)));
+        assert_eq!(table.rule_at(0x12_8000), Some(Rule::rsp(24)));
+        assert_eq!(table.rule_at(0x13_000f), Some(Rule::rsp(24)));
+        assert_eq!(table.rule_at(0x13_0010), Some(Rule::rsp(40)));
+        assert_eq!(table.rule_at(0x13_0020), Some(Rule::INVALID));
+        assert_eq!(table.rule_at(0x14_0000), None);
     }
 
     #[test]
@@ -384,15 +558,33 @@ mod tests {
     fn own_binary_has_a_table() {
         let data = std::fs::read("/proc/self/exe").unwrap();
         let info = parse_elf(&data).unwrap();
-        assert!(info.table.rows.len() > 1000, "{}", info.table.rows.len());
+        let table = &info.table;
+        assert!(table.rows.len() > 1000, "{}", table.rows.len());
         assert!(!info.segments.is_empty());
-        assert!(info.table.rows.windows(2).all(|w| w[0].pc < w[1].pc));
-        let end_rows = info
-            .table
-            .rows
-            .iter()
-            .filter(|r| r.cfa_type == CfaRule::End as u8)
-            .count();
-        assert!(end_rows >= 1, "_start marks the outermost frame");
+        for page in &table.pages {
+            let rows =
+                &table.rows[page.first_row as usize..(page.first_row + page.row_count) as usize];
+            assert!(rows.windows(2).all(|w| w[0].pc < w[1].pc));
+        }
+        assert!(
+            table.rules.iter().any(|r| r.cfa_type == CfaRule::End as u8),
+            "_start marks the outermost frame"
+        );
+        // main's first instruction: the return address is right at rsp.
+        let main = main as *const () as u64;
+        let exe_base = own_load_bias();
+        assert_eq!(table.rule_at(main - exe_base), Some(Rule::rsp(8)));
+    }
+
+    fn main() {}
+
+    /// How far this executable was moved from its ELF addresses.
+    fn own_load_bias() -> u64 {
+        // SAFETY: getauxval has no preconditions.
+        let phdr = unsafe { libc::getauxval(libc::AT_PHDR) };
+        let data = std::fs::read("/proc/self/exe").unwrap();
+        let elf = ElfFile64::<LittleEndianObject>::parse(&*data).unwrap();
+        let header = elf.elf_header();
+        phdr - header.e_phoff.get(elf.endian())
     }
 }

@@ -5,9 +5,11 @@
 //! from another container's identical file), on the builder's thread,
 //! and kept while some process maps it. Until it is in, the process's entry
 //! leaves that mapping to frame pointers; it is rewritten when the table
-//! arrives. When the row space is full, tables no process uses are evicted,
-//! oldest first; if that is not enough, the module is unwound with frame
-//! pointers and the miss is counted (and said once).
+//! arrives. A table takes a range of rows and a range of pages, and its
+//! rules go into the host-wide rule array. When either space is full, tables
+//! no process uses are evicted, oldest first; if that is not enough, the
+//! module is unwound with frame pointers and the miss is counted (and said
+//! once).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,7 +19,10 @@ use std::time::{Duration, Instant};
 use symbolizer::{BuildId, ExecRegion, FileId, Module, ProcessMaps, RegionKind};
 
 use super::builder::{read_own_vdso, read_table, Builder, Built, ReadError};
-use super::layout::{MappingEntry, ProcessEntry, MAX_MAPPINGS};
+use super::layout::{
+    MappingEntry, ProcessEntry, MAX_MAPPINGS, MAX_RULES, PAGE_SIZE, ROW_SIZE, RULE_SIZE,
+};
+use super::rules::RuleSet;
 use super::space::{RowRange, RowSpace};
 use super::store::{StoreError, TableStore};
 use super::table::{ElfUnwindInfo, LoadSegment};
@@ -31,6 +36,14 @@ pub struct UnwindStats {
     pub tables: u64,
     pub rows_used: u64,
     pub rows_capacity: u64,
+    pub pages_used: u64,
+    pub pages_capacity: u64,
+    /// Distinct rules in the host-wide rule array.
+    pub rules: u64,
+    /// Rules that did not fit in the rule array (their rows stop the walk).
+    pub rules_overflow: u64,
+    /// Bytes of code without CFI given rules from its machine code.
+    pub code_rules_bytes: u64,
     /// Tables built (from .eh_frame / .debug_frame).
     pub tables_built: u64,
     /// Tables asked of the builder thread.
@@ -54,9 +67,26 @@ pub struct UnwindStats {
     pub store_errors: u64,
 }
 
+impl UnwindStats {
+    /// Kernel memory the tables use now: rows, pages, and the rule array.
+    pub fn bytes_used(&self) -> u64 {
+        self.rows_used * ROW_SIZE as u64
+            + self.pages_used * PAGE_SIZE as u64
+            + (MAX_RULES * RULE_SIZE) as u64
+    }
+
+    /// Kernel memory allocated for tables.
+    pub fn bytes_capacity(&self) -> u64 {
+        self.rows_capacity * ROW_SIZE as u64
+            + self.pages_capacity * PAGE_SIZE as u64
+            + (MAX_RULES * RULE_SIZE) as u64
+    }
+}
+
 enum ModuleTable {
     Loaded {
-        range: RowRange,
+        rows: RowRange,
+        pages: RowRange,
         base: u64,
         segments: Vec<LoadSegment>,
         refs: u32,
@@ -101,7 +131,9 @@ struct ProcessTables {
 pub struct UnwindTables<S: TableStore> {
     store: S,
     builder: Builder,
-    space: RowSpace,
+    rows: RowSpace,
+    pages: RowSpace,
+    rules: RuleSet,
     modules: HashMap<TableKey, ModuleTable>,
     processes: HashMap<u32, ProcessTables>,
     clock: u64,
@@ -119,12 +151,15 @@ impl<S: TableStore> UnwindTables<S> {
         Self {
             store,
             builder: Builder::new(),
-            space: RowSpace::new(capacity),
+            rows: RowSpace::new(capacity.rows),
+            pages: RowSpace::new(capacity.pages),
+            rules: RuleSet::new(),
             modules: HashMap::new(),
             processes: HashMap::new(),
             clock: 0,
             stats: UnwindStats {
-                rows_capacity: capacity.into(),
+                rows_capacity: capacity.rows.into(),
+                pages_capacity: capacity.pages.into(),
                 ..Default::default()
             },
             space_full_reported: false,
@@ -139,7 +174,10 @@ impl<S: TableStore> UnwindTables<S> {
             .values()
             .filter(|m| matches!(m, ModuleTable::Loaded { .. }))
             .count() as u64;
-        stats.rows_used = u64::from(self.space.capacity()) - self.space.free_rows();
+        stats.rows_used = u64::from(self.rows.capacity()) - self.rows.free_rows();
+        stats.pages_used = u64::from(self.pages.capacity()) - self.pages.free_rows();
+        stats.rules = self.rules.len() as u64;
+        stats.rules_overflow = self.rules.overflow;
         stats.pending = self
             .modules
             .values()
@@ -272,7 +310,7 @@ impl<S: TableStore> UnwindTables<S> {
         if entries.len() > MAX_MAPPINGS {
             // Keep the mappings with tables first; the rest use frame pointers.
             self.stats.mappings_dropped += (entries.len() - MAX_MAPPINGS) as u64;
-            entries.sort_by_key(|e| e.row_count == 0);
+            entries.sort_by_key(|e| e.page_count == 0);
             entries.truncate(MAX_MAPPINGS);
             entries.sort_by_key(|e| e.start);
         }
@@ -386,11 +424,12 @@ impl<S: TableStore> UnwindTables<S> {
         let clock = self.clock;
         match self.modules.get_mut(key)? {
             ModuleTable::Loaded {
-                range,
+                pages,
                 base,
                 segments,
                 refs,
                 last_used,
+                ..
             } => {
                 let segment = segment_for(segments, region.offset)?;
                 *refs += 1;
@@ -405,8 +444,8 @@ impl<S: TableStore> UnwindTables<S> {
                     start: region.start,
                     end: region.end,
                     base: bias.wrapping_add(*base),
-                    first_row: range.start,
-                    row_count: range.len,
+                    first_page: pages.start,
+                    page_count: pages.len,
                 })
             }
             ModuleTable::Pending { .. } | ModuleTable::Unavailable | ModuleTable::NoSpace => None,
@@ -446,39 +485,66 @@ impl<S: TableStore> UnwindTables<S> {
             }
         };
         self.stats.tables_built += 1;
-        self.stats.bad_fdes += info.table.bad_entries as u64;
-        let rows = &info.table.rows;
-        let Ok(len) = u32::try_from(rows.len()) else {
-            return self.no_space(path, rows.len());
+        let mut table = info.table;
+        self.stats.bad_fdes += table.bad_entries as u64;
+        self.stats.code_rules_bytes += table.code_rules.bytes;
+        let (Ok(row_count), Ok(page_count)) = (
+            u32::try_from(table.rows.len()),
+            u32::try_from(table.pages.len()),
+        ) else {
+            return self.no_space(path, table.rows.len());
         };
-        let Some(range) = self.allocate(len) else {
-            return self.no_space(path, rows.len());
+        let Some((rows, pages)) = self.allocate(row_count, page_count) else {
+            return self.no_space(path, table.rows.len());
         };
-        if let Err(e) = self.store.write_rows(range.start, rows) {
+        // Host-wide rule numbers, and page entries that point into the
+        // shared rows array.
+        let numbers = self.rules.renumber(&table.rules);
+        for row in &mut table.rows {
+            row.rule = numbers.get(usize::from(row.rule)).copied().unwrap_or(0);
+        }
+        for page in &mut table.pages {
+            page.first_row += rows.start;
+        }
+        let (first_rule, new_rules) = self.rules.unstored();
+        let written = self
+            .store
+            .write_rules(first_rule, new_rules)
+            .and_then(|()| self.store.write_rows(rows.start, &table.rows))
+            .and_then(|()| self.store.write_pages(pages.start, &table.pages));
+        if let Err(e) = written {
             self.store_failed(&e);
-            self.space.release(range);
+            self.rows.release(rows);
+            self.pages.release(pages);
             return ModuleTable::Unavailable;
         }
         tracing::debug!(
-            "unwind table for {}: {} rows, built in {:.1} ms",
+            "unwind table for {}: {} rows in {} pages, {} bytes of code without CFI read, built in {:.1} ms",
             path.display(),
-            rows.len(),
+            table.rows.len(),
+            table.pages.len(),
+            table.code_rules.bytes,
             took.as_secs_f64() * 1e3
         );
         ModuleTable::Loaded {
-            range,
-            base: info.table.base,
+            rows,
+            pages,
+            base: table.base,
             segments: info.segments,
             refs: 0,
             last_used: self.clock,
         }
     }
 
-    /// A range of `len` rows, evicting unused tables (oldest first) if needed.
-    fn allocate(&mut self, len: u32) -> Option<RowRange> {
+    /// Ranges of `rows` rows and `pages` pages, evicting unused tables
+    /// (oldest first) until both fit.
+    fn allocate(&mut self, rows: u32, pages: u32) -> Option<(RowRange, RowRange)> {
         loop {
-            if let Some(range) = self.space.allocate(len) {
-                return Some(range);
+            if let Some(row_range) = self.rows.allocate(rows) {
+                if let Some(page_range) = self.pages.allocate(pages) {
+                    return Some((row_range, page_range));
+                }
+                self.rows.release(row_range);
             }
             let victim = self
                 .modules
@@ -491,8 +557,9 @@ impl<S: TableStore> UnwindTables<S> {
                 })
                 .min_by_key(|(last_used, _)| *last_used)
                 .map(|(_, key)| key.clone())?;
-            if let Some(ModuleTable::Loaded { range, .. }) = self.modules.remove(&victim) {
-                self.space.release(range);
+            if let Some(ModuleTable::Loaded { rows, pages, .. }) = self.modules.remove(&victim) {
+                self.rows.release(rows);
+                self.pages.release(pages);
                 self.stats.evicted += 1;
             }
         }
@@ -503,9 +570,10 @@ impl<S: TableStore> UnwindTables<S> {
         if !self.space_full_reported {
             self.space_full_reported = true;
             tracing::warn!(
-                "unwind table space is full ({} rows): {} ({} rows) and later modules that do \
-                 not fit are unwound with frame pointers; raise --unwind-table-mib",
-                self.space.capacity(),
+                "unwind table space is full ({} rows, {} pages): {} ({} rows) and later modules \
+                 that do not fit are unwound with frame pointers; raise --unwind-table-mib",
+                self.rows.capacity(),
+                self.pages.capacity(),
                 path.display(),
                 rows
             );
@@ -553,7 +621,7 @@ mod tests {
     fn shares_tables_and_frees_them_when_processes_leave() {
         let mut symbolizer = Symbolizer::new(SymbolizerConfig::default());
         let maps = own_maps(&mut symbolizer);
-        let mut tables = UnwindTables::new(MemoryStore::with_capacity(4 << 20));
+        let mut tables = UnwindTables::new(MemoryStore::with_capacity(4 << 20, 1 << 16));
         tables.add_process(1, 0, &maps);
         assert!(tables.stats().pending >= 2, "built off this thread");
         tables.finish_pending(Duration::from_secs(10));
@@ -571,7 +639,7 @@ mod tests {
         assert_eq!(entry.count as usize, maps.regions.len());
         let with_rows = entry.mappings[..entry.count as usize]
             .iter()
-            .filter(|m| m.row_count > 0)
+            .filter(|m| m.page_count > 0)
             .count();
         assert!(with_rows >= 2);
         assert!(entry.mappings[..entry.count as usize]
@@ -587,11 +655,11 @@ mod tests {
         let mut symbolizer = Symbolizer::new(SymbolizerConfig::default());
         let maps = own_maps(&mut symbolizer);
         // Room for the biggest table only.
-        let mut probe = UnwindTables::new(MemoryStore::with_capacity(4 << 20));
+        let mut probe = UnwindTables::new(MemoryStore::with_capacity(4 << 20, 1 << 16));
         probe.add_process(1, 0, &maps);
         probe.finish_pending(Duration::from_secs(10));
         let needed = probe.stats().rows_used as u32;
-        let mut tables = UnwindTables::new(MemoryStore::with_capacity(needed - 1));
+        let mut tables = UnwindTables::new(MemoryStore::with_capacity(needed - 1, 1 << 16));
         tables.add_process(1, 0, &maps);
         tables.finish_pending(Duration::from_secs(10));
         let stats = tables.stats();
@@ -610,7 +678,7 @@ mod tests {
         assert!(info.table.rows.len() >= 10, "{}", info.table.rows.len());
         let mut symbolizer = Symbolizer::new(SymbolizerConfig::default());
         let maps = own_maps(&mut symbolizer);
-        let mut tables = UnwindTables::new(MemoryStore::with_capacity(4 << 20));
+        let mut tables = UnwindTables::new(MemoryStore::with_capacity(4 << 20, 1 << 16));
         tables.add_process(1, 0, &maps);
         tables.finish_pending(Duration::from_secs(10));
         let vdso = maps
@@ -623,7 +691,8 @@ mod tests {
             .iter()
             .find(|m| m.start == vdso.start)
             .unwrap();
-        assert!(mapping.row_count >= 10);
+        assert!(mapping.page_count >= 1);
+        assert!(info.table.rows.len() >= 10);
     }
 
     #[test]
