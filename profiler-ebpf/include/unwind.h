@@ -31,12 +31,14 @@ enum smolder_cfa_type {
 	    3, /* the .plt expression: rsp + 8, + 8 more past the 11th byte of a 16-byte slot */
 	CFA_END = 4,	     /* return address undefined: the outermost frame (_start, clone3) */
 	CFA_UNSUPPORTED = 5, /* a rule this unwinder does not follow (an expression) */
+	CFA_DEREF_RBP = 6,   /* CFA = *(rbp + cfa_offset): GCC's stack realignment */
 };
 
 /* rule.rbp_type: where the caller's rbp is. */
 enum smolder_rbp_type {
 	RBP_UNCHANGED = 0, /* same value (or undefined): keep it */
 	RBP_OFFSET = 1,	   /* saved at CFA + rbp_offset */
+	RBP_AT_RBP = 2,	   /* saved at rbp + rbp_offset (realigned frames) */
 };
 
 /* How to find the caller's frame. The return address is always at CFA - 8

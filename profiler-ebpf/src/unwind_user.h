@@ -214,6 +214,12 @@ static __always_inline int step_rule(struct unwind_cursor *c, struct smolder_unw
 	case CFA_PLT:
 		cfa = c->sp + 8 + ((c->ip & 15) >= 11 ? 8 : 0);
 		break;
+	case CFA_DEREF_RBP:
+		if (c->bp == 0 ||
+		    bpf_probe_read_user(&cfa, sizeof(cfa),
+					(void *)(c->bp + (__s64)rule->cfa_offset)) != 0)
+			return STEP_ERROR;
+		break;
 	case CFA_END:
 		return STEP_DONE;
 	case CFA_INVALID:
@@ -226,9 +232,10 @@ static __always_inline int step_rule(struct unwind_cursor *c, struct smolder_unw
 	__u64 ra;
 	if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8)) != 0)
 		return STEP_ERROR;
-	if (rule->rbp_type == RBP_OFFSET) {
+	if (rule->rbp_type == RBP_OFFSET || rule->rbp_type == RBP_AT_RBP) {
+		__u64 at = rule->rbp_type == RBP_OFFSET ? cfa : c->bp;
 		__u64 bp;
-		if (bpf_probe_read_user(&bp, sizeof(bp), (void *)(cfa + (__s64)rule->rbp_offset)) !=
+		if (bpf_probe_read_user(&bp, sizeof(bp), (void *)(at + (__s64)rule->rbp_offset)) !=
 		    0)
 			return STEP_ERROR;
 		c->bp = bp;

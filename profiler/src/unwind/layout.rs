@@ -27,6 +27,8 @@ pub enum CfaRule {
     End = 4,
     /// A rule the BPF unwinder does not follow: the walk stops with an error.
     Unsupported = 5,
+    /// *(rbp + offset): the CFA saved in a realigned frame.
+    DerefRbp = 6,
 }
 
 /// Where the caller's rbp is (enum smolder_rbp_type).
@@ -36,6 +38,8 @@ pub enum RbpRule {
     Unchanged = 0,
     /// Saved at CFA + offset.
     Offset = 1,
+    /// Saved at rbp + offset (realigned frames).
+    AtRbp = 2,
 }
 
 /// Mirror of `struct smolder_unwind_rule`: how to find the caller's frame.

@@ -21,7 +21,7 @@ use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Object, ObjectSection, SectionFlags};
 
 use super::code_rules::{rules_from_code, CodeRulesStats};
-use super::layout::{CfaRule, Page, Row, Rule, PAGE_SHIFT};
+use super::layout::{CfaRule, Page, RbpRule, Row, Rule, PAGE_SHIFT};
 
 /// A module's table. Offsets inside it are relative to `base`, an ELF
 /// virtual address; page `i` covers `[base + i * 64 KiB, base + (i + 1) * 64 KiB)`.
@@ -432,6 +432,23 @@ impl RowWriter {
     }
 }
 
+/// `DW_OP_breg6 (rbp) OFFSET`, optionally followed by `DW_OP_deref` (the
+/// bool): the expressions GCC emits for frames that realign the stack
+/// (`CFA = *(rbp - 8)`, the caller's rbp at `rbp + 0`).
+fn rbp_plus(expression: &[u8]) -> Option<(i32, bool)> {
+    use gimli::Reader;
+    let mut reader = gimli::EndianSlice::new(expression, LittleEndian);
+    if reader.read_u8().ok()? != gimli::constants::DW_OP_breg6.0 {
+        return None;
+    }
+    let offset = i32::try_from(reader.read_sleb128().ok()?).ok()?;
+    match reader.slice() {
+        [] => Some((offset, false)),
+        [op] if *op == gimli::constants::DW_OP_deref.0 => Some((offset, true)),
+        _ => None,
+    }
+}
+
 fn convert<'d, S>(row: &gimli::UnwindTableRow<usize>, section: &S) -> Rule
 where
     S: UnwindSection<gimli::EndianSlice<'d, LittleEndian>>,
@@ -458,7 +475,11 @@ where
         }
         GimliCfa::Expression(expression) => match expression.get(section) {
             Ok(e) if e.0.slice() == PLT_EXPRESSION => (CfaRule::Plt, 0),
-            _ => return Rule::UNSUPPORTED,
+            Ok(e) => match rbp_plus(e.0.slice()) {
+                Some((offset, true)) => (CfaRule::DerefRbp, offset),
+                _ => return Rule::UNSUPPORTED,
+            },
+            Err(_) => return Rule::UNSUPPORTED,
         },
     };
     let rule = Rule {
@@ -470,6 +491,24 @@ where
             Ok(offset) => rule.rbp_saved_at(offset),
             Err(_) => Rule::UNSUPPORTED,
         },
+        // Realigned frames: the caller's rbp at rbp + offset.
+        Some(RegisterRule::Expression(expression)) => {
+            match expression
+                .get(section)
+                .ok()
+                .and_then(|e| rbp_plus(e.0.slice()))
+            {
+                Some((offset, false)) => match i16::try_from(offset) {
+                    Ok(offset) => Rule {
+                        rbp_offset: offset,
+                        rbp_type: RbpRule::AtRbp as u8,
+                        ..rule
+                    },
+                    Err(_) => Rule::UNSUPPORTED,
+                },
+                _ => Rule::UNSUPPORTED,
+            }
+        }
         // Same value, undefined, or a rule we do not follow: rbp stays as it
         // is; a later rbp-based CFA that goes wrong stops with an error.
         _ => rule,
@@ -544,6 +583,16 @@ mod tests {
         assert_eq!(table.rule_at(0x13_0010), Some(Rule::rsp(40)));
         assert_eq!(table.rule_at(0x13_0020), Some(Rule::INVALID));
         assert_eq!(table.rule_at(0x14_0000), None);
+    }
+
+    #[test]
+    fn realigned_frame_expressions_are_read() {
+        // DW_OP_breg6 -24; DW_OP_deref / DW_OP_breg6 0 / DW_OP_breg7 8
+        assert_eq!(rbp_plus(&[0x76, 0x68, 0x06]), Some((-24, true)));
+        assert_eq!(rbp_plus(&[0x76, 0x00]), Some((0, false)));
+        assert_eq!(rbp_plus(&[0x77, 0x08]), None);
+        assert_eq!(rbp_plus(&[0x76, 0x68, 0x06, 0x06]), None);
+        assert_eq!(rbp_plus(&[]), None);
     }
 
     #[test]
