@@ -179,6 +179,8 @@ fn test() -> Result<()> {
     std::env::set_var("SMOLDER_CUDART", wheels::ensure(&wheels::CUDART)?);
     // The Python tests compare with py-spy from PyPI.
     std::env::set_var("SMOLDER_PY_SPY", wheels::ensure(&wheels::PY_SPY)?);
+    // The PyTorch tests profile a model server on real PyTorch from PyPI.
+    std::env::set_var("SMOLDER_TORCH", wheels::ensure_torch()?);
     // One test at a time: the BPF tests compare CPU and off-CPU times with
     // the workloads' own clocks, and tests competing for two cores would
     // blur those numbers.

@@ -1,7 +1,8 @@
 //! Native libraries from PyPI wheels, fetched once into
 //! `~/.cache/smolder/wheel-PACKAGE-VERSION/`: the CUDA runtime (libcudart)
 //! for the unwinding tests, numpy's OpenBLAS for the table benchmark, and
-//! py-spy for the Python tests and benchmark.
+//! py-spy for the Python tests and benchmark; and PyTorch itself, installed
+//! whole into `~/.cache/smolder/torch-VERSION/` for the PyTorch tests.
 //! Like the libraries on an inference host, they have `.eh_frame`, no frame
 //! pointers in much of their code, and (libcudart) no `.symtab`.
 
@@ -86,5 +87,38 @@ pub fn ensure(library: &WheelLibrary) -> Result<PathBuf> {
     std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))?;
     std::fs::rename(&partial, &target)?;
     let _ = std::fs::remove_dir_all(&download);
+    Ok(target)
+}
+
+/// PyTorch as users install it: the default Linux wheel for CPython 3.11
+/// with its CUDA libraries and triton (about 5 GB, a few minutes once).
+pub const TORCH_VERSION: &str = "2.15.0";
+
+/// The cached PyTorch install (a directory for PYTHONPATH), installed if
+/// missing. The PyTorch tests and benchmark run their model server on it.
+pub fn ensure_torch() -> Result<PathBuf> {
+    let target = cache_root().join(format!("torch-{TORCH_VERSION}"));
+    if target.join("torch/lib/libtorch_cpu.so").is_file() {
+        return Ok(target);
+    }
+    let partial = cache_root().join(format!("torch-{TORCH_VERSION}.partial"));
+    let _ = std::fs::remove_dir_all(&partial);
+    eprintln!(
+        "installing torch=={TORCH_VERSION} from PyPI into {} (about 5 GB, once)",
+        target.display()
+    );
+    run(Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-warn-script-location",
+            "--target",
+        ])
+        .arg(&partial)
+        .arg(format!("torch=={TORCH_VERSION}")))
+    .context("pip install torch (is python3 -m pip available?)")?;
+    std::fs::rename(&partial, &target)?;
     Ok(target)
 }

@@ -12,8 +12,16 @@ const KERNEL_SPACE: u64 = 0xffff_8000_0000_0000;
 
 /// Starts `perf record --call-graph dwarf` on `pid` for `seconds`.
 pub fn start_perf(pid: u32, seconds: u32, out: &Path) -> Child {
+    start_perf_copying(pid, seconds, out, 8192)
+}
+
+/// The same, copying `stack_bytes` of each sample's stack (perf's default
+/// is 8 KiB; deep C++ stacks need more to be walked to `main`).
+pub fn start_perf_copying(pid: u32, seconds: u32, out: &Path, stack_bytes: u32) -> Child {
     Command::new("perf")
-        .args(["record", "-q", "--call-graph", "dwarf", "-F", "99", "-p"])
+        .args(["record", "-q", "--call-graph"])
+        .arg(format!("dwarf,{stack_bytes}"))
+        .args(["-F", "99", "-p"])
         .arg(pid.to_string())
         .arg("-o")
         .arg(out)
@@ -26,8 +34,16 @@ pub fn start_perf(pid: u32, seconds: u32, out: &Path) -> Child {
 
 /// The user stacks of a perf.data file, root first, as function names.
 pub fn perf_user_stacks(data: &Path) -> Vec<Vec<String>> {
+    perf_user_stacks_with(data, &[])
+}
+
+/// The same with more `perf script` options (`--no-inline`: perf finds
+/// inlined frames with addr2line, minutes for a 500 MB library).
+pub fn perf_user_stacks_with(data: &Path, options: &[&str]) -> Vec<Vec<String>> {
     let output = Command::new("perf")
-        .args(["script", "-F", "ip,sym", "-i"])
+        .arg("script")
+        .args(options)
+        .args(["-F", "ip,sym", "-i"])
         .arg(data)
         .stderr(Stdio::null())
         .output()

@@ -243,6 +243,29 @@ impl Running {
         Self(Some(child))
     }
 
+    /// Spawns `command` with its stdout piped and waits until it prints
+    /// `line` (its readiness); the rest of its output is drained on a thread.
+    pub fn until_line(command: &mut Command, line: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("workload");
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        let running = Self(Some(child));
+        let mut text = String::new();
+        loop {
+            text.clear();
+            let n = lines.read_line(&mut text).expect("workload output");
+            assert!(n > 0, "the workload exited before printing {line:?}");
+            if text.trim_end() == line {
+                break;
+            }
+        }
+        std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
+        running
+    }
+
     pub fn pid(&self) -> u32 {
         self.0.as_ref().expect("running").id()
     }

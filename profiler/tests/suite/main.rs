@@ -10,6 +10,7 @@ mod kernel_symbols;
 mod offcpu;
 mod pyroscope;
 mod python;
+mod pytorch;
 mod record;
 mod symbol_sources;
 mod trace_context;
