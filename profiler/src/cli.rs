@@ -165,8 +165,8 @@ pub struct RecordArgs {
     /// where there are none) or `fp` (frame pointers only).
     #[arg(long, value_enum, default_value = "dwarf", value_name = "MODE")]
     pub unwind: UnwindMode,
-    /// Kernel memory for unwind tables, in MiB (16 bytes per row; libc needs
-    /// about 0.3 MiB, libpython 1 MiB). Modules that do not fit use frame pointers.
+    /// Kernel memory for unwind tables, in MiB (4 bytes per row; libc needs
+    /// about 0.1 MiB, libtorch_cpu 9 MiB). Modules that do not fit use frame pointers.
     #[arg(long, default_value_t = NonZeroU32::new(DEFAULT_UNWIND_TABLE_MIB).expect("nonzero"), value_name = "MIB")]
     pub unwind_table_mib: NonZeroU32,
     /// Report the BPF programs' run time (turns on kernel BPF stats).

@@ -296,6 +296,10 @@ impl Collector {
             set(&m.unwind_tables, u.tables);
             set(&m.unwind_table_bytes, u.bytes_used());
             set(&m.unwind_table_space_full, u.space_full);
+            set(&m.unwind_table_capacity_bytes, u.bytes_capacity());
+            set(&m.unwind_tables_evicted, u.evicted);
+            set(&m.unwind_rules, u.rules);
+            set(&m.unwind_code_without_cfi_bytes, u.code_rules_bytes);
         }
         let sym = self.symbolizer.stats();
         set(&m.symbol_lookups, sym.lookups);

@@ -50,6 +50,10 @@ pub struct Metrics {
     pub unwind_tables: AtomicU64,
     pub unwind_table_bytes: AtomicU64,
     pub unwind_table_space_full: AtomicU64,
+    pub unwind_table_capacity_bytes: AtomicU64,
+    pub unwind_tables_evicted: AtomicU64,
+    pub unwind_rules: AtomicU64,
+    pub unwind_code_without_cfi_bytes: AtomicU64,
 }
 
 fn get(c: &AtomicU64) -> u64 {
@@ -167,6 +171,30 @@ impl Metrics {
             "counter",
             "Modules left to frame pointers because the unwind table memory was full.",
             get(&self.unwind_table_space_full),
+        );
+        metric(
+            "smolder_unwind_table_capacity_bytes",
+            "gauge",
+            "Bytes allocated for unwind tables (rows, pages, rules).",
+            get(&self.unwind_table_capacity_bytes),
+        );
+        metric(
+            "smolder_unwind_tables_evicted_total",
+            "counter",
+            "Tables of modules no process used, evicted to make room.",
+            get(&self.unwind_tables_evicted),
+        );
+        metric(
+            "smolder_unwind_rules",
+            "gauge",
+            "Distinct unwind rules in the host-wide rule array.",
+            get(&self.unwind_rules),
+        );
+        metric(
+            "smolder_unwind_code_without_cfi_bytes_total",
+            "counter",
+            "Bytes of code without CFI given unwind rules from its machine code.",
+            get(&self.unwind_code_without_cfi_bytes),
         );
         metric(
             "smolder_processes",
