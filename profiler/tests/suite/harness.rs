@@ -155,6 +155,30 @@ impl Stack {
     }
 }
 
+/// `smolder record -p PID -d SECONDS` (plus `extra` options) into a pprof
+/// file: the stacks of that process, and smolder's stderr.
+pub fn record_pid(pid: u32, seconds: u32, extra: &[&str]) -> (Vec<Stack>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.pb.gz");
+    let (pid_text, duration) = (pid.to_string(), format!("{seconds}s"));
+    let mut args = vec![
+        "record",
+        "-p",
+        &pid_text,
+        "-d",
+        &duration,
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let stderr = smolder_ok(&args);
+    let (_, stacks) = read_pprof(&out);
+    (
+        stacks.into_iter().filter(|s| s.pid == pid).collect(),
+        stderr,
+    )
+}
+
 pub fn read_pprof(path: &Path) -> (pprof_proto::Profile, Vec<Stack>) {
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())

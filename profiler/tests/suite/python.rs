@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::harness::{is_root, machine_python, read_pprof, share, smolder_ok, Running, Stack};
+use crate::harness::{
+    is_root, machine_python, read_pprof, record_pid, share, smolder_ok, Running, Stack,
+};
 
 const CHAIN: &[&str] = &["main", "handle_request", "model_step", "tokenize"];
 /// Debian's CPython package (installed by `cargo xtask setup`).
@@ -34,22 +36,7 @@ fn start(python: &Path, script: &str, args: &[&str], env: &[(&str, &Path)]) -> R
 }
 
 fn record(pid: u32, seconds: u32) -> (Vec<Stack>, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.pb.gz");
-    let stderr = smolder_ok(&[
-        "record",
-        "-p",
-        &pid.to_string(),
-        "-d",
-        &format!("{seconds}s"),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    let (_, stacks) = read_pprof(&out);
-    (
-        stacks.into_iter().filter(|s| s.pid == pid).collect(),
-        stderr,
-    )
+    record_pid(pid, seconds, &[])
 }
 
 /// Line numbers of the lines of `script` containing `needle`.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use crate::ground_truth::{perf_user_stacks_with, start_perf_copying};
-use crate::harness::{is_root, machine_python, read_pprof, share, smolder_ok, Running, Stack};
+use crate::harness::{is_root, machine_python, record_pid, share, Running, Stack};
 
 /// The cached PyTorch install (`SMOLDER_TORCH`, set by `cargo xtask test`).
 fn torch() -> PathBuf {
@@ -38,24 +38,7 @@ fn start_server() -> Running {
 
 /// `smolder record -p PID -F HZ` for `seconds`: the server's stacks and stderr.
 fn record(pid: u32, seconds: u32, hz: u32) -> (Vec<Stack>, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("torch.pb.gz");
-    let stderr = smolder_ok(&[
-        "record",
-        "-p",
-        &pid.to_string(),
-        "-d",
-        &format!("{seconds}s"),
-        "-F",
-        &hz.to_string(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    let (_, stacks) = read_pprof(&out);
-    (
-        stacks.into_iter().filter(|s| s.pid == pid).collect(),
-        stderr,
-    )
+    record_pid(pid, seconds, &["-F", &hz.to_string()])
 }
 
 /// The index of the frame where Python calls into PyTorch's C++ (a
