@@ -19,7 +19,7 @@ mod store;
 mod table;
 mod tables;
 
-pub use code_rules::{rules_from_code, CodeRulesStats};
+pub use code_rules::CodeRulesStats;
 pub use follow::{all_pids, follow, preload, Seen};
 pub use layout::{
     CfaRule, MappingEntry, Page, ProcessEntry, RbpRule, Row, Rule, MAX_MAPPINGS, MAX_RULES,

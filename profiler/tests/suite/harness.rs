@@ -156,7 +156,8 @@ impl Stack {
 }
 
 /// `smolder record -p PID -d SECONDS` (plus `extra` options) into a pprof
-/// file: the stacks of that process, and smolder's stderr.
+/// file: the stacks of that process, and smolder's stderr. A refused update
+/// of the unwind maps fails the test.
 pub fn record_pid(pid: u32, seconds: u32, extra: &[&str]) -> (Vec<Stack>, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.pb.gz");

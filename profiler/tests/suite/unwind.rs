@@ -7,7 +7,8 @@ use std::process::Command;
 
 use crate::ground_truth::{agreement, perf_user_stacks, start_perf};
 use crate::harness::{
-    is_root, read_pprof, share, smolder_ok, workload_without_frame_pointers, Running, Stack,
+    is_root, read_pprof, record_pid, share, smolder_ok, workload_without_frame_pointers, Running,
+    Stack,
 };
 
 const NOFP_CHAIN: &[&str] = &[
@@ -44,28 +45,7 @@ fn start(binary: &Path, args: &[&str]) -> Running {
 
 /// `smolder record -p PID` for `seconds`; the workload's stacks and stderr.
 fn record(pid: u32, seconds: u32, extra: &[&str]) -> (Vec<Stack>, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.pb.gz");
-    let pid_text = pid.to_string();
-    let duration = format!("{seconds}s");
-    let mut args = vec![
-        "record",
-        "-p",
-        &pid_text,
-        "-d",
-        &duration,
-        "-o",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let stderr = smolder_ok(&args);
-    assert!(
-        !stderr.contains("cannot update unwind tables"),
-        "the BPF maps refused an update:\n{stderr}"
-    );
-    let (_, stacks) = read_pprof(&out);
-    let ours = stacks.into_iter().filter(|s| s.pid == pid).collect();
-    (ours, stderr)
+    record_pid(pid, seconds, extra)
 }
 
 fn total(stacks: &[Stack]) -> u64 {
