@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod aggregate;
+pub mod allocator;
 pub mod cli;
 pub mod collect;
 pub mod config;

@@ -9,6 +9,7 @@ use smolder::logging::{self, LogFormat};
 use smolder::{agent, record};
 
 fn main() -> ExitCode {
+    smolder::allocator::configure();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

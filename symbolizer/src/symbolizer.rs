@@ -7,15 +7,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::lru::Lru;
 use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{Input, Reason, Sym, Symbolized};
-use lru::LruCache;
 
 use crate::debug_info::{load_segments, virtual_address, DebugInfoSource};
+use crate::extents::Extents;
 use crate::frame::{FunctionFrame, Resolution, UnknownReason};
 use crate::gopclntab::GoTable;
 use crate::kernel::{Kallsyms, KernelFunction, KernelSymbolSource};
 use crate::module::{BuildId, FileId, Module};
+use crate::parsed::{ParsedFiles, Parser};
 use crate::perf_map::PerfMap;
 use crate::proc_maps::{parse_maps, MapEntry, MapPath};
 use crate::process::{ExecRegion, ProcessMaps, RegionKind};
@@ -36,16 +38,24 @@ pub struct SymbolizerConfig {
     /// How long a build-id the debug info source did not have stays
     /// unasked (a long-running agent asks again after this).
     pub debug_miss_ttl: Duration,
+    /// A parsed file (symbol index, decompressed DWARF: over 20 MiB for a
+    /// library like libtorch_cpu) is dropped once no address needed it for
+    /// this long. Addresses already named stay in the address cache.
+    pub parsed_files_idle: Duration,
+    /// Most files held parsed at once (least recently used dropped first).
+    pub max_parsed_files: usize,
 }
 
 impl Default for SymbolizerConfig {
     fn default() -> Self {
         Self {
-            cache_entries: NonZeroUsize::new(256 * 1024).expect("non-zero"),
+            cache_entries: NonZeroUsize::new(64 * 1024).expect("non-zero"),
             max_modules: NonZeroUsize::new(1024).expect("non-zero"),
             proc_root: PathBuf::from("/proc"),
             kallsyms: PathBuf::from("/proc/kallsyms"),
             debug_miss_ttl: Duration::from_secs(600),
+            parsed_files_idle: Duration::from_secs(30),
+            max_parsed_files: 16,
         }
     }
 }
@@ -64,6 +74,12 @@ pub struct SymbolizerStats {
     pub rejected_lines: u64,
     /// Perf maps ignored because they predate their process.
     pub stale_perf_maps: u64,
+    /// Files held parsed now.
+    pub parsed_files: u64,
+    /// Parsed files dropped (idle, or least recently used).
+    pub parsed_file_releases: u64,
+    /// Symbolized addresses and whole-function names held in the caches.
+    pub cached_addresses: u64,
 }
 
 /// A user-space address and what it resolved to.
@@ -87,20 +103,22 @@ type Misses = (Arc<Module>, Vec<(usize, u64)>);
 /// Resolves addresses of processes and of the kernel.
 pub struct Symbolizer {
     config: SymbolizerConfig,
-    blaze: blazesym::symbolize::Symbolizer,
-    modules: LruCache<FileId, Arc<Module>>,
-    cache: LruCache<(FileId, u64), Resolution>,
+    parsed: ParsedFiles,
+    modules: Lru<FileId, Arc<Module>>,
+    cache: Lru<(FileId, u64), Resolution>,
+    /// Names that hold for a whole function, by file offset range.
+    extents: Extents,
     kernel: Box<dyn KernelSymbolSource>,
     /// Kernel lookup address -> function; kernel text is small and fixed.
-    kernel_cache: LruCache<u64, Option<KernelFunction>>,
+    kernel_cache: Lru<u64, Option<KernelFunction>>,
     kernel_failed: bool,
     /// Go tables of files blazesym could not name addresses in (`None`: not Go).
-    go_tables: LruCache<FileId, Option<Arc<GoTable>>>,
-    perf_maps: LruCache<PathBuf, CachedPerfMap>,
+    go_tables: Lru<FileId, Option<Arc<GoTable>>>,
+    perf_maps: Lru<PathBuf, CachedPerfMap>,
     debug_info: Option<Box<dyn DebugInfoSource>>,
     /// Debug files by build-id (`None`: the source has none).
     /// Debug files by build-id; misses carry when they were asked.
-    debug_files: LruCache<BuildId, (Option<PathBuf>, Instant)>,
+    debug_files: Lru<BuildId, (Option<PathBuf>, Instant)>,
     stats: SymbolizerStats,
     /// Files already reported as broken, so each is reported once.
     reported: std::collections::HashSet<PathBuf>,
@@ -135,25 +153,20 @@ fn go_frames(table: &GoTable, address: u64, file_offset: bool) -> Option<Vec<Fun
 
 impl Symbolizer {
     pub fn new(config: SymbolizerConfig) -> Self {
-        let blaze = blazesym::symbolize::Symbolizer::builder()
-            .enable_code_info(true)
-            .enable_inlined_fns(true)
-            // blazesym demangles plain C names (`a` -> `signed char`): we demangle.
-            .enable_demangling(false)
-            .build();
         let kallsyms = config.kallsyms.clone();
         Self {
-            modules: LruCache::new(config.max_modules),
-            cache: LruCache::new(config.cache_entries),
+            modules: Lru::new(config.max_modules),
+            cache: Lru::new(config.cache_entries),
+            extents: Extents::default(),
+            parsed: ParsedFiles::new(config.parsed_files_idle, config.max_parsed_files),
             config,
-            blaze,
             kernel: Box::new(Kallsyms::new(kallsyms)),
-            kernel_cache: LruCache::new(NonZeroUsize::new(64 * 1024).expect("non-zero")),
+            kernel_cache: Lru::new(NonZeroUsize::new(64 * 1024).expect("non-zero")),
             kernel_failed: false,
-            go_tables: LruCache::new(NonZeroUsize::new(64).expect("non-zero")),
-            perf_maps: LruCache::new(NonZeroUsize::new(64).expect("non-zero")),
+            go_tables: Lru::new(NonZeroUsize::new(64).expect("non-zero")),
+            perf_maps: Lru::new(NonZeroUsize::new(64).expect("non-zero")),
             debug_info: None,
-            debug_files: LruCache::new(NonZeroUsize::new(4096).expect("non-zero")),
+            debug_files: Lru::new(NonZeroUsize::new(4096).expect("non-zero")),
             stats: SymbolizerStats::default(),
             reported: Default::default(),
             vdso: None,
@@ -161,7 +174,19 @@ impl Symbolizer {
     }
 
     pub fn stats(&self) -> SymbolizerStats {
-        self.stats
+        SymbolizerStats {
+            parsed_files: self.parsed.len() as u64,
+            parsed_file_releases: self.parsed.released(),
+            cached_addresses: (self.cache.len() + self.extents.len()) as u64,
+            ..self.stats
+        }
+    }
+
+    /// Drops parsed files no address needed for `parsed_files_idle`.
+    /// Called on every batch of user addresses; a long-running caller that
+    /// may go quiet calls it too.
+    pub fn release_idle_files(&mut self) {
+        self.parsed.release_idle();
     }
 
     /// Reads the executable mappings of a live process and opens every file
@@ -269,6 +294,7 @@ impl Symbolizer {
         process: &ProcessMaps,
         addresses: &[FrameAddress],
     ) -> Vec<UserLocation> {
+        self.release_idle_files();
         let mut out: Vec<UserLocation> = Vec::with_capacity(addresses.len());
         let mut misses: HashMap<FileId, Misses> = HashMap::new();
         let mut perf_map: Option<Option<Arc<PerfMap>>> = None;
@@ -296,7 +322,11 @@ impl Symbolizer {
                     }
                     RegionKind::Module(module) => {
                         let offset = r.file_offset(lookup);
-                        match self.cache.get(&(module.id, offset)) {
+                        let hit = self
+                            .cache
+                            .get(&(module.id, offset))
+                            .or_else(|| self.extents.get(module.id, offset));
+                        match hit {
                             Some(hit) => {
                                 self.stats.cache_hits += 1;
                                 hit.clone()
@@ -322,9 +352,12 @@ impl Symbolizer {
 
         for (_, (module, wanted)) in misses {
             let offsets: Vec<u64> = wanted.iter().map(|&(_, off)| off).collect();
-            let resolved = self.symbolize_module(&module, &offsets);
-            for ((idx, offset), resolution) in wanted.into_iter().zip(resolved) {
-                self.cache.put((module.id, offset), resolution.clone());
+            let named = self.symbolize_module(&module, &offsets);
+            for ((idx, offset), (resolution, extent)) in wanted.into_iter().zip(named) {
+                match extent {
+                    Some(extent) => self.extents.insert(module.id, extent, resolution.clone()),
+                    None => self.cache.put((module.id, offset), resolution.clone()),
+                }
                 out[idx].resolution = resolution;
             }
         }
@@ -399,12 +432,17 @@ impl Symbolizer {
         Some(map)
     }
 
-    fn symbolize_module(&mut self, module: &Module, offsets: &[u64]) -> Vec<Resolution> {
+    /// Names file offsets of a module, each with the extent (file offsets)
+    /// its name holds for, where it holds for a whole function.
+    fn symbolize_module(&mut self, module: &Module, offsets: &[u64]) -> Vec<(Resolution, Extent)> {
         let Some(path) = module.open_path() else {
-            return vec![Resolution::Unknown(UnknownReason::ModuleUnavailable); offsets.len()];
+            return vec![
+                (Resolution::Unknown(UnknownReason::ModuleUnavailable), None);
+                offsets.len()
+            ];
         };
-        let mut resolved =
-            self.symbolize_elf(module.id, &module.path, &path, Input::FileOffset(offsets));
+        let named = self.symbolize_elf(module.id, &module.path, &path, Input::FileOffset(offsets));
+        let (mut resolved, mut extents): (Vec<Resolution>, Vec<Extent>) = named.into_iter().unzip();
         let lacking = |r: &Resolution| match r {
             Resolution::Unknown(_) => true,
             Resolution::Symbols(frames) => frames.iter().all(|f| f.file.is_none()),
@@ -412,9 +450,11 @@ impl Symbolizer {
         if self.debug_info.is_some() && resolved.iter().any(lacking) {
             if let Some(build_id) = &module.build_id {
                 self.use_debug_file(build_id, &path, offsets, &mut resolved, lacking);
+                // A debug file can give lines: no name holds for a whole function.
+                extents.fill(None);
             }
         }
-        resolved
+        resolved.into_iter().zip(extents).collect()
     }
 
     /// Uses the binary's separate debug file (from the configured source)
@@ -456,7 +496,10 @@ impl Symbolizer {
             .collect();
         let addresses: Vec<u64> = wanted.iter().map(|&(_, a)| a).collect();
         let source = Source::Elf(Elf::new(&debug_file));
-        let Ok(found) = self.blaze.symbolize(&source, Input::VirtOffset(&addresses)) else {
+        let Parser::Blaze(blaze) = self.parsed.get(&debug_file) else {
+            return; // a debug file without DWARF adds no lines
+        };
+        let Ok(found) = blaze.symbolize(&source, Input::VirtOffset(&addresses)) else {
             return;
         };
         for ((index, _), symbolized) in wanted.into_iter().zip(found) {
@@ -493,6 +536,9 @@ impl Symbolizer {
             },
         };
         self.symbolize_elf(id, path, path, Input::VirtOffset(addresses))
+            .into_iter()
+            .map(|(resolution, _)| resolution)
+            .collect()
     }
 
     /// Go binaries are named from Go's own table first: it is compact and
@@ -505,7 +551,7 @@ impl Symbolizer {
         shown: &Path,
         path: &Path,
         input: Input<&[u64]>,
-    ) -> Vec<Resolution> {
+    ) -> Vec<(Resolution, Extent)> {
         let (addresses, file_offsets) = match input {
             Input::FileOffset(a) => (a, true),
             Input::VirtOffset(a) | Input::AbsAddr(a) => (a, false),
@@ -521,8 +567,9 @@ impl Symbolizer {
                 }
             }
         }
+        let mut extents: Vec<Extent> = vec![None; addresses.len()];
         if rest.is_empty() {
-            return resolved;
+            return resolved.into_iter().zip(extents).collect();
         }
         let subset: Vec<u64> = rest.iter().map(|&i| addresses[i]).collect();
         let input = match input {
@@ -531,9 +578,31 @@ impl Symbolizer {
             Input::AbsAddr(_) => Input::AbsAddr(subset.as_slice()),
         };
         let source = Source::Elf(Elf::new(path));
-        match self.blaze.symbolize(&source, input) {
+        let blaze = match self.parsed.get(path) {
+            Parser::Blaze(blaze) => blaze,
+            Parser::Index(index) => {
+                for &i in &rest {
+                    let address = addresses[i];
+                    let found = if file_offsets {
+                        index
+                            .virtual_address(address)
+                            .and_then(|a| Some((a, index.find(a)?)))
+                    } else {
+                        index.find(address).map(|f| (address, f))
+                    };
+                    if let Some((at, symbol)) = found {
+                        let start = address - (at - symbol.start);
+                        extents[i] = Some(start..start + symbol.size);
+                        resolved[i] = Resolution::Symbols(vec![FunctionFrame::named(&symbol.name)]);
+                    }
+                }
+                return resolved.into_iter().zip(extents).collect();
+            }
+        };
+        match blaze.symbolize(&source, input) {
             Ok(symbolized) => {
                 for (&index, symbolized) in rest.iter().zip(symbolized) {
+                    extents[index] = whole_function(&symbolized, addresses[index]);
                     resolved[index] = convert(symbolized);
                 }
             }
@@ -547,7 +616,7 @@ impl Symbolizer {
                 }
             }
         }
-        resolved
+        resolved.into_iter().zip(extents).collect()
     }
 
     /// The Go table of a file, opened once (`None` for files without one).
@@ -668,6 +737,22 @@ fn namespace_pid(proc_dir: &Path) -> Option<u32> {
     let status = std::fs::read_to_string(proc_dir.join("status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
     line.split_ascii_whitespace().last()?.parse().ok()
+}
+
+/// Where one name holds for every byte of a function, in the input's
+/// address space; `None` where lines or inlined calls make it vary.
+type Extent = Option<std::ops::Range<u64>>;
+
+/// The extent of `address`'s function when its name is the symbol alone.
+fn whole_function(symbolized: &Symbolized<'_>, address: u64) -> Extent {
+    let Symbolized::Sym(sym) = symbolized else {
+        return None;
+    };
+    if sym.code_info.is_some() || !sym.inlined.is_empty() {
+        return None;
+    }
+    let start = address.checked_sub(sym.offset as u64)?;
+    Some(start..start.checked_add(sym.size? as u64)?)
 }
 
 fn convert(symbolized: Symbolized<'_>) -> Resolution {

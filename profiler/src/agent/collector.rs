@@ -304,6 +304,9 @@ impl Collector {
         let sym = self.symbolizer.stats();
         set(&m.symbol_lookups, sym.lookups);
         set(&m.symbol_unknown, sym.unknown);
+        set(&m.symbol_cached_addresses, sym.cached_addresses);
+        set(&m.symbol_parsed_files, sym.parsed_files);
+        set(&m.symbol_parsed_file_releases, sym.parsed_file_releases);
         set(&m.processes_missed, self.processes.missed);
     }
 }

@@ -37,6 +37,9 @@ pub struct Metrics {
     pub spool_dropped: AtomicU64,
     pub symbol_lookups: AtomicU64,
     pub symbol_unknown: AtomicU64,
+    pub symbol_cached_addresses: AtomicU64,
+    pub symbol_parsed_files: AtomicU64,
+    pub symbol_parsed_file_releases: AtomicU64,
     pub processes_missed: AtomicU64,
     pub off_cpu_lost: AtomicU64,
     pub unwind_with_tables: AtomicU64,
@@ -297,6 +300,24 @@ impl Metrics {
             "counter",
             "Addresses left as module+offset.",
             get(&self.symbol_unknown),
+        );
+        metric(
+            "smolder_symbol_cached_addresses",
+            "gauge",
+            "Symbolized addresses held in the symbolizer's cache.",
+            get(&self.symbol_cached_addresses),
+        );
+        metric(
+            "smolder_symbol_parsed_files",
+            "gauge",
+            "Files whose symbols and debug info are held parsed now.",
+            get(&self.symbol_parsed_files),
+        );
+        metric(
+            "smolder_symbol_parsed_file_releases_total",
+            "counter",
+            "Times the parsed files were released (idle, or too many at once).",
+            get(&self.symbol_parsed_file_releases),
         );
         metric(
             "smolder_processes_missed_total",

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use memmap2::Mmap;
 use symbolizer::Module;
 
-use super::table::{parse_elf, ElfUnwindInfo, TableError};
+use super::table::{parse_elf, parse_mapped_elf, ElfUnwindInfo, TableError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -125,7 +125,7 @@ pub fn read_table(module: &Module) -> Result<ElfUnwindInfo, ReadError> {
     // mapped, reads past the end fault (as for every mmap-based reader,
     // blazesym included); binaries are not rewritten in place.
     let map = unsafe { Mmap::map(file) }.map_err(ReadError::Map)?;
-    Ok(parse_elf(&map)?)
+    Ok(parse_mapped_elf(&map)?)
 }
 
 /// The vDSO's table, from this process's own copy: the kernel maps the same

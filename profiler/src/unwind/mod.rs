@@ -26,5 +26,5 @@ pub use layout::{
     PAGE_SHIFT, PAGE_SIZE, ROW_PAIR_SIZE, ROW_SIZE, RULE_SIZE,
 };
 pub use store::{BpfMaps, BpfStore, Capacity, MemoryStore, StoreError, TableStore};
-pub use table::{parse_elf, ElfUnwindInfo, LoadSegment, TableError, UnwindTable};
+pub use table::{parse_elf, parse_mapped_elf, ElfUnwindInfo, LoadSegment, TableError, UnwindTable};
 pub use tables::{UnwindStats, UnwindTables};

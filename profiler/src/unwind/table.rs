@@ -10,6 +10,11 @@
 //! machine code (`code_rules`); anything else between FDEs gets the invalid
 //! rule, so an address there is never unwound with its neighbour's rule. The
 //! file is untrusted: a malformed FDE is skipped and counted, never a panic.
+//!
+//! Memory: gaps shorter than [`PADDING`] are not read at all, and code read
+//! from a mapped file is handed back to the kernel as the pass moves on, so
+//! building libtorch_cpu's table (286 MiB of code) keeps a few MiB of its
+//! code resident rather than nearly all of it.
 
 use std::collections::HashMap;
 
@@ -17,6 +22,7 @@ use gimli::{
     BaseAddresses, CfaRule as GimliCfa, DebugFrame, EhFrame, LittleEndian, RegisterRule,
     UnwindContext, UnwindOffset, UnwindSection, X86_64,
 };
+use memmap2::{Mmap, UncheckedAdvice};
 use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Object, ObjectSection, SectionFlags};
 
@@ -97,8 +103,27 @@ const PLT_EXPRESSION: [u8; 11] = [
     0x22, // DW_OP_plus
 ];
 
-/// Reads the load segments and the unwind table of an ELF file.
+/// Gaps between FDEs shorter than this are alignment padding, or stubs too
+/// small to have a frame: they get a function entry's rule (CFA = rsp + 8)
+/// without being read. Reading them would touch nearly every page of a
+/// large library's code (libtorch_cpu has 337k such gaps).
+pub const PADDING: u64 = 32;
+
+/// Code read from a mapping is released in steps of at least this much.
+const RELEASE_STEP: usize = 1 << 20;
+
+/// Reads the load segments and the unwind table of an ELF file in memory.
 pub fn parse_elf(data: &[u8]) -> Result<ElfUnwindInfo, TableError> {
+    parse(data, None)
+}
+
+/// [`parse_elf`] on a mapped file: the code read for rules is released as
+/// the pass goes, so the file's pages do not stay resident in this process.
+pub fn parse_mapped_elf(map: &Mmap) -> Result<ElfUnwindInfo, TableError> {
+    parse(map, Some(map))
+}
+
+fn parse(data: &[u8], mapped: Option<&Mmap>) -> Result<ElfUnwindInfo, TableError> {
     let elf = ElfFile64::<LittleEndianObject>::parse(data).map_err(TableError::NotElf)?;
     let endian = elf.endian();
     let segments = elf
@@ -119,7 +144,10 @@ pub fn parse_elf(data: &[u8]) -> Result<ElfUnwindInfo, TableError> {
     if let Some(got) = section_address(".got") {
         bases = bases.set_got(got);
     }
-    let code = executable_sections(&elf);
+    let code = Code {
+        sections: executable_sections(&elf),
+        mapped,
+    };
     if let Some(section) = elf.section_by_name(".eh_frame") {
         if let Ok(bytes) = section.data() {
             let bases = bases.clone().set_eh_frame(section.address());
@@ -144,6 +172,31 @@ pub fn parse_elf(data: &[u8]) -> Result<ElfUnwindInfo, TableError> {
 }
 
 type LittleEndianObject = object::LittleEndian;
+
+/// The executable sections, and the mapping they live in (if any).
+struct Code<'d> {
+    sections: Vec<CodeSection<'d>>,
+    mapped: Option<&'d Mmap>,
+}
+
+impl Code<'_> {
+    /// Hands the whole pages of `bytes` (part of a section) back to the
+    /// kernel when they come from the mapping; later reads fault them in
+    /// again from the file.
+    fn release(&self, bytes: &[u8]) {
+        let Some(map) = self.mapped else { return };
+        let start = (bytes.as_ptr() as usize).wrapping_sub(map.as_ptr() as usize);
+        if start >= map.len() || bytes.len() > map.len() - start {
+            return; // not in the mapping
+        }
+        // SAFETY: the range lies inside `map`, a read-only file mapping:
+        // dropping its pages loses nothing (they are the file's contents),
+        // and no reference into the range outlives this call's callers'
+        // use of it (the next read faults the page back in).
+        let _ =
+            unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, start, bytes.len()) };
+    }
+}
 
 /// An executable section's addresses and bytes.
 struct CodeSection<'d> {
@@ -202,7 +255,7 @@ struct FdeRef {
 fn build_table<'d, S>(
     section: &S,
     bases: &BaseAddresses,
-    code: &[CodeSection<'_>],
+    code: &Code<'_>,
 ) -> Result<Option<UnwindTable>, TableError>
 where
     S: UnwindSection<gimli::EndianSlice<'d, LittleEndian>>,
@@ -224,11 +277,13 @@ where
         c.end() > first.saturating_sub(1 << 32) && c.address < last.saturating_add(1 << 32)
     };
     let base = code
+        .sections
         .iter()
         .filter(near)
         .map(|c| c.address)
         .fold(first, u64::min);
     let end = code
+        .sections
         .iter()
         .filter(near)
         .map(|c| c.end())
@@ -399,10 +454,19 @@ impl RowWriter {
     }
 
     /// Rules for `[from, to)`, which no FDE covers: from the machine code
-    /// where it is executable code, else the invalid rule.
-    fn fill_gap(&mut self, from: u64, to: u64, code: &[CodeSection<'_>]) {
+    /// where it is executable code, else the invalid rule. Padding is not
+    /// read (see [`PADDING`]).
+    fn fill_gap(&mut self, from: u64, to: u64, code: &Code<'_>) {
+        if to - from < PADDING {
+            self.push(from, Rule::rsp(8));
+            return;
+        }
         let mut at = from;
-        for section in code.iter().filter(|c| c.address < to && c.end() > from) {
+        for section in code
+            .sections
+            .iter()
+            .filter(|c| c.address < to && c.end() > from)
+        {
             let start = section.address.max(from);
             let stop = section.end().min(to);
             if start > at {
@@ -410,7 +474,17 @@ impl RowWriter {
             }
             let bytes = &section.bytes
                 [(start - section.address) as usize..(stop - section.address) as usize];
-            let stats = rules_from_code(bytes, start, |address, rule| self.push(address, rule));
+            // Release what the pass has read as it goes (it reads forward).
+            let mut released = 0;
+            let stats = rules_from_code(bytes, start, |address, rule| {
+                self.push(address, rule);
+                let read = (address - start) as usize;
+                if read - released >= RELEASE_STEP {
+                    code.release(&bytes[released..read]);
+                    released = read;
+                }
+            });
+            code.release(&bytes[released..]);
             self.code_rules.bytes += stats.bytes;
             self.code_rules.unknown += stats.unknown;
             at = stop;

@@ -6,7 +6,7 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use lru::LruCache;
+use crate::lru::Lru;
 
 use super::code::{read_code, CodeInfo};
 use super::detect::PythonProcess;
@@ -61,7 +61,7 @@ pub struct PythonResolver {
     interpreters: HashMap<u32, Interpreter>,
     /// (pid, code address, first line) -> the code object, or None when it
     /// could not be read.
-    codes: LruCache<(u32, u64, i32), Option<Arc<CodeInfo>>>,
+    codes: Lru<(u32, u64, i32), Option<Arc<CodeInfo>>>,
     stats: PythonStats,
 }
 
@@ -69,7 +69,7 @@ impl Default for PythonResolver {
     fn default() -> Self {
         Self {
             interpreters: HashMap::new(),
-            codes: LruCache::new(NonZeroUsize::new(CODE_CACHE).expect("non-zero")),
+            codes: Lru::new(NonZeroUsize::new(CODE_CACHE).expect("non-zero")),
             stats: PythonStats::default(),
         }
     }

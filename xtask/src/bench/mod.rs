@@ -5,6 +5,7 @@ mod agent;
 mod offcpu;
 mod overhead;
 mod python;
+mod pytorch;
 mod rusage;
 mod symbolizer;
 mod trace;
@@ -18,11 +19,11 @@ pub struct Options {
     pub seconds: u64,
     pub runs: usize,
     /// Run only this benchmark (`symbolizer`, `overhead`, `offcpu`, `agent`, `unwind`, `python`,
-    /// `trace`).
+    /// `trace`, `pytorch`).
     pub only: Option<String>,
 }
 
-const BENCHMARKS: [&str; 7] = [
+const BENCHMARKS: [&str; 8] = [
     "symbolizer",
     "overhead",
     "offcpu",
@@ -30,6 +31,7 @@ const BENCHMARKS: [&str; 7] = [
     "unwind",
     "python",
     "trace",
+    "pytorch",
 ];
 
 impl Options {
@@ -107,6 +109,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if options.wants("trace") {
         reports.push(trace::measure(&options)?.to_string());
+    }
+    if options.wants("pytorch") {
+        reports.push(pytorch::measure(&options)?.to_string());
     }
     println!();
     for report in reports {
