@@ -62,12 +62,17 @@ impl ModelServer {
             .context("starting testdata/pytorch/server.py")?;
         let stdout = child.stdout.take().context("server stdout")?;
         let server = Self(child);
-        let ready = BufReader::new(stdout)
-            .lines()
-            .map_while(|l| l.ok())
-            .any(|l| l.trim() == "ready");
-        if !ready {
-            bail!("the PyTorch server exited before it was ready");
+        // Read on a thread for as long as the server runs: it keeps printing.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                if line.trim() == "ready" {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        if ready_rx.recv_timeout(Duration::from_secs(300)).is_err() {
+            bail!("the PyTorch server did not print ready within 300 s");
         }
         Ok(server)
     }
