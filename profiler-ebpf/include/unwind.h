@@ -96,14 +96,66 @@ struct smolder_unwind_mapping {
 _Static_assert(sizeof(struct smolder_unwind_mapping) == 32,
 	       "struct smolder_unwind_mapping layout changed: update the Rust mirror");
 
-/* The mappings of one process, sorted by start, `count` valid. */
+/* A file whose table is loaded, for the processes user space has not read
+ * yet: the walker finds an address's file through its VMA and looks it up
+ * here. Key: the inode's device (kernel encoding: major << 20 | minor) and
+ * number, as /proc/PID/maps shows them. */
+struct smolder_unwind_file_key {
+	__u64 dev;
+	__u64 ino;
+};
+
+/* A VMA mapping file bytes [pgoff * 4096, ...) that fall in the executable
+ * segment [seg_offset, seg_end) of the file gets
+ * base = vm_start - pgoff * 4096 + delta, and the table's pages. */
+struct smolder_unwind_file {
+	__u64 delta;
+	__u64 seg_offset;
+	__u64 seg_end;
+	__u32 first_page;
+	__u32 page_count;
+};
+
+_Static_assert(sizeof(struct smolder_unwind_file) == 32,
+	       "struct smolder_unwind_file layout changed: update the Rust mirror");
+
+#define SMOLDER_EXEC_MAPPINGS 32
+
+/* An executable file mapping a process made, as the kernel made it. */
+struct smolder_exec_mapping {
+	__u64 start;
+	__u64 end;
+	__u64 pgoff;
+	__u64 dev;
+	__u64 ino;
+};
+
+/* The executable file mappings of one process (address space mm_id), in
+ * the order they were made; the first SMOLDER_EXEC_MAPPINGS are kept. The
+ * walker uses them for a process user space has not read yet, and user
+ * space names the frames of a process that exited before it could be read
+ * from them. */
+struct smolder_exec_mappings {
+	__u32 count;
+	__u32 reserved;
+	__u64 mm_id;
+	struct smolder_exec_mapping mappings[SMOLDER_EXEC_MAPPINGS];
+};
+
+_Static_assert(sizeof(struct smolder_exec_mappings) == 16 + 40 * SMOLDER_EXEC_MAPPINGS,
+	       "struct smolder_exec_mappings layout changed: update the Rust mirror");
+
+/* The mappings of one process, sorted by start, `count` valid. mm_id: the
+ * address space they were read from (0: not known); after an exec the
+ * entry no longer applies and the walker goes through the VMAs. */
 struct smolder_unwind_process {
 	__u32 count;
 	__u32 reserved;
+	__u64 mm_id;
 	struct smolder_unwind_mapping mappings[SMOLDER_UNWIND_MAX_MAPPINGS];
 };
 
-_Static_assert(sizeof(struct smolder_unwind_process) == 8 + 32 * SMOLDER_UNWIND_MAX_MAPPINGS,
+_Static_assert(sizeof(struct smolder_unwind_process) == 16 + 32 * SMOLDER_UNWIND_MAX_MAPPINGS,
 	       "struct smolder_unwind_process layout changed: update the Rust mirror");
 
 #endif

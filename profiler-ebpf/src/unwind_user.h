@@ -14,6 +14,7 @@
 #define SMOLDER_UNWIND_USER_H
 
 #include "unwind.h"
+#include "exec_mappings_user.h"
 
 /* Whether the loader enabled table unwinding (`--unwind dwarf`). */
 const volatile __u8 dwarf_unwind = 1;
@@ -63,6 +64,9 @@ struct unwind_cursor {
 	/* Binary search bounds, in map memory for the same reason. */
 	__u32 lo;
 	__u32 hi;
+	/* The last mapping found in exec_mappings (end 0: none; page_count
+	 * 0: its file has no table). */
+	struct smolder_unwind_mapping found;
 };
 
 struct {
@@ -75,8 +79,10 @@ struct {
 /* What the callback needs; constant during the walk. */
 struct unwind_context {
 	__u64 *frames; /* SMOLDER_MAX_USER_FRAMES slots in a map value */
+	/* NULL for a process user space has not read (or read before an exec). */
 	struct smolder_unwind_process *process;
 	struct unwind_cursor *cursor;
+	__u32 tgid;
 };
 
 /* The two searches are global functions: the verifier checks each once, on
@@ -245,6 +251,51 @@ static __always_inline int step_rule(struct unwind_cursor *c, struct smolder_unw
 	return STEP_NEXT;
 }
 
+/* The mapping of `addr` from the mappings the kernel recorded for the
+ * process (exec_mappings) and the table of its file; NULL when it has none.
+ * Newest first: a later mapping at the same place replaced an earlier one. */
+static __noinline struct smolder_unwind_mapping *recorded_mapping(__u32 tgid, __u64 addr)
+{
+	__u32 zero = 0;
+	struct unwind_cursor *c = bpf_map_lookup_elem(&unwind_cursors, &zero);
+	if (!c)
+		return NULL;
+	if (c->found.start <= addr && addr < c->found.end)
+		return c->found.page_count ? &c->found : NULL;
+	struct smolder_exec_mappings *list = bpf_map_lookup_elem(&exec_mappings, &tgid);
+	if (!list)
+		return NULL;
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (list->mm_id != (__u64)task->mm)
+		return NULL;
+	__u32 count = list->count;
+	for (int i = SMOLDER_EXEC_MAPPINGS - 1; i >= 0; i--) {
+		if ((__u32)i >= count)
+			continue;
+		struct smolder_exec_mapping *m = &list->mappings[i];
+		if (addr < m->start || addr >= m->end)
+			continue;
+		c->found.start = m->start;
+		c->found.end = m->end;
+		c->found.page_count = 0;
+		struct smolder_unwind_file_key key = {.dev = m->dev, .ino = m->ino};
+		struct smolder_unwind_file *file = bpf_map_lookup_elem(&unwind_files, &key);
+		if (!file)
+			return NULL;
+		__u64 offset = file->seg_offset;
+		if (m->pgoff != SMOLDER_EXEC_TEXT) {
+			offset = m->pgoff << 12;
+			if (offset < (file->seg_offset & ~4095ULL) || offset >= file->seg_end)
+				return NULL;
+		}
+		c->found.base = m->start - offset + file->delta;
+		c->found.first_page = file->first_page;
+		c->found.page_count = file->page_count;
+		return &c->found;
+	}
+	return NULL;
+}
+
 /* bpf_loop callback: records the current frame and steps to its caller. */
 static long unwind_step(__u32 index, void *data)
 {
@@ -262,13 +313,18 @@ static long unwind_step(__u32 index, void *data)
 	__u64 lookup = n == 0 ? c->ip : c->ip - 1;
 	int result;
 	struct smolder_unwind_mapping *mapping = NULL;
-	int found = find_mapping(ctx->process, lookup);
+	int found = ctx->process ? find_mapping(ctx->process, lookup) : -1;
 	if (found >= 0)
 		mapping = &ctx->process->mappings[(__u32)found & (SMOLDER_UNWIND_MAX_MAPPINGS - 1)];
 	if (!mapping) {
-		c->flags |= SAMPLE_USER_UNMAPPED;
-		result = step_frame_pointer(c);
-	} else if (mapping->page_count == 0) {
+		/* Not read yet, or read before it mapped this library (at exec,
+		 * say): user space refreshes the entry; the kernel's record of
+		 * the process's mappings serves meanwhile. */
+		if (ctx->process)
+			c->flags |= SAMPLE_USER_UNMAPPED;
+		mapping = recorded_mapping(ctx->tgid, lookup);
+	}
+	if (!mapping || mapping->page_count == 0) {
 		result = step_frame_pointer(c);
 	} else {
 		struct smolder_unwind_rule *rule = find_rule_for(mapping, lookup - mapping->base);
@@ -292,6 +348,8 @@ static __always_inline struct unwind_cursor *fresh_cursor(void)
 		c->len = 0;
 		c->flags = 0;
 		c->fp_frames = 0;
+		c->found.start = 0;
+		c->found.end = 0;
 	}
 	return c;
 }
@@ -330,10 +388,21 @@ static __always_inline int user_registers(struct bpf_perf_event_data *ctx, struc
  * process has no tables (the caller then uses the kernel's walk). */
 static __always_inline int walk_user_stack(__u32 tgid, struct unwind_cursor *c, __u64 *frames)
 {
-	struct smolder_unwind_process *process = bpf_map_lookup_elem(&unwind_processes, &tgid);
-	if (!process || c->ip == 0)
+	if (c->ip == 0)
 		return -1;
-	struct unwind_context walk = {.frames = frames, .process = process, .cursor = c};
+	struct smolder_unwind_process *process = bpf_map_lookup_elem(&unwind_processes, &tgid);
+	if (process && process->mm_id) {
+		struct task_struct *task = bpf_get_current_task_btf();
+		if (process->mm_id != (__u64)task->mm)
+			process = NULL; /* read before an exec */
+	}
+	if (!process) {
+		if (!recorded_mapping(tgid, c->ip))
+			return -1;
+		count(STAT_UNWIND_RECORDED);
+	}
+	struct unwind_context walk = {
+	    .frames = frames, .process = process, .cursor = c, .tgid = tgid};
 	bpf_loop(SMOLDER_MAX_USER_FRAMES + 1, unwind_step, &walk, 0);
 	return (int)c->fp_frames;
 }

@@ -10,8 +10,12 @@ use symbolizer::{ProcessMaps, Symbolizer};
 #[derive(Debug, Default)]
 pub struct ProcessTracker {
     snapshots: HashMap<(u32, u64), Option<ProcessMaps>>,
-    /// Processes that were gone before their maps could be read.
+    /// Processes that were gone before their maps could be read, and
+    /// whose mappings were not recorded otherwise.
     pub missed: u64,
+    /// Processes gone before their maps could be read, named from the
+    /// executable mappings recorded in BPF (at exec and mmap).
+    pub named_after_exit: u64,
 }
 
 impl ProcessTracker {
@@ -31,6 +35,17 @@ impl ProcessTracker {
                 }
             }
         });
+    }
+
+    /// Gives a process whose maps could not be read the mappings recorded
+    /// for it otherwise.
+    pub fn adopt(&mut self, pid: u32, mm_id: u64, maps: ProcessMaps) {
+        let slot = self.snapshots.entry((pid, mm_id)).or_insert(None);
+        if slot.is_none() {
+            self.missed = self.missed.saturating_sub(1);
+            self.named_after_exit += 1;
+            *slot = Some(maps);
+        }
     }
 
     pub fn maps(&self, pid: u32, mm_id: u64) -> Option<&ProcessMaps> {

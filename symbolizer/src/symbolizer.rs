@@ -228,6 +228,40 @@ impl Symbolizer {
         })
     }
 
+    /// The mappings of a process that exited before its maps could be
+    /// read, from what was seen of it otherwise (the BPF walker's VMAs):
+    /// (start, end, file offset, file). Only files already open here (the
+    /// same binary or library in another process) are kept; `None` if none.
+    pub fn process_from_mappings(
+        &mut self,
+        pid: u32,
+        mappings: &[(u64, u64, u64, FileId)],
+    ) -> Option<ProcessMaps> {
+        let mut regions: Vec<ExecRegion> = mappings
+            .iter()
+            .filter_map(|&(start, end, offset, id)| {
+                let module = self.modules.get(&id)?;
+                Some(ExecRegion {
+                    start,
+                    end,
+                    offset,
+                    kind: RegionKind::Module(Arc::clone(module)),
+                })
+            })
+            .collect();
+        if regions.is_empty() {
+            return None;
+        }
+        regions.sort_by_key(|r| r.start);
+        regions.dedup_by_key(|r| r.start);
+        Some(ProcessMaps {
+            pid,
+            regions,
+            perf_map_paths: Vec::new(),
+            started: None,
+        })
+    }
+
     fn region_kind(&mut self, proc_dir: &Path, entry: &MapEntry) -> RegionKind {
         match &entry.path {
             MapPath::Anonymous => RegionKind::Anonymous,

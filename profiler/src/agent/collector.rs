@@ -280,6 +280,10 @@ impl Collector {
         self.off_cpu_lost_before = off_lost;
         set(&m.unwind_with_tables, stats.unwound_with_tables);
         set(
+            &m.unwind_recorded_mappings,
+            stats.unwound_from_recorded_mappings,
+        );
+        set(
             &m.unwind_frame_pointers_only,
             stats.unwound_with_frame_pointers,
         );
@@ -308,6 +312,10 @@ impl Collector {
         set(&m.symbol_parsed_files, sym.parsed_files);
         set(&m.symbol_parsed_file_releases, sym.parsed_file_releases);
         set(&m.processes_missed, self.processes.missed);
+        set(
+            &m.processes_named_after_exit,
+            self.processes.named_after_exit,
+        );
     }
 }
 

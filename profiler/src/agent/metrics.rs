@@ -41,6 +41,8 @@ pub struct Metrics {
     pub symbol_parsed_files: AtomicU64,
     pub symbol_parsed_file_releases: AtomicU64,
     pub processes_missed: AtomicU64,
+    pub processes_named_after_exit: AtomicU64,
+    pub unwind_recorded_mappings: AtomicU64,
     pub off_cpu_lost: AtomicU64,
     pub unwind_with_tables: AtomicU64,
     pub unwind_frame_pointers_only: AtomicU64,
@@ -114,6 +116,12 @@ impl Metrics {
             "counter",
             "User stacks walked with DWARF unwind tables.",
             get(&self.unwind_with_tables),
+        );
+        metric(
+            "smolder_unwind_stacks_recorded_mappings_total",
+            "counter",
+            "User stacks of processes not read yet, walked with the executable mappings the kernel recorded at exec and mmap (included in smolder_unwind_stacks_dwarf_total).",
+            get(&self.unwind_recorded_mappings),
         );
         metric(
             "smolder_unwind_stacks_frame_pointers_total",
@@ -324,6 +332,12 @@ impl Metrics {
             "counter",
             "Processes gone before their mappings could be read.",
             get(&self.processes_missed),
+        );
+        metric(
+            "smolder_processes_named_after_exit_total",
+            "counter",
+            "Processes gone before their mappings could be read, named from the mappings recorded in BPF.",
+            get(&self.processes_named_after_exit),
         );
         let name = "smolder_push_duration_seconds";
         let _ = writeln!(

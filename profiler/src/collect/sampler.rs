@@ -126,6 +126,9 @@ pub struct SamplerStats {
     pub unwind_frame_pointer_steps: u64,
     /// User stacks that left every mapping the unwinder knew.
     pub unwind_unmapped: u64,
+    /// User stacks of processes user space had not read yet, walked with
+    /// the mappings fexit/do_mmap recorded (counted in `unwound_with_tables`).
+    pub unwound_from_recorded_mappings: u64,
     /// Samples of registered Python processes whose frames were walked.
     pub python_stacks: u64,
     /// ... of threads without a PyThreadState (native threads).
@@ -189,8 +192,42 @@ const STAT_PYTHON_ERRORS: u32 = 17;
 const STAT_PYTHON_TRUNCATED: u32 = 18;
 const STAT_TRACE_CONTEXT: u32 = 19;
 const STAT_TRACE_ERRORS: u32 = 20;
+const STAT_UNWIND_RECORDED: u32 = 21;
 #[cfg(test)]
-const STAT_COUNT: u32 = 21;
+const STAT_COUNT: u32 = 22;
+
+/// The tracepoints that record each process's executable file mappings
+/// (program, tracepoint).
+const MAPPING_RECORDERS: [(&str, &str); 2] = [
+    ("record_exec", "sched_process_exec"),
+    ("record_mmap", "sys_exit"),
+];
+
+/// Loads the mapping recorders; a kernel that refuses them gets a warning
+/// and goes on without (short-lived processes then use frame pointers).
+fn load_mapping_recorder(ebpf: &mut Ebpf, btf: &Btf) -> bool {
+    let loaded = MAPPING_RECORDERS
+        .iter()
+        .try_for_each(|&(name, tracepoint)| {
+            program::<BtfTracePoint>(ebpf, name)?
+                .load(tracepoint, btf)
+                .map_err(|source| LoadError::Program {
+                    name,
+                    action: "load",
+                    source,
+                })
+        });
+    match loaded {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(
+                "{}: processes that exit before smolder reads them are walked with frame pointers",
+                crate::unwind::error_chain(&e)
+            );
+            false
+        }
+    }
+}
 
 const OFFCPU_BTF: &str = "offcpu_switch_btf";
 const OFFCPU_RAW: &str = "offcpu_switch_raw";
@@ -201,6 +238,10 @@ pub struct Sampler {
     threads: RingBuf<MapData>,
     /// The off-CPU program that loaded (tp_btf, or raw_tp as a fallback).
     off_cpu_program: Option<&'static str>,
+    /// Whether the tracepoints that record new processes' executable
+    /// mappings loaded; without them short-lived processes fall back to
+    /// frame pointers.
+    records_mappings: bool,
     /// The tables the BPF unwinder reads (None with frame pointers only).
     unwind: Option<UnwindTables<BpfStore>>,
     /// `python_processes`, until the caller takes it.
@@ -275,6 +316,8 @@ impl Sampler {
                 pages: take("unwind_pages")?,
                 rules: take("unwind_rules")?,
                 processes: take("unwind_processes")?,
+                files: take("unwind_files")?,
+                recorded: take("exec_mappings")?,
             };
             let store = BpfStore::new(maps, capacity).map_err(LoadError::Unwind)?;
             Some(UnwindTables::new(store))
@@ -300,6 +343,7 @@ impl Sampler {
                 source,
             })?;
         }
+        let records_mappings = dwarf && load_mapping_recorder(&mut ebpf, &btf);
         let off_cpu_program = match config.off_cpu {
             Some(_) => Some(load_off_cpu(&mut ebpf, &btf)?),
             None => None,
@@ -326,6 +370,7 @@ impl Sampler {
             ring,
             threads,
             off_cpu_program,
+            records_mappings,
             unwind,
             python: Some(python),
             trace_processes: Some(trace_processes),
@@ -407,6 +452,23 @@ impl Sampler {
         }
         if let Some(name) = self.off_cpu_program {
             attach_off_cpu(&mut self.ebpf, name)?;
+        }
+        if self.records_mappings {
+            for (name, _) in MAPPING_RECORDERS {
+                let attached = program::<BtfTracePoint>(&mut self.ebpf, name).and_then(|p| {
+                    p.attach().map(drop).map_err(|source| LoadError::Program {
+                        name,
+                        action: "attach",
+                        source,
+                    })
+                });
+                if let Err(e) = attached {
+                    tracing::warn!(
+                        "{}: processes that exit before smolder reads them are walked with frame pointers",
+                        crate::unwind::error_chain(&e)
+                    );
+                }
+            }
         }
         if !self.config.on_cpu {
             return Ok(());
@@ -518,6 +580,7 @@ impl Sampler {
                 stats.unwind_truncated = sum(STAT_UNWIND_TRUNCATED);
                 stats.unwind_frame_pointer_steps = sum(STAT_UNWIND_FP_FRAMES);
                 stats.unwind_unmapped = sum(STAT_UNWIND_UNMAPPED);
+                stats.unwound_from_recorded_mappings = sum(STAT_UNWIND_RECORDED);
                 stats.python_stacks = sum(STAT_PYTHON_STACKS);
                 stats.python_no_thread = sum(STAT_PYTHON_NO_THREAD);
                 stats.python_errors = sum(STAT_PYTHON_ERRORS);

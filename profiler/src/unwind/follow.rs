@@ -125,8 +125,14 @@ fn follow_one<S: TableStore>(
     if let Some(maps) = processes.maps(pid, mm_id) {
         tables.add_process(pid, mm_id, maps);
     } else if !known {
-        // No snapshot (exited before its maps were read): do not try again
-        // for every sample of it that is still buffered.
+        // No snapshot: it exited before its maps were read. The kernel
+        // recorded its executable mappings (fexit/do_mmap): name its
+        // frames from those whose files are open here.
+        let recorded = tables.take_recorded(pid, mm_id);
+        if let Some(maps) = symbolizer.process_from_mappings(pid, &recorded) {
+            processes.adopt(pid, mm_id, maps);
+        }
+        // Do not try again for every sample of it still buffered.
         tables.mark_gone(pid, mm_id);
     }
 }

@@ -138,21 +138,25 @@ const _: () = assert!(size_of::<MappingEntry>() == 32);
 pub struct ProcessEntry {
     pub count: u32,
     pub reserved: u32,
+    /// The address space the mappings were read from (0: not known).
+    pub mm_id: u64,
     pub mappings: [MappingEntry; MAX_MAPPINGS],
 }
 
-pub const PROCESS_ENTRY_SIZE: usize = 8 + 32 * MAX_MAPPINGS;
+pub const PROCESS_ENTRY_SIZE: usize = 16 + 32 * MAX_MAPPINGS;
 const _: () = assert!(size_of::<ProcessEntry>() == PROCESS_ENTRY_SIZE);
 
 // SAFETY: plain old data (u32s and MappingEntry), no padding (size asserted).
 unsafe impl aya::Pod for ProcessEntry {}
 
 impl ProcessEntry {
-    /// An entry from mappings sorted by start; at most [`MAX_MAPPINGS`] are kept.
-    pub fn new(sorted: &[MappingEntry]) -> Box<Self> {
+    /// An entry from mappings sorted by start, read from address space
+    /// `mm_id` (0: not known); at most [`MAX_MAPPINGS`] are kept.
+    pub fn new(sorted: &[MappingEntry], mm_id: u64) -> Box<Self> {
         let mut entry = Box::new(Self {
             count: 0,
             reserved: 0,
+            mm_id,
             mappings: [MappingEntry::default(); MAX_MAPPINGS],
         });
         let n = sorted.len().min(MAX_MAPPINGS);
@@ -161,3 +165,83 @@ impl ProcessEntry {
         entry
     }
 }
+
+/// Mirror of `struct smolder_unwind_file_key`: an inode as the kernel names
+/// it (device in the kernel's encoding, `major << 20 | minor`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FileKey {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+// SAFETY: two u64s, no padding.
+unsafe impl aya::Pod for FileKey {}
+
+impl FileKey {
+    /// The key of a file as `/proc/PID/maps` shows it.
+    pub fn of(id: symbolizer::FileId) -> Self {
+        Self {
+            dev: (u64::from(id.dev_major) << 20) | u64::from(id.dev_minor & 0xf_ffff),
+            ino: id.inode,
+        }
+    }
+
+    pub fn file_id(self) -> symbolizer::FileId {
+        symbolizer::FileId {
+            dev_major: (self.dev >> 20) as u32,
+            dev_minor: (self.dev & 0xf_ffff) as u32,
+            inode: self.ino,
+        }
+    }
+}
+
+/// Mirror of `struct smolder_unwind_file`: a VMA of the file mapping file
+/// bytes from `pgoff * 4096` inside `[seg_offset, seg_end)` gets
+/// `base = vm_start - pgoff * 4096 + delta` and the table's pages.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FileEntry {
+    pub delta: u64,
+    pub seg_offset: u64,
+    pub seg_end: u64,
+    pub first_page: u32,
+    pub page_count: u32,
+}
+
+const _: () = assert!(size_of::<FileEntry>() == 32);
+
+// SAFETY: plain old data, no padding (size asserted).
+unsafe impl aya::Pod for FileEntry {}
+
+/// Mirror of `struct smolder_exec_mapping`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExecMapping {
+    pub start: u64,
+    pub end: u64,
+    pub pgoff: u64,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+pub const EXEC_MAPPINGS: usize = 32;
+
+/// `ExecMapping::pgoff` of a binary's text recorded at exec: its file
+/// offset is that of the file's executable segment.
+pub const EXEC_TEXT: u64 = u64::MAX;
+
+/// Mirror of `struct smolder_exec_mappings`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ExecMappings {
+    pub count: u32,
+    pub reserved: u32,
+    pub mm_id: u64,
+    pub mappings: [ExecMapping; EXEC_MAPPINGS],
+}
+
+const _: () = assert!(size_of::<ExecMappings>() == 16 + 40 * EXEC_MAPPINGS);
+
+// SAFETY: plain old data, no padding (size asserted).
+unsafe impl aya::Pod for ExecMappings {}

@@ -27,4 +27,5 @@ pub use layout::{
 };
 pub use store::{BpfMaps, BpfStore, Capacity, MemoryStore, StoreError, TableStore};
 pub use table::{parse_elf, parse_mapped_elf, ElfUnwindInfo, LoadSegment, TableError, UnwindTable};
+pub(crate) use tables::error_chain;
 pub use tables::{UnwindStats, UnwindTables};

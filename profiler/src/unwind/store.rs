@@ -8,7 +8,9 @@ use std::os::fd::AsRawFd;
 
 use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, MapError};
 
-use super::layout::{Page, ProcessEntry, Row, Rule, PAGE_SIZE, ROW_SIZE};
+use super::layout::{
+    ExecMappings, FileEntry, FileKey, Page, ProcessEntry, Row, Rule, PAGE_SIZE, ROW_SIZE,
+};
 use crate::collect::key_was_missing;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,11 @@ pub trait TableStore {
     fn write_rules(&mut self, first: u32, rules: &[Rule]) -> Result<(), StoreError>;
     fn set_process(&mut self, pid: u32, entry: &ProcessEntry) -> Result<(), StoreError>;
     fn remove_process(&mut self, pid: u32) -> Result<(), StoreError>;
+    /// Points the walker at a file's table for processes without an entry.
+    fn set_file(&mut self, key: FileKey, entry: &FileEntry) -> Result<(), StoreError>;
+    fn remove_file(&mut self, key: FileKey) -> Result<(), StoreError>;
+    /// Takes the executable file mappings the kernel recorded for `pid`.
+    fn take_recorded(&mut self, pid: u32) -> Option<ExecMappings>;
 }
 
 /// The sampler's unwind maps, as `Ebpf::take_map` hands them out.
@@ -58,6 +65,8 @@ pub struct BpfMaps {
     pub pages: Map,
     pub rules: Map,
     pub processes: Map,
+    pub files: Map,
+    pub recorded: Map,
 }
 
 /// The real store: the sampler's BPF maps.
@@ -67,6 +76,8 @@ pub struct BpfStore {
     rules: Array<MapData, Rule>,
     capacity: Capacity,
     processes: BpfHashMap<MapData, u32, ProcessEntry>,
+    files: BpfHashMap<MapData, FileKey, FileEntry>,
+    recorded: BpfHashMap<MapData, u32, ExecMappings>,
 }
 
 impl BpfStore {
@@ -85,12 +96,22 @@ impl BpfStore {
             name: "unwind_processes",
             source,
         })?;
+        let files = BpfHashMap::try_from(maps.files).map_err(|source| StoreError::Map {
+            name: "unwind_files",
+            source,
+        })?;
+        let recorded = BpfHashMap::try_from(maps.recorded).map_err(|source| StoreError::Map {
+            name: "exec_mappings",
+            source,
+        })?;
         Ok(Self {
             rows_map,
             pages_map,
             rules,
             capacity,
             processes,
+            files,
+            recorded,
         })
     }
 }
@@ -232,6 +253,32 @@ impl TableStore for BpfStore {
             }),
         }
     }
+
+    fn set_file(&mut self, key: FileKey, entry: &FileEntry) -> Result<(), StoreError> {
+        self.files
+            .insert(key, entry, 0)
+            .map_err(|source| StoreError::Map {
+                name: "unwind_files",
+                source,
+            })
+    }
+
+    fn remove_file(&mut self, key: FileKey) -> Result<(), StoreError> {
+        match self.files.remove(&key) {
+            Ok(()) => Ok(()),
+            Err(e) if key_was_missing(&e) => Ok(()),
+            Err(source) => Err(StoreError::Map {
+                name: "unwind_files",
+                source,
+            }),
+        }
+    }
+
+    fn take_recorded(&mut self, pid: u32) -> Option<ExecMappings> {
+        let recorded = self.recorded.get(&pid, 0).ok()?;
+        let _ = self.recorded.remove(&pid);
+        Some(recorded)
+    }
 }
 
 /// An in-memory store for tests of the manager.
@@ -241,6 +288,8 @@ pub struct MemoryStore {
     pub pages: Vec<Page>,
     pub rules: Vec<Rule>,
     pub processes: HashMap<u32, Box<ProcessEntry>>,
+    pub files: HashMap<FileKey, FileEntry>,
+    pub recorded: HashMap<u32, ExecMappings>,
 }
 
 impl MemoryStore {
@@ -250,6 +299,8 @@ impl MemoryStore {
             pages: vec![Page::default(); pages as usize],
             rules: Vec::new(),
             processes: HashMap::new(),
+            files: HashMap::new(),
+            recorded: HashMap::new(),
         }
     }
 }
@@ -288,5 +339,19 @@ impl TableStore for MemoryStore {
     fn remove_process(&mut self, pid: u32) -> Result<(), StoreError> {
         self.processes.remove(&pid);
         Ok(())
+    }
+
+    fn set_file(&mut self, key: FileKey, entry: &FileEntry) -> Result<(), StoreError> {
+        self.files.insert(key, *entry);
+        Ok(())
+    }
+
+    fn remove_file(&mut self, key: FileKey) -> Result<(), StoreError> {
+        self.files.remove(&key);
+        Ok(())
+    }
+
+    fn take_recorded(&mut self, pid: u32) -> Option<ExecMappings> {
+        self.recorded.remove(&pid)
     }
 }

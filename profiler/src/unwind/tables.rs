@@ -20,7 +20,8 @@ use symbolizer::{BuildId, ExecRegion, FileId, Module, ProcessMaps, RegionKind};
 
 use super::builder::{read_own_vdso, read_table, Builder, Built, ReadError};
 use super::layout::{
-    MappingEntry, ProcessEntry, MAX_MAPPINGS, MAX_RULES, PAGE_SIZE, ROW_SIZE, RULE_SIZE,
+    FileEntry, FileKey, MappingEntry, ProcessEntry, EXEC_TEXT, MAX_MAPPINGS, MAX_RULES, PAGE_SIZE,
+    ROW_SIZE, RULE_SIZE,
 };
 use super::rules::RuleSet;
 use super::space::{RowRange, RowSpace};
@@ -91,6 +92,9 @@ enum ModuleTable {
         segments: Vec<LoadSegment>,
         refs: u32,
         last_used: u64,
+        /// Files registered for processes without an entry (walked through
+        /// their VMAs): every file seen with this table.
+        files: Vec<FileKey>,
     },
     /// Being built; these processes get their entry rewritten when it is in.
     Pending { waiting: Vec<u32> },
@@ -136,6 +140,8 @@ pub struct UnwindTables<S: TableStore> {
     rules: RuleSet,
     modules: HashMap<TableKey, ModuleTable>,
     processes: HashMap<u32, ProcessTables>,
+    /// Files whose tables the walker finds without a process entry.
+    registered: HashMap<FileKey, FileEntry>,
     clock: u64,
     stats: UnwindStats,
     space_full_reported: bool,
@@ -156,6 +162,7 @@ impl<S: TableStore> UnwindTables<S> {
             rules: RuleSet::new(),
             modules: HashMap::new(),
             processes: HashMap::new(),
+            registered: HashMap::new(),
             clock: 0,
             stats: UnwindStats {
                 rows_capacity: capacity.rows.into(),
@@ -293,9 +300,14 @@ impl<S: TableStore> UnwindTables<S> {
                 ..Default::default()
             };
             let found = match &region.kind {
-                RegionKind::Module(module) => self
-                    .module_rows(pid, module, region)
-                    .map(|found| (found, TableKey::of(module))),
+                RegionKind::Module(module) => {
+                    let found = self.module_rows(pid, module, region);
+                    let key = TableKey::of(module);
+                    if let Some(entry) = &found {
+                        self.register_file(&key, module.id, region, entry);
+                    }
+                    found.map(|found| (found, key))
+                }
                 RegionKind::Pseudo(name) if name == "[vdso]" => {
                     self.vdso_rows(region).map(|found| (found, TableKey::Vdso))
                 }
@@ -323,12 +335,87 @@ impl<S: TableStore> UnwindTables<S> {
                 maps: Some(maps.clone()),
             },
         );
-        if let Err(e) = self.store.set_process(pid, &ProcessEntry::new(&entries)) {
+        if let Err(e) = self
+            .store
+            .set_process(pid, &ProcessEntry::new(&entries, mm_id))
+        {
             self.store_failed(&e);
         }
         if let Some(previous) = previous {
             self.release(&previous.modules);
         }
+    }
+
+    /// Lets the walker find `file`'s table through a VMA, for processes
+    /// without an entry yet (short-lived ones may never get one): from the
+    /// first mapping of the file seen in any process.
+    fn register_file(
+        &mut self,
+        key: &TableKey,
+        file: FileId,
+        region: &ExecRegion,
+        entry: &MappingEntry,
+    ) {
+        let file = FileKey::of(file);
+        let Some(ModuleTable::Loaded {
+            segments, files, ..
+        }) = self.modules.get_mut(key)
+        else {
+            return;
+        };
+        if files.contains(&file) {
+            return;
+        }
+        let Some(segment) = segment_for(segments, region.offset) else {
+            return;
+        };
+        files.push(file);
+        let entry = FileEntry {
+            // base = start - offset + delta, whatever the VMA's start.
+            delta: entry
+                .base
+                .wrapping_sub(region.start.wrapping_sub(region.offset)),
+            seg_offset: segment.offset,
+            seg_end: segment.offset.saturating_add(segment.file_size),
+            first_page: entry.first_page,
+            page_count: entry.page_count,
+        };
+        if let Err(e) = self.store.set_file(file, &entry) {
+            self.store_failed(&e);
+        }
+        self.registered.insert(file, entry);
+    }
+
+    /// The executable file mappings the kernel recorded for a process
+    /// (start, end, file offset, file), for naming its frames when it
+    /// exited before its maps could be read. Only those of address space
+    /// `mm_id`.
+    pub fn take_recorded(&mut self, pid: u32, mm_id: u64) -> Vec<(u64, u64, u64, FileId)> {
+        let Some(recorded) = self.store.take_recorded(pid) else {
+            return Vec::new();
+        };
+        if recorded.mm_id != mm_id {
+            return Vec::new();
+        }
+        recorded
+            .mappings
+            .iter()
+            .take((recorded.count as usize).min(recorded.mappings.len()))
+            .filter(|m| m.start < m.end)
+            .filter_map(|m| {
+                let file = FileKey {
+                    dev: m.dev,
+                    ino: m.ino,
+                };
+                let offset = if m.pgoff == EXEC_TEXT {
+                    // Recorded at exec: the text segment's own offset.
+                    self.registered.get(&file)?.seg_offset
+                } else {
+                    m.pgoff << 12
+                };
+                Some((m.start, m.end, offset, file.file_id()))
+            })
+            .collect()
     }
 
     /// Forgets a process (it exited): its tables may be evicted later.
@@ -533,6 +620,7 @@ impl<S: TableStore> UnwindTables<S> {
             segments: info.segments,
             refs: 0,
             last_used: self.clock,
+            files: Vec::new(),
         }
     }
 
@@ -557,7 +645,17 @@ impl<S: TableStore> UnwindTables<S> {
                 })
                 .min_by_key(|(last_used, _)| *last_used)
                 .map(|(_, key)| key.clone())?;
-            if let Some(ModuleTable::Loaded { rows, pages, .. }) = self.modules.remove(&victim) {
+            if let Some(ModuleTable::Loaded {
+                rows, pages, files, ..
+            }) = self.modules.remove(&victim)
+            {
+                // Unregister before the space is reused.
+                for file in files {
+                    self.registered.remove(&file);
+                    if let Err(e) = self.store.remove_file(file) {
+                        self.store_failed(&e);
+                    }
+                }
                 self.rows.release(rows);
                 self.pages.release(pages);
                 self.stats.evicted += 1;
@@ -596,7 +694,7 @@ fn segment_for(segments: &[LoadSegment], offset: u64) -> Option<LoadSegment> {
         .copied()
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

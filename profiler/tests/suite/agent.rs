@@ -116,6 +116,16 @@ impl Agent {
     }
 }
 
+impl Drop for Agent {
+    /// A test that fails before `stop` must not leave its agent sampling.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A workload process, killed when dropped.
 struct Workload(Child);
 
@@ -837,4 +847,129 @@ fn span_profiles_reach_pyroscope() {
             "series label {label}: {names:?}"
         );
     }
+}
+
+/// How the churn test's Python processes work: a short busy loop under a
+/// named function, then exit.
+const CHURN_PY: &str = "import time\n\
+def churn_work():\n    end = time.monotonic() + 0.025\n    n = 0\n    while time.monotonic() < end:\n        n += 1\n\
+churn_work()\n";
+
+/// Process churn (issue 15): a thousand processes that live for tens of
+/// milliseconds, C without frame pointers and CPython, while the agent
+/// runs. Most exit before the agent reads their /proc/PID/maps; their
+/// stacks are still walked with tables (the executable mappings are
+/// recorded in BPF at exec and mmap) and named (from those mappings).
+#[test]
+fn short_lived_processes_are_walked_with_tables_and_named() {
+    if !is_root() {
+        return;
+    }
+    let server = Pyroscope::start();
+    let begin = now_ms() - 1000;
+    let c = workload_without_frame_pointers("nofp_chain");
+    // A name of its own for the interpreter, so its samples are told apart
+    // (the pyenv build finds libpython through an absolute RUNPATH).
+    let dir = tempfile::tempdir().unwrap();
+    let python = dir.path().join("churn_python");
+    std::os::unix::fs::symlink(machine_python(), &python).unwrap();
+    let config = format!(
+        r#"
+[server]
+url = "{}"
+
+[profiling]
+window = "3s"
+frequency = 99
+
+[[service]]
+name = "smolder-test-churn-c"
+comm = "^nofp_chain$"
+
+[[service]]
+name = "smolder-test-churn-py"
+comm = "^churn_python$"
+
+[[processes.include]]
+service = "^smolder-test-"
+"#,
+        server.url()
+    );
+    let agent = Agent::start(&config);
+    for round in 0..500 {
+        let status = Command::new(&c).arg("0.02").status().unwrap();
+        assert!(status.success(), "nofp_chain run {round}: {status}");
+        let status = Command::new(&python)
+            .args(["-S", "-c", CHURN_PY])
+            .status()
+            .unwrap();
+        assert!(status.success(), "python run {round}: {status}");
+    }
+    // Everything sampled is pushed within two windows.
+    let pushed = agent.metric("smolder_pushes_ok_total");
+    agent.wait_metric("smolder_pushes_ok_total", Duration::from_secs(30), |v| {
+        v >= pushed + 2.0
+    });
+    let recorded = agent.metric("smolder_unwind_stacks_recorded_mappings_total");
+    let named_after_exit = agent.metric("smolder_processes_named_after_exit_total");
+    let (status, _) = agent.stop();
+    assert!(status.success(), "agent exit: {status}");
+    assert!(
+        recorded > 0.0 && named_after_exit > 0.0,
+        "recorded-mapping stacks {recorded}, processes named after exit {named_after_exit}"
+    );
+    let range = (begin, now_ms() + 1000);
+    // Pyroscope's stacks start with its "total" root. Walked: to the entry
+    // point (or past the depth limit) without an unwind error.
+    let walked = |s: &[String]| {
+        s.get(1)
+            .is_some_and(|f| f == "_start" || f == "[truncated]")
+            && !s.iter().any(|f| f == "[unwind error]")
+    };
+    // Whole: walked, and every frame named.
+    let whole = |s: &[String]| walked(s) && !s.iter().any(|f| f.starts_with("[unknown]"));
+    let c_graph = server.stacks(CPU_TYPE, r#"{service_name="smolder-test-churn-c"}"#, range);
+    // Samples in the workload's own code: `leaf` is named whatever the walk.
+    let in_chain = |s: &[String]| s.iter().any(|f| f == "leaf");
+    let c_share = c_graph.share_of(in_chain, |s| {
+        whole(s) && s.windows(3).any(|w| w == ["main", "chain1", "chain2"])
+    });
+    let py_graph = server.stacks(CPU_TYPE, r#"{service_name="smolder-test-churn-py"}"#, range);
+    // Samples in the interpreter proper (not in ld.so at start-up or in
+    // the kernel alone): CPython's frames, named or cut short.
+    let in_interpreter = |s: &[String]| {
+        s.iter().any(|f| {
+            f == "Py_RunMain"
+                || f.starts_with("_PyEval")
+                || f.starts_with("[python")
+                || f == "churn_work"
+        })
+    };
+    // The Python frames of a process that exited before its code objects
+    // were read stay unnamed (they are read from its memory): the native
+    // walk is what is checked.
+    let py_share = py_graph.share_of(in_interpreter, walked);
+    eprintln!(
+        "churn: C {:.1}% of {} ms whole and named, Python {:.1}% of {} ms walked; \
+         {recorded} stacks from recorded mappings, {named_after_exit} processes named after exit",
+        c_share.0 * 100.0,
+        c_share.1 / 1_000_000,
+        py_share.0 * 100.0,
+        py_share.1 / 1_000_000
+    );
+    // Values are CPU nanoseconds: at least a second (about 100 samples) each.
+    assert!(
+        c_share.1 >= 1_000_000_000 && py_share.1 >= 1_000_000_000,
+        "too few samples: C {c_share:?}, Python {py_share:?}"
+    );
+    assert!(
+        c_share.0 >= 0.9 && py_share.0 >= 0.9,
+        "C {:.1}% of {} ms whole and named, Python {:.1}% of {} ms walked\nC misses: {:#?}\nPython misses: {:#?}",
+        c_share.0 * 100.0,
+        c_share.1 / 1_000_000,
+        py_share.0 * 100.0,
+        py_share.1 / 1_000_000,
+        c_graph.heaviest(|s| in_chain(s) && !whole(s), 8),
+        py_graph.heaviest(|s| in_interpreter(s) && !walked(s), 8),
+    );
 }

@@ -359,6 +359,50 @@ impl FlameGraph {
         hit as f64 / self.total.max(1) as f64
     }
 
+    /// Of the samples whose stack (root first) satisfies `among`, the share
+    /// that also satisfies `hit`, and how many samples that was.
+    pub fn share_of(
+        &self,
+        among: impl Fn(&[String]) -> bool,
+        hit: impl Fn(&[String]) -> bool,
+    ) -> (f64, i64) {
+        let (mut total, mut hits) = (0, 0);
+        for (stack, value) in &self.stacks {
+            if among(stack) {
+                total += value;
+                if hit(stack) {
+                    hits += value;
+                }
+            }
+        }
+        (hits as f64 / total.max(1) as f64, total)
+    }
+
+    /// The `n` heaviest stacks that satisfy `pred`, each as its first and
+    /// last frames (for failure messages).
+    pub fn heaviest(&self, pred: impl Fn(&[String]) -> bool, n: usize) -> Vec<(i64, String)> {
+        let mut picked: Vec<(i64, String)> = self
+            .stacks
+            .iter()
+            .filter(|(stack, _)| pred(stack))
+            .map(|(stack, value)| {
+                let shown = if stack.len() <= 10 {
+                    stack.join(";")
+                } else {
+                    format!(
+                        "{};..;{}",
+                        stack[..6].join(";"),
+                        stack[stack.len() - 4..].join(";")
+                    )
+                };
+                (*value, shown)
+            })
+            .collect();
+        picked.sort_by_key(|p| std::cmp::Reverse(p.0));
+        picked.truncate(n);
+        picked
+    }
+
     pub fn has_function(&self, name: &str) -> bool {
         self.names.iter().any(|n| n == name)
     }

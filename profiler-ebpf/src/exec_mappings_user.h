@@ -1,0 +1,122 @@
+/* Executable file mappings as processes make them, included by
+ * sampler.bpf.c.
+ *
+ * A process that lives for milliseconds exits before user space reads its
+ * /proc/PID/maps, so the walker has no entry for it and its frames could
+ * not be named afterwards. Two tracepoints record every executable file
+ * mapping per process the moment it is made: the binary's text at exec,
+ * and each mmap(2) of a library. (fentry/fexit on do_mmap would see both
+ * at once, but BPF_PROG_LOAD refuses tracing programs with EPERM on the
+ * machines this was built on.) The walker combines them with the tables
+ * of their files (unwind_files, filled by user space for every file whose
+ * table is loaded), and user space names the frames from them after the
+ * process exits. */
+#ifndef SMOLDER_EXEC_MAPPINGS_USER_H
+#define SMOLDER_EXEC_MAPPINGS_USER_H
+
+#include "unwind.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct smolder_unwind_file_key);
+	__type(value, struct smolder_unwind_file);
+} unwind_files SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 2048); /* 2.6 MiB: processes user space has read need none */
+	__type(key, __u32);	   /* tgid */
+	__type(value, struct smolder_exec_mappings);
+} exec_mappings SEC(".maps");
+
+/* A zeroed value to insert into exec_mappings (too large for the stack);
+ * never written. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct smolder_exec_mappings);
+} exec_mappings_empty SEC(".maps");
+
+/* pgoff of the record of a binary's text made at exec: its file offset is
+ * the executable segment's (seg_offset of its unwind_files entry). */
+#define SMOLDER_EXEC_TEXT (~0ULL)
+
+/* Appends a mapping to the list of the current process (address space
+ * mm_id), starting the list afresh for a new address space. */
+static __always_inline void record_mapping(__u64 mm_id, __u64 start, __u64 end, __u64 pgoff,
+					   struct file *file)
+{
+	__u32 tgid = (__u32)(bpf_get_current_pid_tgid() >> 32);
+	struct smolder_exec_mappings *list = bpf_map_lookup_elem(&exec_mappings, &tgid);
+	if (!list) {
+		__u32 zero = 0;
+		struct smolder_exec_mappings *empty = bpf_map_lookup_elem(&exec_mappings_empty, &zero);
+		if (!empty)
+			return;
+		bpf_map_update_elem(&exec_mappings, &tgid, empty, BPF_NOEXIST);
+		list = bpf_map_lookup_elem(&exec_mappings, &tgid);
+		if (!list)
+			return;
+	}
+	if (list->mm_id != mm_id) { /* a new process, or one that exec'd */
+		list->mm_id = mm_id;
+		list->count = 0;
+	}
+	__u32 count = list->count;
+	if (count >= SMOLDER_EXEC_MAPPINGS)
+		return;
+	struct smolder_exec_mapping *m = &list->mappings[count & (SMOLDER_EXEC_MAPPINGS - 1)];
+	m->start = start;
+	m->end = end;
+	m->pgoff = pgoff;
+	m->ino = BPF_CORE_READ(file, f_inode, i_ino);
+	m->dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
+	list->count = count + 1;
+}
+
+/* The binary's text, mapped by the kernel at exec (ld.so, mapped there
+ * too, is left to frame pointers: it runs only at start). */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(record_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct mm_struct *mm = BPF_CORE_READ(p, mm);
+	struct file *file = BPF_CORE_READ(bprm, file);
+	if (!mm || !file)
+		return 0;
+	__u64 start = BPF_CORE_READ(mm, start_code);
+	__u64 end = BPF_CORE_READ(mm, end_code);
+	if (start < end)
+		record_mapping((__u64)mm, start, end, SMOLDER_EXEC_TEXT, file);
+	return 0;
+}
+
+#define SMOLDER_NR_MMAP 9
+#define SMOLDER_PROT_EXEC 0x4
+
+/* Libraries: ld.so and dlopen() map them with mmap(2). Only mmap exits
+ * get past the first test. */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(record_mmap, struct pt_regs *regs, long ret)
+{
+	if (BPF_CORE_READ(regs, orig_ax) != SMOLDER_NR_MMAP || (ret < 0 && ret > -4096))
+		return 0;
+	if (!(BPF_CORE_READ(regs, dx) & SMOLDER_PROT_EXEC))
+		return 0;
+	long fd = (long)BPF_CORE_READ(regs, r8);
+	if (fd < 0 || fd > 65535)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
+	struct file *file = NULL;
+	if (!fds || bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) != 0 || !file)
+		return 0;
+	__u64 len = (BPF_CORE_READ(regs, si) + 4095) & ~4095ULL;
+	__u64 start = (__u64)ret;
+	record_mapping((__u64)task->mm, start, start + len, BPF_CORE_READ(regs, r9) >> 12, file);
+	return 0;
+}
+
+#endif
