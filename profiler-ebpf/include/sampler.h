@@ -33,7 +33,8 @@ enum smolder_stat {
 	STAT_PYTHON_TRUNCATED = 18,	  /* ... deeper than SMOLDER_MAX_PYTHON_FRAMES */
 	STAT_TRACE_CONTEXT = 19,	  /* samples that carry a trace context */
 	STAT_TRACE_ERRORS = 20,		  /* trace context reads that failed */
-	STAT_UNWIND_RECORDED = 21, /* user stacks of processes not read yet, walked with the mappings fexit/do_mmap recorded */
+	STAT_UNWIND_RECORDED = 21,	  /* user stacks of processes not read yet, walked with the
+					     mappings fexit/do_mmap recorded */
 	STAT_COUNT = 22,
 };
 

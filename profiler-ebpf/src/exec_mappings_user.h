@@ -53,7 +53,8 @@ static __always_inline void record_mapping(__u64 mm_id, __u64 start, __u64 end, 
 	struct smolder_exec_mappings *list = bpf_map_lookup_elem(&exec_mappings, &tgid);
 	if (!list) {
 		__u32 zero = 0;
-		struct smolder_exec_mappings *empty = bpf_map_lookup_elem(&exec_mappings_empty, &zero);
+		struct smolder_exec_mappings *empty =
+		    bpf_map_lookup_elem(&exec_mappings_empty, &zero);
 		if (!empty)
 			return;
 		bpf_map_update_elem(&exec_mappings, &tgid, empty, BPF_NOEXIST);
