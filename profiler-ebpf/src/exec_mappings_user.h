@@ -4,13 +4,13 @@
  * A process that lives for milliseconds exits before user space reads its
  * /proc/PID/maps, so the walker has no entry for it and its frames could
  * not be named afterwards. Two tracepoints record every executable file
- * mapping per process the moment it is made: the binary's text at exec,
- * and each mmap(2) of a library. (fentry/fexit on do_mmap would see both
- * at once, but BPF_PROG_LOAD refuses tracing programs with EPERM on the
- * machines this was built on.) The walker combines them with the tables
- * of their files (unwind_files, filled by user space for every file whose
- * table is loaded), and user space names the frames from them after the
- * process exits. */
+ * mapping per process the moment it is made: the binary's text at exec
+ * (tp_btf), and each mmap(2) of a library (the syscall's own tracepoints,
+ * which need tracefs). fentry/fexit on do_mmap would see both at once, but
+ * BPF_PROG_LOAD refuses tracing programs with EPERM on the machines this
+ * was built on; tp_btf/sys_exit would run for every system call. The walker combines them with the
+ * tables of their files (unwind_files, filled by user space for every file whose table is loaded),
+ * and user space names the frames from them after the process exits. */
 #ifndef SMOLDER_EXEC_MAPPINGS_USER_H
 #define SMOLDER_EXEC_MAPPINGS_USER_H
 
@@ -94,29 +94,57 @@ int BPF_PROG(record_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	return 0;
 }
 
-#define SMOLDER_NR_MMAP 9
 #define SMOLDER_PROT_EXEC 0x4
 
-/* Libraries: ld.so and dlopen() map them with mmap(2). Only mmap exits
- * get past the first test. */
-SEC("tp_btf/sys_exit")
-int BPF_PROG(record_mmap, struct pt_regs *regs, long ret)
+/* mmap(2) arguments between its entry and exit, per thread; only calls
+ * that map a file executable are kept. */
+struct mmap_call {
+	__u64 len;
+	__u64 fd;
+	__u64 off;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32); /* tid */
+	__type(value, struct mmap_call);
+} mmap_calls SEC(".maps");
+
+/* Libraries: ld.so and dlopen() map them with mmap(2). The syscall's own
+ * tracepoints run for mmap only, not for every system call. */
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int record_mmap_enter(struct trace_event_raw_sys_enter *ctx)
 {
-	if (BPF_CORE_READ(regs, orig_ax) != SMOLDER_NR_MMAP || (ret < 0 && ret > -4096))
+	long fd = (long)ctx->args[4];
+	if (!(ctx->args[2] & SMOLDER_PROT_EXEC) || fd < 0 || fd > 65535)
 		return 0;
-	if (!(BPF_CORE_READ(regs, dx) & SMOLDER_PROT_EXEC))
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct mmap_call call = {.len = ctx->args[1], .fd = (__u64)fd, .off = ctx->args[5]};
+	bpf_map_update_elem(&mmap_calls, &tid, &call, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_mmap")
+int record_mmap_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct mmap_call *found = bpf_map_lookup_elem(&mmap_calls, &tid);
+	if (!found)
 		return 0;
-	long fd = (long)BPF_CORE_READ(regs, r8);
-	if (fd < 0 || fd > 65535)
+	struct mmap_call call = *found;
+	bpf_map_delete_elem(&mmap_calls, &tid);
+	long ret = ctx->ret;
+	if (ret < 0 && ret > -4096)
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
 	struct file *file = NULL;
-	if (!fds || bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) != 0 || !file)
+	if (!fds || bpf_probe_read_kernel(&file, sizeof(file), &fds[call.fd]) != 0 || !file)
 		return 0;
-	__u64 len = (BPF_CORE_READ(regs, si) + 4095) & ~4095ULL;
 	__u64 start = (__u64)ret;
-	record_mapping((__u64)task->mm, start, start + len, BPF_CORE_READ(regs, r9) >> 12, file);
+	__u64 len = (call.len + 4095) & ~4095ULL;
+	record_mapping((__u64)task->mm, start, start + len, call.off >> 12, file);
 	return 0;
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
-use aya::programs::{BtfTracePoint, PerfEvent, ProgramError, RawTracePoint};
+use aya::programs::{BtfTracePoint, PerfEvent, ProgramError, RawTracePoint, TracePoint};
 use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 
 use super::offcpu::{read_totals, remove_read, OffCpuConfig, OffCpuEntry, ThreadSeen};
@@ -196,36 +196,72 @@ const STAT_UNWIND_RECORDED: u32 = 21;
 #[cfg(test)]
 const STAT_COUNT: u32 = 22;
 
-/// The tracepoints that record each process's executable file mappings
-/// (program, tracepoint).
-const MAPPING_RECORDERS: [(&str, &str); 2] = [
-    ("record_exec", "sched_process_exec"),
-    ("record_mmap", "sys_exit"),
+/// What records each process's executable file mappings: the binary at
+/// exec (tp_btf), libraries at mmap(2) (the syscall's own tracepoints, which
+/// need tracefs).
+const EXEC_RECORDER: &str = "record_exec";
+const MMAP_RECORDERS: [(&str, &str); 2] = [
+    ("record_mmap_enter", "sys_enter_mmap"),
+    ("record_mmap_exit", "sys_exit_mmap"),
 ];
+
+fn recorder_warning(e: &LoadError) {
+    tracing::warn!(
+        "{}: processes that exit before smolder reads them are walked with frame pointers",
+        crate::unwind::error_chain(e)
+    );
+}
 
 /// Loads the mapping recorders; a kernel that refuses them gets a warning
 /// and goes on without (short-lived processes then use frame pointers).
 fn load_mapping_recorder(ebpf: &mut Ebpf, btf: &Btf) -> bool {
-    let loaded = MAPPING_RECORDERS
-        .iter()
-        .try_for_each(|&(name, tracepoint)| {
-            program::<BtfTracePoint>(ebpf, name)?
-                .load(tracepoint, btf)
-                .map_err(|source| LoadError::Program {
-                    name,
-                    action: "load",
-                    source,
-                })
-        });
-    match loaded {
+    let exec = program::<BtfTracePoint>(ebpf, EXEC_RECORDER).and_then(|p| {
+        p.load("sched_process_exec", btf)
+            .map_err(|source| LoadError::Program {
+                name: EXEC_RECORDER,
+                action: "load",
+                source,
+            })
+    });
+    let mmap = MMAP_RECORDERS.iter().try_for_each(|&(name, _)| {
+        program::<TracePoint>(ebpf, name)?
+            .load()
+            .map_err(|source| LoadError::Program {
+                name,
+                action: "load",
+                source,
+            })
+    });
+    match exec.and(mmap) {
         Ok(()) => true,
         Err(e) => {
-            tracing::warn!(
-                "{}: processes that exit before smolder reads them are walked with frame pointers",
-                crate::unwind::error_chain(&e)
-            );
+            recorder_warning(&e);
             false
         }
+    }
+}
+
+/// Attaches the mapping recorders (a failure is a warning, as at load).
+fn attach_mapping_recorder(ebpf: &mut Ebpf) {
+    let exec = program::<BtfTracePoint>(ebpf, EXEC_RECORDER).and_then(|p| {
+        p.attach().map(drop).map_err(|source| LoadError::Program {
+            name: EXEC_RECORDER,
+            action: "attach",
+            source,
+        })
+    });
+    let mmap = MMAP_RECORDERS.iter().try_for_each(|&(name, tracepoint)| {
+        program::<TracePoint>(ebpf, name)?
+            .attach("syscalls", tracepoint)
+            .map(drop)
+            .map_err(|source| LoadError::Program {
+                name,
+                action: "attach (is tracefs mounted at /sys/kernel/tracing?)",
+                source,
+            })
+    });
+    if let Err(e) = exec.and(mmap) {
+        recorder_warning(&e);
     }
 }
 
@@ -454,21 +490,7 @@ impl Sampler {
             attach_off_cpu(&mut self.ebpf, name)?;
         }
         if self.records_mappings {
-            for (name, _) in MAPPING_RECORDERS {
-                let attached = program::<BtfTracePoint>(&mut self.ebpf, name).and_then(|p| {
-                    p.attach().map(drop).map_err(|source| LoadError::Program {
-                        name,
-                        action: "attach",
-                        source,
-                    })
-                });
-                if let Err(e) = attached {
-                    tracing::warn!(
-                        "{}: processes that exit before smolder reads them are walked with frame pointers",
-                        crate::unwind::error_chain(&e)
-                    );
-                }
-            }
+            attach_mapping_recorder(&mut self.ebpf);
         }
         if !self.config.on_cpu {
             return Ok(());

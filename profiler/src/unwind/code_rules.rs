@@ -20,7 +20,7 @@
 //! -64`, `mov rsp, rax`) makes the rule unknown: those addresses get the
 //! invalid rule (frame pointers) until the next function starts.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use iced_x86::{
     Code, Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register,
@@ -91,7 +91,7 @@ pub fn rules_from_code(
     let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
     let mut instruction = Instruction::default();
     // States carried by forward jumps to their targets.
-    let mut targets: HashMap<u64, State> = HashMap::new();
+    let mut targets: FxHashMap<u64, State> = FxHashMap::default();
     let mut current: Option<State> = None;
     let mut last: Option<Rule> = None;
     while decoder.can_decode() {
@@ -138,7 +138,7 @@ fn carry(
     instruction: &Instruction,
     state: Option<State>,
     end: u64,
-    targets: &mut HashMap<u64, State>,
+    targets: &mut FxHashMap<u64, State>,
 ) {
     let Some(state) = state else { return };
     if !matches!(

@@ -16,7 +16,7 @@
 //! building libtorch_cpu's table (286 MiB of code) keeps a few MiB of its
 //! code resident rather than nearly all of it.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use gimli::{
     BaseAddresses, CfaRule as GimliCfa, DebugFrame, EhFrame, LittleEndian, RegisterRule,
@@ -379,7 +379,7 @@ struct RowWriter {
     pages: Vec<Page>,
     rows: Vec<Row>,
     rules: Vec<Rule>,
-    rule_index: HashMap<Rule, u16>,
+    rule_index: FxHashMap<Rule, u16>,
     last: Option<Rule>,
     code_rules: CodeRulesStats,
 }
@@ -391,7 +391,7 @@ impl RowWriter {
             pages: Vec::new(),
             rows: Vec::new(),
             rules: Vec::new(),
-            rule_index: HashMap::new(),
+            rule_index: FxHashMap::default(),
             last: None,
             code_rules: CodeRulesStats::default(),
         };

@@ -209,8 +209,10 @@ fn process_that_exits_mid_capture_keeps_its_frames() {
         return;
     }
     let chain = workload("chain");
-    let mut short = Command::new(&chain).arg("1").spawn().unwrap();
-    let mut long = Command::new(&chain).arg("3").spawn().unwrap();
+    // The debug build takes most of a second to start sampling: the short
+    // process must outlive that by a margin.
+    let mut short = Command::new(&chain).arg("2.5").spawn().unwrap();
+    let mut long = Command::new(&chain).arg("5").spawn().unwrap();
     let pids = format!("{},{}", short.id(), long.id());
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("exit.pb.gz");
