@@ -247,7 +247,7 @@ fn pytorch_native_stacks_agree_with_perf() {
         theirs.len()
     );
     assert!(
-        // Measured 0.95 to 0.98 over 20 s at 1999 Hz (0.89 to 0.93 over 12 s
+        // Measured 0.949 to 0.980 over 20 s at 1999 Hz (0.89 to 0.93 over 12 s
         // at 499 Hz: agreement grows with smolder's samples). The misses
         // inspected were rare paths (allocations, the GIL, meta functions)
         // perf walked once and smolder did not sample, never a different
