@@ -50,6 +50,15 @@ struct {
 	__type(value, struct smolder_unwind_process);
 } unwind_processes SEC(".maps");
 
+/* The entry of a process user space has not read: no mappings (never
+ * written), so that the walk always has an entry to search. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct smolder_unwind_process);
+} no_mappings SEC(".maps");
+
 /* Where the walk is. Kept in map memory, not on the BPF stack: the verifier
  * tracks stack values exactly, and a frame count there would make it verify
  * the callback once per depth. */
@@ -79,7 +88,8 @@ struct {
 /* What the callback needs; constant during the walk. */
 struct unwind_context {
 	__u64 *frames; /* SMOLDER_MAX_USER_FRAMES slots in a map value */
-	/* NULL for a process user space has not read (or read before an exec). */
+	/* Empty (no_mappings) for a process user space has not read, or read
+	 * before an exec. */
 	struct smolder_unwind_process *process;
 	struct unwind_cursor *cursor;
 	__u32 tgid;
@@ -251,49 +261,73 @@ static __always_inline int step_rule(struct unwind_cursor *c, struct smolder_unw
 	return STEP_NEXT;
 }
 
-/* The mapping of `addr` from the mappings the kernel recorded for the
- * process (exec_mappings) and the table of its file; NULL when it has none.
- * Newest first: a later mapping at the same place replaced an earlier one. */
-static __noinline struct smolder_unwind_mapping *recorded_mapping(__u32 tgid, __u64 addr)
+/* Finding the recorded mapping that holds an address, newest first, one
+ * bpf_loop step per mapping (a plain loop made the verifier walk all 32
+ * iterations on every path: a quarter of a second of start-up). */
+struct recorded_scan {
+	struct smolder_exec_mappings *list;
+	__u64 addr;
+	__s32 found;
+};
+
+static long scan_recorded(__u32 index, void *data)
+{
+	struct recorded_scan *scan = data;
+	__u32 i = SMOLDER_EXEC_MAPPINGS - 1 - index;
+	if (i >= scan->list->count)
+		return 0;
+	/* The mask bounds the index for the verifier (32 is a power of two). */
+	struct smolder_exec_mapping *m = &scan->list->mappings[i & (SMOLDER_EXEC_MAPPINGS - 1)];
+	if (scan->addr >= m->start && scan->addr < m->end) {
+		scan->found = (__s32)i;
+		return 1;
+	}
+	return 0;
+}
+
+/* Fills the per-CPU cursor's `found` with the mapping of `addr` from the
+ * mappings recorded for the process (exec_mappings) and the table of its
+ * file; returns 1 when there is one with a table, else 0. Newest first: a
+ * later mapping at the same place replaced an earlier one. A global
+ * function, so that the verifier checks its loop once, not once per path
+ * through the walk. */
+__noinline int recorded_mapping(__u32 tgid, __u64 addr)
 {
 	__u32 zero = 0;
 	struct unwind_cursor *c = bpf_map_lookup_elem(&unwind_cursors, &zero);
 	if (!c)
-		return NULL;
+		return 0;
 	if (c->found.start <= addr && addr < c->found.end)
-		return c->found.page_count ? &c->found : NULL;
+		return c->found.page_count ? 1 : 0;
 	struct smolder_exec_mappings *list = bpf_map_lookup_elem(&exec_mappings, &tgid);
 	if (!list)
-		return NULL;
+		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
 	if (list->mm_id != (__u64)task->mm)
-		return NULL;
-	__u32 count = list->count;
-	for (int i = SMOLDER_EXEC_MAPPINGS - 1; i >= 0; i--) {
-		if ((__u32)i >= count)
-			continue;
-		struct smolder_exec_mapping *m = &list->mappings[i];
-		if (addr < m->start || addr >= m->end)
-			continue;
-		c->found.start = m->start;
-		c->found.end = m->end;
-		c->found.page_count = 0;
-		struct smolder_unwind_file_key key = {.dev = m->dev, .ino = m->ino};
-		struct smolder_unwind_file *file = bpf_map_lookup_elem(&unwind_files, &key);
-		if (!file)
-			return NULL;
-		__u64 offset = file->seg_offset;
-		if (m->pgoff != SMOLDER_EXEC_TEXT) {
-			offset = m->pgoff << 12;
-			if (offset < (file->seg_offset & ~4095ULL) || offset >= file->seg_end)
-				return NULL;
-		}
-		c->found.base = m->start - offset + file->delta;
-		c->found.first_page = file->first_page;
-		c->found.page_count = file->page_count;
-		return &c->found;
+		return 0;
+	struct recorded_scan scan = {.list = list, .addr = addr, .found = -1};
+	bpf_loop(SMOLDER_EXEC_MAPPINGS, scan_recorded, &scan, 0);
+	if (scan.found < 0)
+		return 0;
+	struct smolder_exec_mapping *m =
+	    &list->mappings[(__u32)scan.found & (SMOLDER_EXEC_MAPPINGS - 1)];
+	c->found.start = m->start;
+	c->found.end = m->end;
+	c->found.page_count = 0;
+	struct smolder_unwind_file_key key = {.dev = m->dev, .ino = m->ino};
+	struct smolder_unwind_file *file = bpf_map_lookup_elem(&unwind_files, &key);
+	if (!file)
+		return 0;
+	__u64 offset = file->seg_offset;
+	if (m->pgoff != SMOLDER_EXEC_TEXT) {
+		offset = m->pgoff << 12;
+		if (offset < (file->seg_offset & ~4095ULL) || offset >= file->seg_end)
+			return 0;
 	}
-	return NULL;
+	c->found.base = m->start - offset + file->delta;
+	c->found.first_page = file->first_page;
+	c->found.page_count = file->page_count;
+	return c->found.page_count ? 1 : 0;
 }
 
 /* bpf_loop callback: records the current frame and steps to its caller. */
@@ -313,16 +347,17 @@ static long unwind_step(__u32 index, void *data)
 	__u64 lookup = n == 0 ? c->ip : c->ip - 1;
 	int result;
 	struct smolder_unwind_mapping *mapping = NULL;
-	int found = ctx->process ? find_mapping(ctx->process, lookup) : -1;
+	int found = find_mapping(ctx->process, lookup);
 	if (found >= 0)
 		mapping = &ctx->process->mappings[(__u32)found & (SMOLDER_UNWIND_MAX_MAPPINGS - 1)];
 	if (!mapping) {
 		/* Not read yet, or read before it mapped this library (at exec,
 		 * say): user space refreshes the entry; the kernel's record of
 		 * the process's mappings serves meanwhile. */
-		if (ctx->process)
+		if (ctx->process->count)
 			c->flags |= SAMPLE_USER_UNMAPPED;
-		mapping = recorded_mapping(ctx->tgid, lookup);
+		if (recorded_mapping(ctx->tgid, lookup) > 0)
+			mapping = &c->found;
 	}
 	if (!mapping || mapping->page_count == 0) {
 		result = step_frame_pointer(c);
@@ -397,9 +432,14 @@ static __always_inline int walk_user_stack(__u32 tgid, struct unwind_cursor *c, 
 			process = NULL; /* read before an exec */
 	}
 	if (!process) {
-		if (!recorded_mapping(tgid, c->ip))
+		if (recorded_mapping(tgid, c->ip) <= 0)
 			return -1;
 		count(STAT_UNWIND_RECORDED);
+		/* An entry without mappings: every lookup goes to the record. */
+		__u32 zero = 0;
+		process = bpf_map_lookup_elem(&no_mappings, &zero);
+		if (!process)
+			return -1;
 	}
 	struct unwind_context walk = {
 	    .frames = frames, .process = process, .cursor = c, .tgid = tgid};
