@@ -3,14 +3,15 @@
  *
  * A process that lives for milliseconds exits before user space reads its
  * /proc/PID/maps, so the walker has no entry for it and its frames could
- * not be named afterwards. Two tracepoints record every executable file
+ * not be named afterwards. Tracepoints record every executable file
  * mapping per process the moment it is made: the binary's text at exec
  * (tp_btf), and each mmap(2) of a library (the syscall's own tracepoints,
  * which need tracefs). fentry/fexit on do_mmap would see both at once, but
  * BPF_PROG_LOAD refuses tracing programs with EPERM on the machines this
- * was built on; tp_btf/sys_exit would run for every system call. The walker combines them with the
- * tables of their files (unwind_files, filled by user space for every file whose table is loaded),
- * and user space names the frames from them after the process exits. */
+ * was built on, and tp_btf/sys_exit would run for every system call. The
+ * walker combines the record with the tables of the files (unwind_files,
+ * filled by user space for every file whose table is loaded), and user
+ * space names the frames from it after the process exits. */
 #ifndef SMOLDER_EXEC_MAPPINGS_USER_H
 #define SMOLDER_EXEC_MAPPINGS_USER_H
 
@@ -138,7 +139,10 @@ int record_mmap_exit(struct trace_event_raw_sys_exit *ctx)
 	if (ret < 0 && ret > -4096)
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || call.fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
 	struct file *file = NULL;
 	if (!fds || bpf_probe_read_kernel(&file, sizeof(file), &fds[call.fd]) != 0 || !file)
 		return 0;

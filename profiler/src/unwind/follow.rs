@@ -125,9 +125,9 @@ fn follow_one<S: TableStore>(
     if let Some(maps) = processes.maps(pid, mm_id) {
         tables.add_process(pid, mm_id, maps);
     } else if !known {
-        // No snapshot: it exited before its maps were read. The kernel
-        // recorded its executable mappings (fexit/do_mmap): name its
-        // frames from those whose files are open here.
+        // No snapshot: it exited before its maps were read. BPF recorded
+        // its executable mappings (at exec and mmap): name its frames from
+        // those whose files are open here.
         let recorded = tables.take_recorded(pid, mm_id);
         if let Some(maps) = symbolizer.process_from_mappings(pid, &recorded) {
             processes.adopt(pid, mm_id, maps);

@@ -92,9 +92,6 @@ enum ModuleTable {
         segments: Vec<LoadSegment>,
         refs: u32,
         last_used: u64,
-        /// Files registered for processes without an entry (walked through
-        /// their VMAs): every file seen with this table.
-        files: Vec<FileKey>,
     },
     /// Being built; these processes get their entry rewritten when it is in.
     Pending { waiting: Vec<u32> },
@@ -140,8 +137,9 @@ pub struct UnwindTables<S: TableStore> {
     rules: RuleSet,
     modules: HashMap<TableKey, ModuleTable>,
     processes: HashMap<u32, ProcessTables>,
-    /// Files whose tables the walker finds without a process entry.
-    registered: HashMap<FileKey, FileEntry>,
+    /// Files whose tables the walker finds without a process entry (from
+    /// the mappings recorded in BPF), and the table each one uses.
+    registered: HashMap<FileKey, (TableKey, FileEntry)>,
     clock: u64,
     stats: UnwindStats,
     space_full_reported: bool,
@@ -357,19 +355,15 @@ impl<S: TableStore> UnwindTables<S> {
         entry: &MappingEntry,
     ) {
         let file = FileKey::of(file);
-        let Some(ModuleTable::Loaded {
-            segments, files, ..
-        }) = self.modules.get_mut(key)
-        else {
-            return;
-        };
-        if files.contains(&file) {
+        if self.registered.contains_key(&file) {
             return;
         }
+        let Some(ModuleTable::Loaded { segments, .. }) = self.modules.get(key) else {
+            return;
+        };
         let Some(segment) = segment_for(segments, region.offset) else {
             return;
         };
-        files.push(file);
         let entry = FileEntry {
             // base = start - offset + delta, whatever the VMA's start.
             delta: entry
@@ -383,7 +377,24 @@ impl<S: TableStore> UnwindTables<S> {
         if let Err(e) = self.store.set_file(file, &entry) {
             self.store_failed(&e);
         }
-        self.registered.insert(file, entry);
+        self.registered.insert(file, (key.clone(), entry));
+    }
+
+    /// Forgets the files that use `key`'s table, in BPF too, before its
+    /// space is reused.
+    fn unregister_files(&mut self, key: &TableKey) {
+        let files: Vec<FileKey> = self
+            .registered
+            .iter()
+            .filter(|(_, (table, _))| table == key)
+            .map(|(file, _)| *file)
+            .collect();
+        for file in files {
+            self.registered.remove(&file);
+            if let Err(e) = self.store.remove_file(file) {
+                self.store_failed(&e);
+            }
+        }
     }
 
     /// The executable file mappings the kernel recorded for a process
@@ -409,7 +420,7 @@ impl<S: TableStore> UnwindTables<S> {
                 };
                 let offset = if m.pgoff == EXEC_TEXT {
                     // Recorded at exec: the text segment's own offset.
-                    self.registered.get(&file)?.seg_offset
+                    self.registered.get(&file)?.1.seg_offset
                 } else {
                     m.pgoff << 12
                 };
@@ -620,7 +631,6 @@ impl<S: TableStore> UnwindTables<S> {
             segments: info.segments,
             refs: 0,
             last_used: self.clock,
-            files: Vec::new(),
         }
     }
 
@@ -645,17 +655,8 @@ impl<S: TableStore> UnwindTables<S> {
                 })
                 .min_by_key(|(last_used, _)| *last_used)
                 .map(|(_, key)| key.clone())?;
-            if let Some(ModuleTable::Loaded {
-                rows, pages, files, ..
-            }) = self.modules.remove(&victim)
-            {
-                // Unregister before the space is reused.
-                for file in files {
-                    self.registered.remove(&file);
-                    if let Err(e) = self.store.remove_file(file) {
-                        self.store_failed(&e);
-                    }
-                }
+            if let Some(ModuleTable::Loaded { rows, pages, .. }) = self.modules.remove(&victim) {
+                self.unregister_files(&victim);
                 self.rows.release(rows);
                 self.pages.release(pages);
                 self.stats.evicted += 1;
