@@ -202,6 +202,10 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         TargetSpec::Command(argv) => Some(target::launch(argv, &mut sampler)?),
         _ => None,
     };
+    if !config.quiet {
+        // Like py-spy's first line: the capture has begun (scripts wait for it).
+        eprintln!("{}", started_line(config));
+    }
 
     let mut last_liveness_check = Instant::now();
     loop {
@@ -510,4 +514,27 @@ fn process_count(profile: &Profile) -> usize {
     pids.sort_unstable();
     pids.dedup();
     pids.len()
+}
+
+/// "Sampling pid 42 at 99 Hz for 10s; Ctrl-C to stop."
+fn started_line(config: &RecordConfig) -> String {
+    let targets = match &config.targets {
+        TargetSpec::All => "all processes".to_owned(),
+        TargetSpec::Pids(pids) => {
+            let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+            let noun = if pids.len() == 1 { "pid" } else { "pids" };
+            format!("{noun} {}", list.join(","))
+        }
+        TargetSpec::Command(_) => "the command and its children".to_owned(),
+    };
+    let what = match (config.on_cpu, config.off_cpu.is_some()) {
+        (true, true) => format!("on-CPU at {} Hz and off-CPU", config.frequency),
+        (true, false) => format!("at {} Hz", config.frequency),
+        (false, _) => "off-CPU".to_owned(),
+    };
+    let until = match config.duration {
+        Some(d) => format!(" for {:.1?}", d),
+        None => String::new(),
+    };
+    format!("Sampling {targets} {what}{until}; Ctrl-C to stop.")
 }

@@ -12,16 +12,24 @@ const KERNEL_SPACE: u64 = 0xffff_8000_0000_0000;
 
 /// Starts `perf record --call-graph dwarf` on `pid` for `seconds`.
 pub fn start_perf(pid: u32, seconds: u32, out: &Path) -> Child {
-    start_perf_copying(pid, seconds, out, 8192)
+    start_perf_copying(pid, seconds, out, 8192, 99)
 }
 
 /// The same, copying `stack_bytes` of each sample's stack (perf's default
 /// is 8 KiB; deep C++ stacks need more to be walked to `main`).
-pub fn start_perf_copying(pid: u32, seconds: u32, out: &Path, stack_bytes: u32) -> Child {
+pub fn start_perf_copying(
+    pid: u32,
+    seconds: u32,
+    out: &Path,
+    stack_bytes: u32,
+    hz: u32,
+) -> Child {
     Command::new("perf")
         .args(["record", "-q", "--call-graph"])
         .arg(format!("dwarf,{stack_bytes}"))
-        .args(["-F", "99", "-p"])
+        .arg("-F")
+        .arg(hz.to_string())
+        .arg("-p")
         .arg(pid.to_string())
         .arg("-o")
         .arg(out)

@@ -180,6 +180,81 @@ pub fn record_pid(pid: u32, seconds: u32, extra: &[&str]) -> (Vec<Stack>, String
     )
 }
 
+/// A `smolder record -p PID` running in the background, from the moment it
+/// samples (it printed "Sampling ...") until `finish`.
+pub struct Recording {
+    child: Option<std::process::Child>,
+    stderr: std::thread::JoinHandle<String>,
+    out: PathBuf,
+    pid: u32,
+    _dir: tempfile::TempDir,
+}
+
+impl Recording {
+    pub fn start(pid: u32, seconds: u32, extra: &[&str]) -> Self {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.pb.gz");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_smolder"))
+            .args(["record", "-p", &pid.to_string(), "-d", &format!("{seconds}s")])
+            .arg("-o")
+            .arg(&out)
+            .args(extra)
+            .env("SMOLDER_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("running smolder");
+        let mut lines = std::io::BufReader::new(child.stderr.take().expect("piped"));
+        let mut text = String::new();
+        let recording = |child, stderr, out, dir| Self {
+            child: Some(child),
+            stderr,
+            out,
+            pid,
+            _dir: dir,
+        };
+        loop {
+            let mut line = String::new();
+            if lines.read_line(&mut line).expect("smolder's stderr") == 0 {
+                let status = child.wait().expect("smolder");
+                panic!("smolder record exited ({status}) before sampling:\n{text}");
+            }
+            text.push_str(&line);
+            if line.starts_with("Sampling ") {
+                break;
+            }
+        }
+        let stderr = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = lines.read_to_string(&mut rest);
+            text + &rest
+        });
+        recording(child, stderr, out, dir)
+    }
+
+    /// Waits for the capture to end: the target's stacks and smolder's stderr.
+    pub fn finish(mut self) -> (Vec<Stack>, String) {
+        let status = self.child.take().expect("running").wait().expect("smolder");
+        let stderr = std::mem::replace(&mut self.stderr, std::thread::spawn(String::new))
+            .join()
+            .expect("stderr reader");
+        eprintln!("smolder record -p {}: {status}\n{stderr}", self.pid);
+        assert!(status.success(), "smolder record failed");
+        let (_, stacks) = read_pprof(&self.out);
+        let pid = self.pid;
+        (stacks.into_iter().filter(|s| s.pid == pid).collect(), stderr)
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 pub fn read_pprof(path: &Path) -> (pprof_proto::Profile, Vec<Stack>) {
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
