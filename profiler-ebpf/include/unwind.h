@@ -147,10 +147,13 @@ _Static_assert(sizeof(struct smolder_exec_mappings) == 16 + 40 * SMOLDER_EXEC_MA
 
 /* The mappings of one process, sorted by start, `count` valid. mm_id: the
  * address space they were read from (0: not known); after an exec the
- * entry no longer applies and the walker goes through the VMAs. */
+ * entry no longer applies and the walker goes through the VMAs.
+ * generation: unique to each entry user space writes (never 0), so that a
+ * rule the walker cached for an address of this entry is never used for
+ * another entry (another process, or this one after it remapped). */
 struct smolder_unwind_process {
 	__u32 count;
-	__u32 reserved;
+	__u32 generation;
 	__u64 mm_id;
 	struct smolder_unwind_mapping mappings[SMOLDER_UNWIND_MAX_MAPPINGS];
 };

@@ -40,12 +40,21 @@ struct {
 	__type(value, struct smolder_python_thread);
 } python_threads SEC(".maps");
 
+/* The bytes of a frame read at once: every field the walk reads is in the
+ * first PY_FRAME_READ bytes of a frame on the versions smolder knows. */
+#define PY_FRAME_READ 128
+
 struct python_cursor {
 	struct smolder_python_process process; /* a copy: constant during the walk */
 	__u64 fs_base;
 	__u64 at; /* the PyThreadState or frame being looked at */
 	__u32 len;
 	__u32 status;
+	/* How many bytes of each frame to read (its last field's end), or 0:
+	 * the fields are read one by one. */
+	__u32 frame_span;
+	__u32 reserved;
+	__u8 frame[PY_FRAME_READ];
 };
 
 struct {
@@ -113,6 +122,36 @@ static __always_inline __u64 python_thread_state(struct python_cursor *c, __u32 
 	return found.tstate;
 }
 
+/* Copies `size` (1, 4 or 8) bytes at `offset` of the frame read into
+ * c->frame; -1 when they are outside what was read. */
+static __always_inline int frame_field(struct python_cursor *c, __u32 offset, void *out, __u32 size)
+{
+	if (offset > PY_FRAME_READ - 8 || offset + size > c->frame_span)
+		return -1;
+	__u8 *at = &c->frame[offset & (PY_FRAME_READ - 1)];
+	if (size == 8)
+		__builtin_memcpy(out, at, 8);
+	else if (size == 4)
+		__builtin_memcpy(out, at, 4);
+	else
+		*(__u8 *)out = *at;
+	return 0;
+}
+
+/* Bytes of a frame that hold every field the walk reads, or 0 when one is
+ * past PY_FRAME_READ. */
+static __always_inline __u32 frame_span(const struct smolder_python_process *p)
+{
+	__u32 end = p->frame_code + 8;
+	if (p->frame_previous + 8 > end)
+		end = p->frame_previous + 8;
+	if (p->frame_instr + 8 > end)
+		end = p->frame_instr + 8;
+	if (p->frames != PY_FRAMES_OBJECT && p->frame_entry + 1 > end)
+		end = p->frame_entry + 1;
+	return end <= PY_FRAME_READ ? end : 0;
+}
+
 /* bpf_loop callback: records the frame at c->at and moves to the previous. */
 static long python_frame_step(__u32 index, void *data)
 {
@@ -124,8 +163,16 @@ static long python_frame_step(__u32 index, void *data)
 		return 1;
 	__u64 frame = c->at;
 	__u64 code = 0;
-	if (read_pointer(&code, frame + p->frame_code) != 0 ||
-	    read_pointer(&c->at, frame + p->frame_previous) != 0) {
+	/* One read for the whole frame (each read of a cold frame is a cache
+	 * miss); the fields are then taken from the copy. */
+	__u32 span = c->frame_span;
+	if (span == 0 || span > PY_FRAME_READ ||
+	    bpf_probe_read_user(c->frame, span, (const void *)frame) != 0) {
+		c->status = PY_STATUS_ERROR;
+		return 1;
+	}
+	if (frame_field(c, p->frame_code, &code, 8) != 0 ||
+	    frame_field(c, p->frame_previous, &c->at, 8) != 0) {
 		c->status = PY_STATUS_ERROR;
 		return 1;
 	}
@@ -134,11 +181,11 @@ static long python_frame_step(__u32 index, void *data)
 		/* f_lasti: a byte offset in 3.8 and 3.9, a code unit index in
 		 * 3.10; user space scales it. Every frame is its own C call. */
 		__s32 lasti = 0;
-		bpf_probe_read_user(&lasti, sizeof(lasti), (const void *)(frame + p->frame_instr));
+		frame_field(c, p->frame_instr, &lasti, sizeof(lasti));
 		instr = (lasti < 0 ? 0 : (__u32)lasti) | PY_FRAME_ENTRY;
 	} else {
 		__u8 entry = 0;
-		bpf_probe_read_user(&entry, sizeof(entry), (const void *)(frame + p->frame_entry));
+		frame_field(c, p->frame_entry, &entry, sizeof(entry));
 		if (p->frames == PY_FRAMES_SHIM && entry == PY_OWNED_BY_CSTACK) {
 			/* The shim below a C call's first frame: that frame ends
 			 * the run. */
@@ -148,7 +195,7 @@ static long python_frame_step(__u32 index, void *data)
 			return c->at == 0;
 		}
 		__u64 ip = 0;
-		read_pointer(&ip, frame + p->frame_instr);
+		frame_field(c, p->frame_instr, &ip, sizeof(ip));
 		/* 3.14 tags the low bits of f_executable. */
 		code &= ~3ULL;
 		__u64 start = code + p->code_adaptive;
@@ -185,6 +232,7 @@ static __always_inline void python_stack(struct smolder_sample *s, struct task_s
 	c->fs_base = BPF_CORE_READ(task, thread.fsbase);
 	c->len = 0;
 	c->status = PY_STATUS_OK;
+	c->frame_span = frame_span(process);
 	__u64 tstate = python_thread_state(c, s->tid);
 	if (tstate == 0) {
 		s->python_status = PY_STATUS_NO_THREAD;

@@ -59,6 +59,40 @@ struct {
 	__type(value, struct smolder_unwind_process);
 } no_mappings SEC(".maps");
 
+/* Rules found for return addresses, per CPU, by address and process entry
+ * generation. A server's stacks repeat: the same few dozen call sites are
+ * in nearly every sample, and each full lookup (mapping search, page, row
+ * search) is a chain of cache misses at a profiler's rate. Only rules found
+ * through a process entry are kept; rules are never renumbered, and a new
+ * entry has a new generation, so a hit is always the rule a search would
+ * find (or, for a table since evicted, the rule it had). */
+#define UNWIND_RULE_CACHE_SLOTS 1024
+
+struct unwind_rule_cache_slot {
+	__u64 addr;
+	__u32 generation;
+	__u32 rule;
+};
+
+struct unwind_rule_cache {
+	struct unwind_rule_cache_slot slots[UNWIND_RULE_CACHE_SLOTS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct unwind_rule_cache);
+} unwind_rule_cache SEC(".maps");
+
+static __always_inline struct unwind_rule_cache_slot *
+rule_cache_slot(struct unwind_rule_cache *cache, __u64 addr, __u32 generation)
+{
+	__u64 h =
+	    (addr ^ (addr >> 11) ^ ((__u64)generation * 0x9e3779b1ULL)) * 0x9e3779b97f4a7c15ULL;
+	return &cache->slots[(h >> 54) & (UNWIND_RULE_CACHE_SLOTS - 1)];
+}
+
 /* Where the walk is. Kept in map memory, not on the BPF stack: the verifier
  * tracks stack values exactly, and a frame count there would make it verify
  * the callback once per depth. */
@@ -73,6 +107,11 @@ struct unwind_cursor {
 	/* Binary search bounds, in map memory for the same reason. */
 	__u32 lo;
 	__u32 hi;
+	/* The process mapping of the last frame, plus one (0: none). Most
+	 * callers are in the same library as their callee: checking it first
+	 * saves a search whose every step is a cache miss on a cold stack. */
+	__u32 last_mapping;
+	__u32 reserved2;
 	/* The last mapping found in exec_mappings (end 0: none; page_count
 	 * 0: its file has no table). */
 	struct smolder_unwind_mapping found;
@@ -92,6 +131,7 @@ struct unwind_context {
 	 * before an exec. */
 	struct smolder_unwind_process *process;
 	struct unwind_cursor *cursor;
+	struct unwind_rule_cache *rule_cache;
 	__u32 tgid;
 };
 
@@ -105,6 +145,13 @@ __noinline int find_mapping(struct smolder_unwind_process *process, __u64 addr)
 	struct unwind_cursor *c = bpf_map_lookup_elem(&unwind_cursors, &zero);
 	if (!process || !c)
 		return -1;
+	__u32 last = c->last_mapping - 1;
+	if (c->last_mapping && last < process->count && last < SMOLDER_UNWIND_MAX_MAPPINGS) {
+		struct smolder_unwind_mapping *m =
+		    &process->mappings[last & (SMOLDER_UNWIND_MAX_MAPPINGS - 1)];
+		if (m->start <= addr && addr < m->end)
+			return (int)last;
+	}
 	c->lo = 0;
 	c->hi = process->count;
 	/* lo ends at the first mapping that starts above addr. */
@@ -128,6 +175,7 @@ __noinline int find_mapping(struct smolder_unwind_process *process, __u64 addr)
 	__u32 index = (lo - 1) & (SMOLDER_UNWIND_MAX_MAPPINGS - 1);
 	if (addr >= process->mappings[index].end)
 		return -1;
+	c->last_mapping = index + 1;
 	return (int)index;
 }
 
@@ -169,25 +217,21 @@ __noinline long find_rule(__u32 first, __u32 count, __u32 key)
 	return (long)row->rule;
 }
 
-/* The rule for `offset` (an address minus its mapping's base) in the table of
- * `mapping`, or NULL: no page there (outside the table), or an empty page. */
-static __always_inline struct smolder_unwind_rule *
-find_rule_for(struct smolder_unwind_mapping *mapping, __u64 offset)
+/* The index of the rule for `offset` (an address minus its mapping's base)
+ * in the table of `mapping`, or -1: no page there (outside the table), or an
+ * empty page. */
+static __always_inline long find_rule_for(struct smolder_unwind_mapping *mapping, __u64 offset)
 {
 	if (offset > 0xffffffffULL)
-		return NULL;
+		return -1;
 	__u32 page = (__u32)(offset >> SMOLDER_UNWIND_PAGE_SHIFT);
 	if (page >= mapping->page_count)
-		return NULL;
+		return -1;
 	__u32 page_index = mapping->first_page + page;
 	struct smolder_unwind_page *entry = bpf_map_lookup_elem(&unwind_pages, &page_index);
 	if (!entry || entry->row_count == 0)
-		return NULL;
-	long rule = find_rule(entry->first_row, entry->row_count, (__u32)(offset & 0xffff));
-	if (rule < 0)
-		return NULL;
-	__u32 rule_index = (__u32)rule;
-	return bpf_map_lookup_elem(&unwind_rules, &rule_index);
+		return -1;
+	return find_rule(entry->first_row, entry->row_count, (__u32)(offset & 0xffff));
 }
 
 enum step_result {
@@ -330,6 +374,18 @@ __noinline int recorded_mapping(__u32 tgid, __u64 addr)
 	return c->found.page_count ? 1 : 0;
 }
 
+/* What unwind_step returns (1: stop) after a step with `result`. */
+static __always_inline long step_end(struct unwind_cursor *c, int result)
+{
+	if (result == STEP_ERROR) {
+		c->flags |= SAMPLE_USER_UNWIND_ERROR;
+		return 1;
+	}
+	if (result == STEP_DONE || c->ip == 0)
+		return 1;
+	return 0;
+}
+
 /* bpf_loop callback: records the current frame and steps to its caller. */
 static long unwind_step(__u32 index, void *data)
 {
@@ -346,6 +402,18 @@ static long unwind_step(__u32 index, void *data)
 	/* A return address points after its call: look up the call itself. */
 	__u64 lookup = n == 0 ? c->ip : c->ip - 1;
 	int result;
+	__u32 generation = ctx->process->generation;
+	struct unwind_rule_cache_slot *slot = NULL;
+	if (generation && ctx->rule_cache) {
+		slot = rule_cache_slot(ctx->rule_cache, lookup, generation);
+		if (slot->addr == lookup && slot->generation == generation) {
+			__u32 rule_index = slot->rule;
+			struct smolder_unwind_rule *rule =
+			    bpf_map_lookup_elem(&unwind_rules, &rule_index);
+			result = rule ? step_rule(c, rule) : step_frame_pointer(c);
+			return step_end(c, result);
+		}
+	}
 	struct smolder_unwind_mapping *mapping = NULL;
 	int found = find_mapping(ctx->process, lookup);
 	if (found >= 0)
@@ -362,16 +430,18 @@ static long unwind_step(__u32 index, void *data)
 	if (!mapping || mapping->page_count == 0) {
 		result = step_frame_pointer(c);
 	} else {
-		struct smolder_unwind_rule *rule = find_rule_for(mapping, lookup - mapping->base);
+		long rule_index = find_rule_for(mapping, lookup - mapping->base);
+		__u32 index = (__u32)rule_index;
+		struct smolder_unwind_rule *rule =
+		    rule_index < 0 ? NULL : bpf_map_lookup_elem(&unwind_rules, &index);
+		if (rule && slot && found >= 0) {
+			slot->addr = lookup;
+			slot->generation = generation;
+			slot->rule = index;
+		}
 		result = rule ? step_rule(c, rule) : step_frame_pointer(c);
 	}
-	if (result == STEP_ERROR) {
-		c->flags |= SAMPLE_USER_UNWIND_ERROR;
-		return 1;
-	}
-	if (result == STEP_DONE || c->ip == 0)
-		return 1;
-	return 0;
+	return step_end(c, result);
 }
 
 /* The per-CPU cursor, reset. */
@@ -385,6 +455,7 @@ static __always_inline struct unwind_cursor *fresh_cursor(void)
 		c->fp_frames = 0;
 		c->found.start = 0;
 		c->found.end = 0;
+		c->last_mapping = 0;
 	}
 	return c;
 }
@@ -425,6 +496,7 @@ static __always_inline int walk_user_stack(__u32 tgid, struct unwind_cursor *c, 
 {
 	if (c->ip == 0)
 		return -1;
+	__u32 zero = 0;
 	struct smolder_unwind_process *process = bpf_map_lookup_elem(&unwind_processes, &tgid);
 	if (process && process->mm_id) {
 		struct task_struct *task = bpf_get_current_task_btf();
@@ -436,13 +508,17 @@ static __always_inline int walk_user_stack(__u32 tgid, struct unwind_cursor *c, 
 			return -1;
 		count(STAT_UNWIND_RECORDED);
 		/* An entry without mappings: every lookup goes to the record. */
-		__u32 zero = 0;
 		process = bpf_map_lookup_elem(&no_mappings, &zero);
 		if (!process)
 			return -1;
 	}
 	struct unwind_context walk = {
-	    .frames = frames, .process = process, .cursor = c, .tgid = tgid};
+	    .frames = frames,
+	    .process = process,
+	    .cursor = c,
+	    .rule_cache = bpf_map_lookup_elem(&unwind_rule_cache, &zero),
+	    .tgid = tgid,
+	};
 	bpf_loop(SMOLDER_MAX_USER_FRAMES + 1, unwind_step, &walk, 0);
 	return (int)c->fp_frames;
 }

@@ -137,7 +137,9 @@ const _: () = assert!(size_of::<MappingEntry>() == 32);
 #[derive(Clone, Copy)]
 pub struct ProcessEntry {
     pub count: u32,
-    pub reserved: u32,
+    /// Unique to each entry written (never 0): the walker's cached rules
+    /// are tagged with it.
+    pub generation: u32,
     /// The address space the mappings were read from (0: not known).
     pub mm_id: u64,
     pub mappings: [MappingEntry; MAX_MAPPINGS],
@@ -151,11 +153,12 @@ unsafe impl aya::Pod for ProcessEntry {}
 
 impl ProcessEntry {
     /// An entry from mappings sorted by start, read from address space
-    /// `mm_id` (0: not known); at most [`MAX_MAPPINGS`] are kept.
-    pub fn new(sorted: &[MappingEntry], mm_id: u64) -> Box<Self> {
+    /// `mm_id` (0: not known), written as `generation`; at most
+    /// [`MAX_MAPPINGS`] are kept.
+    pub fn new(sorted: &[MappingEntry], mm_id: u64, generation: u32) -> Box<Self> {
         let mut entry = Box::new(Self {
             count: 0,
-            reserved: 0,
+            generation,
             mm_id,
             mappings: [MappingEntry::default(); MAX_MAPPINGS],
         });

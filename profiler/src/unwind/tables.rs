@@ -140,6 +140,8 @@ pub struct UnwindTables<S: TableStore> {
     /// Files whose tables the walker finds without a process entry (from
     /// the mappings recorded in BPF), and the table each one uses.
     registered: HashMap<FileKey, (TableKey, FileEntry)>,
+    /// The generation of the last process entry written.
+    generation: u32,
     clock: u64,
     stats: UnwindStats,
     space_full_reported: bool,
@@ -161,6 +163,7 @@ impl<S: TableStore> UnwindTables<S> {
             modules: HashMap::new(),
             processes: HashMap::new(),
             registered: HashMap::new(),
+            generation: 0,
             clock: 0,
             stats: UnwindStats {
                 rows_capacity: capacity.rows.into(),
@@ -333,10 +336,10 @@ impl<S: TableStore> UnwindTables<S> {
                 maps: Some(maps.clone()),
             },
         );
-        if let Err(e) = self
-            .store
-            .set_process(pid, &ProcessEntry::new(&entries, mm_id))
-        {
+        // Never 0 (the walker caches nothing for generation 0).
+        self.generation = self.generation.checked_add(1).unwrap_or(1);
+        let entry = ProcessEntry::new(&entries, mm_id, self.generation);
+        if let Err(e) = self.store.set_process(pid, &entry) {
             self.store_failed(&e);
         }
         if let Some(previous) = previous {

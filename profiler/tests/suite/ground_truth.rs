@@ -17,13 +17,7 @@ pub fn start_perf(pid: u32, seconds: u32, out: &Path) -> Child {
 
 /// The same, copying `stack_bytes` of each sample's stack (perf's default
 /// is 8 KiB; deep C++ stacks need more to be walked to `main`).
-pub fn start_perf_copying(
-    pid: u32,
-    seconds: u32,
-    out: &Path,
-    stack_bytes: u32,
-    hz: u32,
-) -> Child {
+pub fn start_perf_copying(pid: u32, seconds: u32, out: &Path, stack_bytes: u32, hz: u32) -> Child {
     Command::new("perf")
         .args(["record", "-q", "--call-graph"])
         .arg(format!("dwarf,{stack_bytes}"))

@@ -196,7 +196,13 @@ impl Recording {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.pb.gz");
         let mut child = Command::new(env!("CARGO_BIN_EXE_smolder"))
-            .args(["record", "-p", &pid.to_string(), "-d", &format!("{seconds}s")])
+            .args([
+                "record",
+                "-p",
+                &pid.to_string(),
+                "-d",
+                &format!("{seconds}s"),
+            ])
             .arg("-o")
             .arg(&out)
             .args(extra)
@@ -242,7 +248,10 @@ impl Recording {
         assert!(status.success(), "smolder record failed");
         let (_, stacks) = read_pprof(&self.out);
         let pid = self.pid;
-        (stacks.into_iter().filter(|s| s.pid == pid).collect(), stderr)
+        (
+            stacks.into_iter().filter(|s| s.pid == pid).collect(),
+            stderr,
+        )
     }
 }
 
