@@ -73,7 +73,18 @@ fn parse(args: &[String]) -> Result<Options> {
     Ok(options)
 }
 
+const USAGE: &str = "cargo xtask bench [--only NAME] [--seconds N] [--runs N]
+
+  --only NAME    one benchmark: symbolizer, overhead, offcpu, agent, unwind,
+                 python, trace or pytorch (default: all)
+  --seconds N    measured window of the timed benchmarks (default 30)
+  --runs N       runs per benchmark; medians are reported (default 3)";
+
 pub fn run(args: &[String]) -> Result<()> {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     let options = parse(args)?;
     setup::setup()?;
     util::cargo(&[

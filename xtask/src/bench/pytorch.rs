@@ -224,6 +224,16 @@ pub fn measure(options: &Options) -> Result<Report> {
             smolder.push(smolder_once(options.seconds)?);
         }
         record.push(record_once(server.pid())?);
+        // Each run's steady cost, to see the spread behind the medians.
+        let (ours, theirs) = (smolder[run - 1], peer[run - 1]);
+        eprintln!(
+            "  run {run}: steady CPU smolder {:.0} + {:.0} ms BPF, otel {:.0} + {:.0} ms BPF ({:.2}x)",
+            ours.cpu_ms,
+            ours.bpf_ms,
+            theirs.cpu_ms,
+            theirs.bpf_ms,
+            (ours.cpu_ms + ours.bpf_ms) / (theirs.cpu_ms + theirs.bpf_ms)
+        );
     }
     let mut cpu: Vec<f64> = record.iter().map(|r| r.0).collect();
     let mut peak: Vec<f64> = record.iter().map(|r| r.1).collect();
