@@ -26,7 +26,10 @@ impl NativeFrameKind {
     pub fn of(function: &str, in_interpreter: bool) -> Self {
         if function.starts_with("_PyEval_EvalFrameDefault") || function == "PyEval_EvalFrameEx" {
             Self::Eval
-        } else if in_interpreter {
+        } else if in_interpreter && function != "_start" {
+            // The entry point stays: in an interpreter linked into its
+            // executable (Debian's python3.X) it is in the interpreter's
+            // module, but it is where every stack is rooted.
             Self::Interpreter
         } else {
             Self::Other
@@ -190,5 +193,6 @@ mod tests {
         );
         assert_eq!(NativeFrameKind::of("PyObject_Call", true), Interpreter);
         assert_eq!(NativeFrameKind::of("PyObject_Call", false), Other);
+        assert_eq!(NativeFrameKind::of("_start", true), Other);
     }
 }

@@ -216,14 +216,29 @@ fn read_symbols(elf: &object::File<'_>, path: &Path) -> Result<Symbols, DetectEr
     })
 }
 
-/// Where a link-time address of the module is in the process: through the
-/// segment holding it to a file offset, then to the mapping of that offset.
+/// Where a link-time address of the module is in the process: its load
+/// bias (where the file's first page is mapped, against the address its
+/// first segment was linked at) plus the address; without a mapping of the
+/// first page, through the segment holding it to a file offset, then to the
+/// mapping of that offset. The bias comes first because a file page can be
+/// mapped twice: a non-PIE binary's last read-only page is also the first
+/// page of its data (Debian's python3.9), and the offset alone cannot tell
+/// which mapping holds `_PyRuntime`.
 fn link_to_process(
     elf: &object::File<'_>,
     entries: &[MapEntry],
     module: &MapEntry,
     vaddr: u64,
 ) -> Option<u64> {
+    let same_file = |e: &&MapEntry| {
+        e.inode == module.inode && e.dev_major == module.dev_major && e.dev_minor == module.dev_minor
+    };
+    let first_page = entries.iter().filter(same_file).find(|e| e.offset == 0);
+    let first_segment = elf.segments().find(|s| s.file_range().0 == 0);
+    if let (Some(mapping), Some(segment)) = (first_page, first_segment) {
+        let linked = segment.address() & !0xfff;
+        return mapping.start.checked_sub(linked)?.checked_add(vaddr);
+    }
     let segment = elf
         .segments()
         .find(|s| s.address() <= vaddr && vaddr < s.address() + s.size())?;
@@ -235,12 +250,8 @@ fn link_to_process(
     } else {
         (file_start, vaddr - segment.address())
     };
-    let mapping = entries.iter().find(|e| {
-        e.inode == module.inode
-            && e.dev_major == module.dev_major
-            && e.dev_minor == module.dev_minor
-            && e.offset <= anchor_offset
-            && anchor_offset < e.offset + (e.end - e.start)
+    let mapping = entries.iter().filter(same_file).find(|e| {
+        e.offset <= anchor_offset && anchor_offset < e.offset + (e.end - e.start)
     })?;
     Some(mapping.start + (anchor_offset - mapping.offset) + extra)
 }
