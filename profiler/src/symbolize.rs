@@ -1,7 +1,7 @@
 //! Symbolize stage: turns raw aggregated stacks into a [`Profile`].
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+
 use std::time::{Duration, SystemTime};
 
 use symbolizer::python::PythonFrame;
@@ -12,7 +12,7 @@ use symbolizer::{
 use crate::aggregate::{Aggregate, StackKey, ThreadNames};
 use crate::processes::ProcessTracker;
 use crate::profile::{Location, Mapping, Profile, ProfileKind, ProfileSample};
-use crate::python::{merge, Merged, NativeFrameKind};
+use crate::python::{merge, Interpreter, Merged, NativeFrameKind};
 
 /// Frames the BPF machinery itself adds at the top of kernel stacks.
 const BPF_FRAME_PREFIXES: &[&str] = &[
@@ -61,7 +61,7 @@ struct Builder<'a> {
     mappings: Vec<Mapping>,
     mapping_ids: HashMap<MappingKey, usize>,
     /// Interpreter module of each Python process, by pid.
-    python_modules: &'a HashMap<u32, PathBuf>,
+    python_modules: &'a HashMap<u32, Interpreter>,
 }
 
 /// Symbolizes every stack of `aggregate`. The stacks of processes in
@@ -70,7 +70,7 @@ pub fn symbolize(
     aggregate: &Aggregate,
     processes: &mut ProcessTracker,
     symbolizer: &mut Symbolizer,
-    python_modules: &HashMap<u32, PathBuf>,
+    python_modules: &HashMap<u32, Interpreter>,
     window: Window,
 ) -> Profile {
     refresh_stale_snapshots(aggregate, processes, symbolizer);
@@ -170,10 +170,8 @@ impl Builder<'_> {
     /// Puts the Python frames of `key` in place of the interpreter's frames
     /// in `native` (location ids, leaf first).
     fn merge_python(&mut self, key: &StackKey, native: &[usize], ids: &mut Vec<usize>) {
-        let module = self
-            .python_modules
-            .get(&key.pid)
-            .map(|p| p.display().to_string());
+        let interpreter = self.python_modules.get(&key.pid);
+        let module = interpreter.map(|i| i.module.display().to_string());
         let classified: Vec<(usize, NativeFrameKind)> = native
             .iter()
             .map(|&id| {
@@ -182,6 +180,13 @@ impl Builder<'_> {
                     (Some(m), Some(module)) => self.mappings[m].file == *module,
                     _ => false,
                 };
+                // The eval loop's code, named or not (a stripped
+                // interpreter's split-off loop has no name).
+                let in_eval_code = interpreter
+                    .is_some_and(|i| i.eval_code.iter().any(|r| r.contains(&location.address)));
+                if in_eval_code {
+                    return (id, NativeFrameKind::Eval);
+                }
                 // The real frame is the outermost; inlined ones come first.
                 let name = location.frames.last().map_or("", |f| f.name.as_str());
                 (id, NativeFrameKind::of(name, in_interpreter))

@@ -10,4 +10,4 @@ mod tracker;
 pub use layout::ProcessEntry;
 pub use merge::{merge, Merged, NativeFrameKind};
 pub use store::{BpfPythonStore, PythonStore};
-pub use tracker::{PythonTracker, TrackerStats};
+pub use tracker::{Interpreter, PythonTracker, TrackerStats};

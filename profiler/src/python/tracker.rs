@@ -4,6 +4,7 @@
 //! at again a few times; one that cannot be walked is reported once.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -56,12 +57,21 @@ pub struct TrackerStats {
     pub resolver: PythonStats,
 }
 
+/// Where a Python process's interpreter is, for merging its stacks.
+#[derive(Debug, Clone, Default)]
+pub struct Interpreter {
+    /// The module, as the process sees its path.
+    pub module: PathBuf,
+    /// The eval loop's code, as addresses in the process.
+    pub eval_code: Vec<Range<u64>>,
+}
+
 pub struct PythonTracker<S: PythonStore> {
     store: S,
     resolver: PythonResolver,
     states: HashMap<(u32, u64), State>,
     /// Interpreter module of each registered pid: its frames are merged.
-    modules: HashMap<u32, PathBuf>,
+    modules: HashMap<u32, Interpreter>,
     /// Messages already logged (each failure kind is reported once).
     reported: HashSet<String>,
     registered: u64,
@@ -139,7 +149,13 @@ impl<S: PythonStore> PythonTracker<S> {
                         process.version,
                         process.module.display()
                     );
-                    self.modules.insert(pid, process.module.clone());
+                    self.modules.insert(
+                        pid,
+                        Interpreter {
+                            module: process.module.clone(),
+                            eval_code: process.eval_code.clone(),
+                        },
+                    );
                     if let Err(e) = self.resolver.add(process) {
                         tracing::debug!("pid {pid}: cannot open its memory: {e}");
                     }
@@ -194,8 +210,8 @@ impl<S: PythonStore> PythonTracker<S> {
             .into_boxed_slice()
     }
 
-    /// Interpreter modules of every process registered so far, by pid.
-    pub fn modules(&self) -> &HashMap<u32, PathBuf> {
+    /// The interpreter of every process registered so far, by pid.
+    pub fn modules(&self) -> &HashMap<u32, Interpreter> {
         &self.modules
     }
 

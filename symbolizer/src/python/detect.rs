@@ -29,6 +29,10 @@ pub struct PythonProcess {
     pub module: PathBuf,
     /// Address of `_PyRuntime.interpreters.head` in the process.
     pub interpreters_head: u64,
+    /// Where the eval loop's code is in the process (see `eval_code`):
+    /// its native frames are the ones Python frames replace, also where the
+    /// interpreter has no symbol table to name them.
+    pub eval_code: Vec<std::ops::Range<u64>>,
     pub(crate) types: Types,
 }
 
@@ -169,6 +173,10 @@ fn inspect(pid: u32, entries: &[MapEntry], entry: &MapEntry) -> Result<PythonPro
         Layout::for_version(version).ok_or(DetectError::Unsupported(version))?
     };
     let layout = check_layout(pid, &memory, runtime, layout, path)?;
+    let eval_code = super::eval_code::eval_code(&elf)
+        .into_iter()
+        .filter_map(|r| Some(to_address(r.start)?..to_address(r.end - 1)? + 1))
+        .collect();
     let types = Types {
         code: to_address(symbols.code_type).unwrap_or(0),
         unicode: to_address(symbols.unicode_type).unwrap_or(0),
@@ -180,6 +188,7 @@ fn inspect(pid: u32, entries: &[MapEntry], entry: &MapEntry) -> Result<PythonPro
         layout,
         module: path.clone(),
         interpreters_head: runtime + layout.interpreters_head,
+        eval_code,
         types,
     })
 }
@@ -231,7 +240,9 @@ fn link_to_process(
     vaddr: u64,
 ) -> Option<u64> {
     let same_file = |e: &&MapEntry| {
-        e.inode == module.inode && e.dev_major == module.dev_major && e.dev_minor == module.dev_minor
+        e.inode == module.inode
+            && e.dev_major == module.dev_major
+            && e.dev_minor == module.dev_minor
     };
     let first_page = entries.iter().filter(same_file).find(|e| e.offset == 0);
     let first_segment = elf.segments().find(|s| s.file_range().0 == 0);
@@ -250,9 +261,10 @@ fn link_to_process(
     } else {
         (file_start, vaddr - segment.address())
     };
-    let mapping = entries.iter().filter(same_file).find(|e| {
-        e.offset <= anchor_offset && anchor_offset < e.offset + (e.end - e.start)
-    })?;
+    let mapping = entries
+        .iter()
+        .filter(same_file)
+        .find(|e| e.offset <= anchor_offset && anchor_offset < e.offset + (e.end - e.start))?;
     Some(mapping.start + (anchor_offset - mapping.offset) + extra)
 }
 

@@ -209,7 +209,23 @@ impl Layout {
         let frame = (tstate + 4..words.len() - 16).find(|&i| {
             words[i] >= 40 && words[i] < 256 && words[i + 1] == 8 && words[i + 2] == 0
         })?;
-        let code = frame + 6;
+        // The frame section grew in 3.14 (stackpointer, tlbc_index): the
+        // code object's starts with size, then filename, name, qualname and
+        // linetable, one word apart.
+        let code = (frame + 6..words.len() - 10).find(|&i| {
+            let filename = words[i + 1];
+            words[i] > filename
+                && words[i + 2] == filename + 8
+                && words[i + 3] == filename + 16
+                && words[i + 4] == filename + 24
+        })?;
+        // 3.15 put three frame pointers (base_frame, last_profiled_frame,
+        // ...) between current_frame and thread_id.
+        let thread_id = if (version.major, version.minor) >= (3, 15) {
+            tstate + 8
+        } else {
+            tstate + 5
+        };
         let field = |i: usize| words.get(i).copied();
         Some(Layout {
             version,
@@ -217,8 +233,8 @@ impl Layout {
             threads_head,
             tstate_next: 8,
             tstate_interp: 16,
-            tstate_thread_id: field(tstate + 5)?,
-            tstate_native_thread_id: field(tstate + 6),
+            tstate_thread_id: field(thread_id)?,
+            tstate_native_thread_id: field(thread_id + 1),
             tstate_frame: field(tstate + 4)?,
             cframe_current: None,
             frames: FrameKind::Shim,
@@ -258,35 +274,59 @@ mod tests {
         assert_eq!((l.lines, l.instr_scale), (LineFormat::Pairs, 2));
     }
 
-    /// A table shaped like CPython 3.14's (values from its x86_64 build).
-    fn debug_table() -> Vec<u64> {
-        let mut w = vec![u64::from_le_bytes(*b"xdebugpy"), 0x030E00F0, 0];
-        w.extend([2000, 1000, 696]); // runtime: size, finalizing, interpreters_head
-        w.extend([40000, 8, 0, 7208, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // interpreter
-        w.extend([600, 0, 8, 16, 72, 152, 160, 176, 188]); // thread state
-        w.extend([80, 8, 0, 56, 80, 74]); // interpreter frame
-        w.extend([208, 112, 120, 128, 136, 68, 52, 96, 104, 200]); // code object
-        w.extend([16, 8, 408, 24, 32, 168]);
+    /// The start of CPython's table as read from Debian's 3.14 and 3.15
+    /// (x86_64), through the code object section.
+    fn debug_table(minor: u64) -> Vec<u64> {
+        let mut w = vec![u64::from_le_bytes(*b"xdebugpy")];
+        if minor == 14 {
+            w.extend([0x030E0AF0, 0, 316616, 784, 808]);
+            w.extend([
+                225864, 7280, 7272, 7344, 7360, 7408, 7688, 7672, 7680, 16, 7784,
+            ]);
+            w.extend([0, 7800, 7792, 7992, 0]); // interpreter
+            w.extend([832, 0, 8, 16, 72, 152, 160, 232, 32]); // thread state
+        } else {
+            w.extend([0x030F02F0, 0, 346568, 912, 936]);
+            w.extend([
+                226240, 7272, 7264, 7336, 7352, 7400, 7592, 7576, 7584, 16, 7736,
+            ]);
+            w.extend([0, 7752, 7744, 7944, 0]); // interpreter
+            w.extend([
+                888, 0, 8, 16, 72, 80, 88, 96, 176, 184, 256, 32, 36, 40, 136,
+            ]);
+            w.extend([288, 0]); // thread state
+        }
+        w.extend([88, 8, 0, 56, 80, 74, 64, 0]); // interpreter frame
+        w.extend([216, 112, 120, 128, 136, 68, 52, 96, 104, 208, 0]); // code object
+        w.extend([16, 8, 416, 24, 88, 168, 40, 32, 16, 40, 24, 16, 200, 24]);
         w
     }
 
     #[test]
     fn debug_offsets_are_found_by_shape() {
-        let l = Layout::from_debug_offsets(&debug_table()).expect("layout");
-        assert_eq!(l.version, PythonVersion::new(3, 14, 0));
-        assert_eq!((l.interpreters_head, l.threads_head), (696, 7208));
-        assert_eq!((l.tstate_frame, l.tstate_thread_id), (72, 152));
-        assert_eq!(
-            (l.frame_code, l.frame_previous, l.frame_instr, l.frame_entry),
-            (0, 8, 56, 74)
-        );
-        assert_eq!(l.code.code_adaptive, 200);
-        assert_eq!(l.code.firstlineno, 68);
+        for (minor, runtime_head, thread_id) in [(14, 808, 152), (15, 936, 176)] {
+            let l = Layout::from_debug_offsets(&debug_table(minor)).expect("layout");
+            assert_eq!((l.version.major, l.version.minor), (3, minor as u8));
+            assert_eq!(l.interpreters_head, runtime_head);
+            assert_eq!((l.tstate_frame, l.tstate_thread_id), (72, thread_id));
+            assert_eq!(l.tstate_native_thread_id, Some(thread_id + 8));
+            assert_eq!(
+                (l.frame_code, l.frame_previous, l.frame_instr, l.frame_entry),
+                (0, 8, 56, 74)
+            );
+            let code = l.code;
+            assert_eq!(
+                (code.filename, code.name, code.qualname),
+                (112, 120, Some(128))
+            );
+            assert_eq!((code.linetable, code.firstlineno), (136, 68));
+            assert_eq!(code.code_adaptive, 208);
+        }
     }
 
     #[test]
     fn debug_offsets_need_the_cookie() {
-        let mut table = debug_table();
+        let mut table = debug_table(14);
         table[0] = 0;
         assert!(Layout::from_debug_offsets(&table).is_none());
         assert!(Layout::from_debug_offsets(&table[..10]).is_none());

@@ -9,6 +9,7 @@
 
 mod code;
 mod detect;
+mod eval_code;
 mod layout;
 mod linetable;
 mod resolver;
