@@ -6,6 +6,7 @@
 mod bench;
 mod otel;
 mod pyroscope;
+mod python_roots;
 mod setup;
 mod util;
 mod wheels;
@@ -181,6 +182,8 @@ fn test() -> Result<()> {
     std::env::set_var("SMOLDER_PY_SPY", wheels::ensure(&wheels::PY_SPY)?);
     // The PyTorch tests profile a model server on real PyTorch from PyPI.
     std::env::set_var("SMOLDER_TORCH", wheels::ensure_torch()?);
+    // The Python version tests run Debian's interpreters in minimal roots.
+    std::env::set_var("SMOLDER_PYTHON_ROOTS", python_roots::ensure()?);
     // One test at a time: the BPF tests compare CPU and off-CPU times with
     // the workloads' own clocks, and tests competing for two cores would
     // blur those numbers.

@@ -23,6 +23,8 @@ const NEEDS: &[(Check, &str)] = &[
     (Check::Program("unshare"), "util-linux"),
     (Check::Program("debuginfod"), "debuginfod"),
     (Check::Program("bpftool"), "bpftool"),
+    // Minimal Debian roots with other CPython versions (python_roots.rs).
+    (Check::File("/usr/sbin/debootstrap"), "debootstrap"),
     // Debian's own CPython build (next to the machine's pyenv one), and
     // headers for the C extension the Python tests build.
     (Check::File("/usr/bin/python3.11"), "python3.11"),

@@ -12,11 +12,11 @@ use crate::harness::{
     is_root, machine_python, read_pprof, record_pid, share, smolder_ok, Running, Stack,
 };
 
-const CHAIN: &[&str] = &["main", "handle_request", "model_step", "tokenize"];
+pub(crate) const CHAIN: &[&str] = &["main", "handle_request", "model_step", "tokenize"];
 /// Debian's CPython package (installed by `cargo xtask setup`).
 const DEBIAN_PYTHON: &str = "/usr/bin/python3.11";
 
-fn testdata(name: &str) -> PathBuf {
+pub(crate) fn testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../testdata/python")
         .join(name)
@@ -52,7 +52,7 @@ fn lines_with(script: &str, needle: &str) -> Vec<i64> {
 
 /// Whether the stack has CHAIN with each frame in chain.py at the line of
 /// its call (tokenize: inside its loop).
-fn chain_with_lines(s: &Stack, expected: &HashMap<&str, Vec<i64>>) -> bool {
+pub(crate) fn chain_with_lines(s: &Stack, expected: &HashMap<&str, Vec<i64>>) -> bool {
     let Some(start) = s
         .frames
         .windows(CHAIN.len())
@@ -66,7 +66,7 @@ fn chain_with_lines(s: &Stack, expected: &HashMap<&str, Vec<i64>>) -> bool {
     })
 }
 
-fn expected_lines() -> HashMap<&'static str, Vec<i64>> {
+pub(crate) fn expected_lines() -> HashMap<&'static str, Vec<i64>> {
     let mut tokenize = lines_with("chain.py", "for ch in text:");
     tokenize.extend(lines_with("chain.py", "total = (total * 31"));
     HashMap::from([
