@@ -162,6 +162,15 @@ fn inspect(pid: u32, entries: &[MapEntry], entry: &MapEntry) -> Result<PythonPro
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect();
+        // 3.13+ says whether it is a free-threaded build (no GIL): its
+        // objects and thread states differ, and smolder does not walk them.
+        if words.get(2) == Some(&1) {
+            return Err(DetectError::Layout {
+                version,
+                path: path.clone(),
+                what: "a free-threaded build, which smolder does not walk",
+            });
+        }
         Layout::from_debug_offsets(&words).ok_or(DetectError::Layout {
             version,
             path: path.clone(),
