@@ -1,7 +1,8 @@
 //! Which sampled processes run CPython: each is looked at once per address
 //! space (again after an exec), registered with the BPF walker when it is,
 //! and forgotten when it exits. A process that is still starting is looked
-//! at again a few times; one that cannot be walked is reported once.
+//! at again, less and less often, for a few minutes; one that cannot be
+//! walked is reported once.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -30,9 +31,18 @@ fn maps_python(maps: &ProcessMaps) -> bool {
     })
 }
 
-/// How often, and how many times, a starting interpreter is looked at again.
+/// How often, and how many times, a starting interpreter is looked at again:
+/// after 200 ms, then twice as long each time up to 6.4 s; about four
+/// minutes in all before a layout that never fits is reported.
 const RETRY_EVERY: Duration = Duration::from_millis(200);
-const RETRIES: u32 = 50;
+const RETRY_MAX_DOUBLINGS: u32 = 5;
+const RETRIES: u32 = 40;
+
+/// The wait before the retry that leaves `left` retries.
+fn retry_delay(left: u32) -> Duration {
+    let done = RETRIES.saturating_sub(left);
+    RETRY_EVERY * 2u32.pow(done.min(RETRY_MAX_DOUBLINGS))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -168,8 +178,10 @@ impl<S: PythonStore> PythonTracker<S> {
                     State::Failed
                 }
             },
-            Err(e) if e.is_transient() && left > 0 => State::Retry {
-                at: Instant::now() + RETRY_EVERY,
+            // Not ready, or not consistent yet: an interpreter caught while
+            // it starts has its runtime but not yet its threads.
+            Err(e) if (e.is_transient() || e.may_settle()) && left > 0 => State::Retry {
+                at: Instant::now() + retry_delay(left),
                 left: left - 1,
             },
             Err(e) => {
@@ -243,5 +255,19 @@ impl<S: PythonStore> PythonTracker<S> {
             failed: self.failed,
             resolver: self.resolver.stats(),
         }
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_a_bound() {
+        assert_eq!(retry_delay(RETRIES), Duration::from_millis(200));
+        assert_eq!(retry_delay(RETRIES - 1), Duration::from_millis(400));
+        assert_eq!(retry_delay(1), Duration::from_millis(6400));
+        let total: Duration = (1..=RETRIES).map(retry_delay).sum();
+        assert!(total > Duration::from_secs(60) && total < Duration::from_secs(300));
     }
 }

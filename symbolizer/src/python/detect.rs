@@ -16,6 +16,9 @@ use crate::proc_maps::{parse_maps, MapEntry, MapPath};
 
 /// Size of the `_Py_DebugOffsets` table read (it is about 0x200 bytes).
 const DEBUG_OFFSETS_WORDS: usize = 128;
+/// A thread list that does not lead back to the interpreter: a layout that
+/// does not fit, or an interpreter still starting.
+const LAYOUT_NOT_SETTLED: &str = "no thread list leads back to the interpreter";
 /// Most PyThreadStates looked at when checking a layout.
 const MAX_THREADS_CHECKED: usize = 256;
 
@@ -70,6 +73,20 @@ impl DetectError {
     /// Worth trying again later (the process is still starting).
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::NotReady)
+    }
+
+    /// May go away as the interpreter finishes starting: its runtime is
+    /// there but its thread list does not lead back to it yet. Also what a
+    /// layout that never fits gives, so the caller retries a bounded number
+    /// of times before it reports it.
+    pub fn may_settle(&self) -> bool {
+        matches!(
+            self,
+            Self::Layout {
+                what: LAYOUT_NOT_SETTLED,
+                ..
+            }
+        )
     }
 }
 
@@ -335,7 +352,7 @@ fn check_layout(
         }
     }
     if saw_interpreter {
-        Err(mismatch("no thread list leads back to the interpreter"))
+        Err(mismatch(LAYOUT_NOT_SETTLED))
     } else {
         Err(DetectError::NotReady)
     }
