@@ -194,6 +194,10 @@ fn test() -> Result<()> {
         "--",
         "--test-threads=1",
     ])?;
+    println!("slowest tests:");
+    for (name, took) in totals.slowest(10) {
+        println!("  {:>6.1} s  {name}", took.as_secs_f64());
+    }
     // cargo's last line is the doc-test run (often 0 tests): say the total.
     println!(
         "summary: {} passed, {} failed",

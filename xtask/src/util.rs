@@ -57,6 +57,25 @@ pub struct TestTotals {
     pub passed: u64,
     pub failed: u64,
     pub success: bool,
+    /// Each test's wall time, as seen from its result line.
+    pub durations: Vec<(String, std::time::Duration)>,
+}
+
+impl TestTotals {
+    /// The `n` slowest tests, slowest first.
+    pub fn slowest(&self, n: usize) -> Vec<(String, std::time::Duration)> {
+        let mut all = self.durations.clone();
+        all.sort_by(|a, b| b.1.cmp(&a.1));
+        all.truncate(n);
+        all
+    }
+}
+
+/// The name in `test NAME ... ok` (or FAILED, ignored); None for other lines.
+fn test_name(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("test ")?;
+    let (name, _) = rest.split_once(" ... ")?;
+    Some(name)
 }
 
 /// Adds `test result: ok. 9 passed; 1 failed; ...` to the totals.
@@ -86,10 +105,20 @@ pub fn cargo_test(args: &[&str]) -> Result<TestTotals> {
         .stdout(Stdio::piped())
         .spawn()?;
     let mut totals = TestTotals::default();
+    // Tests run one at a time (`--test-threads=1`): a test took the time
+    // from the previous result line (or its binary's `running N tests`) to
+    // its own.
+    let mut since = std::time::Instant::now();
     for line in BufReader::new(child.stdout.take().context("stdout")?).lines() {
         let line = line?;
         println!("{line}");
         add_result_line(&line, &mut totals);
+        if let Some(name) = test_name(&line) {
+            totals.durations.push((name.to_owned(), since.elapsed()));
+            since = std::time::Instant::now();
+        } else if line.starts_with("running ") {
+            since = std::time::Instant::now();
+        }
     }
     totals.success = child.wait()?.success();
     Ok(totals)
@@ -109,5 +138,13 @@ mod tests {
         );
         add_result_line("running 3 tests", &mut t);
         assert_eq!((t.passed, t.failed), (14, 1));
+    }
+
+    #[test]
+    fn test_names_come_from_result_lines() {
+        assert_eq!(test_name("test agent::x ... ok"), Some("agent::x"));
+        assert_eq!(test_name("test a::b ... FAILED"), Some("a::b"));
+        assert_eq!(test_name("test result: ok. 1 passed"), None);
+        assert_eq!(test_name("running 3 tests"), None);
     }
 }
