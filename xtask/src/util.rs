@@ -65,7 +65,7 @@ impl TestTotals {
     /// The `n` slowest tests, slowest first.
     pub fn slowest(&self, n: usize) -> Vec<(String, std::time::Duration)> {
         let mut all = self.durations.clone();
-        all.sort_by(|a, b| b.1.cmp(&a.1));
+        all.sort_by_key(|d| std::cmp::Reverse(d.1));
         all.truncate(n);
         all
     }
