@@ -34,7 +34,7 @@ enum smolder_stat {
 	STAT_TRACE_CONTEXT = 19,	  /* samples that carry a trace context */
 	STAT_TRACE_ERRORS = 20,		  /* trace context reads that failed */
 	STAT_UNWIND_RECORDED = 21,	  /* user stacks of processes not read yet, walked with the
-					     mappings fexit/do_mmap recorded */
+					     mappings recorded at exec and mmap */
 	STAT_COUNT = 22,
 };
 

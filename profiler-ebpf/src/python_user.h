@@ -50,8 +50,8 @@ struct python_cursor {
 	__u64 at; /* the PyThreadState or frame being looked at */
 	__u32 len;
 	__u32 status;
-	/* How many bytes of each frame to read (its last field's end), or 0:
-	 * the fields are read one by one. */
+	/* How many bytes of each frame to read (its last field's end), or 0
+	 * when a field lies past PY_FRAME_READ (the walk then fails). */
 	__u32 frame_span;
 	__u32 reserved;
 	__u8 frame[PY_FRAME_READ];

@@ -1,7 +1,6 @@
 //! Symbolize stage: turns raw aggregated stacks into a [`Profile`].
 
 use std::collections::HashMap;
-
 use std::time::{Duration, SystemTime};
 
 use symbolizer::python::PythonFrame;

@@ -237,8 +237,11 @@ impl Symbolizer {
         pid: u32,
         mappings: &[(u64, u64, u64, FileId)],
     ) -> Option<ProcessMaps> {
+        // Newest first, so that of two mappings at one address the later
+        // (which replaced the other) is kept, as the walker does.
         let mut regions: Vec<ExecRegion> = mappings
             .iter()
+            .rev()
             .filter_map(|&(start, end, offset, id)| {
                 let module = self.modules.get(&id)?;
                 Some(ExecRegion {

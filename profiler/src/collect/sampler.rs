@@ -127,7 +127,7 @@ pub struct SamplerStats {
     /// User stacks that left every mapping the unwinder knew.
     pub unwind_unmapped: u64,
     /// User stacks of processes user space had not read yet, walked with
-    /// the mappings fexit/do_mmap recorded (counted in `unwound_with_tables`).
+    /// the mappings recorded at exec and mmap (counted in `unwound_with_tables`).
     pub unwound_from_recorded_mappings: u64,
     /// Samples of registered Python processes whose frames were walked.
     pub python_stacks: u64,

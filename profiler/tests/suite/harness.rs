@@ -184,7 +184,7 @@ pub fn record_pid(pid: u32, seconds: u32, extra: &[&str]) -> (Vec<Stack>, String
 /// samples (it printed "Sampling ...") until `finish`.
 pub struct Recording {
     child: Option<std::process::Child>,
-    stderr: std::thread::JoinHandle<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
     out: PathBuf,
     pid: u32,
     _dir: tempfile::TempDir,
@@ -212,13 +212,6 @@ impl Recording {
             .expect("running smolder");
         let mut lines = std::io::BufReader::new(child.stderr.take().expect("piped"));
         let mut text = String::new();
-        let recording = |child, stderr, out, dir| Self {
-            child: Some(child),
-            stderr,
-            out,
-            pid,
-            _dir: dir,
-        };
         loop {
             let mut line = String::new();
             if lines.read_line(&mut line).expect("smolder's stderr") == 0 {
@@ -235,13 +228,22 @@ impl Recording {
             let _ = lines.read_to_string(&mut rest);
             text + &rest
         });
-        recording(child, stderr, out, dir)
+        Self {
+            child: Some(child),
+            stderr: Some(stderr),
+            out,
+            pid,
+            _dir: dir,
+        }
     }
 
     /// Waits for the capture to end: the target's stacks and smolder's stderr.
     pub fn finish(mut self) -> (Vec<Stack>, String) {
         let status = self.child.take().expect("running").wait().expect("smolder");
-        let stderr = std::mem::replace(&mut self.stderr, std::thread::spawn(String::new))
+        let stderr = self
+            .stderr
+            .take()
+            .expect("read once")
             .join()
             .expect("stderr reader");
         eprintln!("smolder record -p {}: {status}\n{stderr}", self.pid);

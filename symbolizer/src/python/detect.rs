@@ -16,9 +16,6 @@ use crate::proc_maps::{parse_maps, MapEntry, MapPath};
 
 /// Size of the `_Py_DebugOffsets` table read (it is about 0x200 bytes).
 const DEBUG_OFFSETS_WORDS: usize = 128;
-/// A thread list that does not lead back to the interpreter: a layout that
-/// does not fit, or an interpreter still starting.
-const LAYOUT_NOT_SETTLED: &str = "no thread list leads back to the interpreter";
 /// Most PyThreadStates looked at when checking a layout.
 const MAX_THREADS_CHECKED: usize = 256;
 
@@ -57,10 +54,23 @@ pub enum DetectError {
     MissingSymbol { path: PathBuf, symbol: &'static str },
     #[error("cannot tell the Python version of {path}")]
     UnknownVersion { path: PathBuf },
-    #[error("Python {0} is not supported (3.8 to 3.13 are)")]
+    #[error("Python {0} is not supported (3.8 and later are)")]
     Unsupported(PythonVersion),
     #[error("the interpreter has no thread yet")]
     NotReady,
+    /// A layout that does not fit, or an interpreter still starting (its
+    /// runtime is there, its threads not yet).
+    #[error("Python {version} in {path} does not have the expected layout (no thread list leads back to the interpreter)")]
+    ThreadsNotLinked {
+        version: PythonVersion,
+        path: PathBuf,
+    },
+    /// 3.13+ built without the GIL: its objects and thread states differ.
+    #[error("Python {version} in {path} is a free-threaded build, which smolder does not walk")]
+    FreeThreaded {
+        version: PythonVersion,
+        path: PathBuf,
+    },
     #[error("Python {version} in {path} does not have the expected layout ({what})")]
     Layout {
         version: PythonVersion,
@@ -75,18 +85,11 @@ impl DetectError {
         matches!(self, Self::NotReady)
     }
 
-    /// May go away as the interpreter finishes starting: its runtime is
-    /// there but its thread list does not lead back to it yet. Also what a
+    /// May go away as the interpreter finishes starting. Also what a
     /// layout that never fits gives, so the caller retries a bounded number
     /// of times before it reports it.
     pub fn may_settle(&self) -> bool {
-        matches!(
-            self,
-            Self::Layout {
-                what: LAYOUT_NOT_SETTLED,
-                ..
-            }
-        )
+        matches!(self, Self::ThreadsNotLinked { .. })
     }
 }
 
@@ -179,13 +182,11 @@ fn inspect(pid: u32, entries: &[MapEntry], entry: &MapEntry) -> Result<PythonPro
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect();
-        // 3.13+ says whether it is a free-threaded build (no GIL): its
-        // objects and thread states differ, and smolder does not walk them.
+        // 3.13+ says whether it is a free-threaded build (no GIL).
         if words.get(2) == Some(&1) {
-            return Err(DetectError::Layout {
+            return Err(DetectError::FreeThreaded {
                 version,
                 path: path.clone(),
-                what: "a free-threaded build, which smolder does not walk",
             });
         }
         Layout::from_debug_offsets(&words).ok_or(DetectError::Layout {
@@ -305,11 +306,6 @@ fn check_layout(
     layout: Layout,
     path: &Path,
 ) -> Result<Layout, DetectError> {
-    let mismatch = |what| DetectError::Layout {
-        version: layout.version,
-        path: path.to_owned(),
-        what,
-    };
     let heads = std::iter::once(layout.interpreters_head).chain((8..=128).step_by(8));
     let mut saw_interpreter = false;
     for head in heads {
@@ -352,7 +348,10 @@ fn check_layout(
         }
     }
     if saw_interpreter {
-        Err(mismatch(LAYOUT_NOT_SETTLED))
+        Err(DetectError::ThreadsNotLinked {
+            version: layout.version,
+            path: path.to_owned(),
+        })
     } else {
         Err(DetectError::NotReady)
     }

@@ -41,9 +41,6 @@ pub fn eval_code(elf: &object::File<'_>) -> Vec<Range<u64>> {
         {
             ranges.push(part);
         }
-        if ranges.len() > MAX_PARTS {
-            break;
-        }
     }
     ranges
 }
