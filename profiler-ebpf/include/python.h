@@ -38,9 +38,14 @@ struct smolder_python_process {
 	__u32 frame_entry;   /* is_entry (3.11) or owner (3.12+) */
 	__u32 code_adaptive; /* co_code_adaptive (3.11+) */
 	__u32 code_firstlineno;
+	/* The GIL (`struct _gil_runtime_state`): a thread asleep in a futex
+	 * inside [gil, gil + gil_size) waits for it. 0: not known. */
+	__u64 gil;
+	__u32 gil_size;
+	__u32 reserved;
 };
 
-_Static_assert(sizeof(struct smolder_python_process) == 56,
+_Static_assert(sizeof(struct smolder_python_process) == 72,
 	       "struct smolder_python_process layout changed: update the Rust mirror");
 
 /* One Python frame as sampled: user space reads the code object. */

@@ -26,16 +26,20 @@ enum smolder_stat {
 	STAT_UNWIND_TRUNCATED = 11,  /* user stacks deeper than SMOLDER_MAX_USER_FRAMES */
 	STAT_UNWIND_FP_FRAMES = 12,  /* frames without a table row, stepped with frame pointers */
 	STAT_UNWIND_UNMAPPED = 13,   /* user stacks with an address outside every known mapping */
-	STAT_OFFCPU_DWARF_COLLISION = 14, /* off-CPU DWARF stack id taken by another stack */
-	STAT_PYTHON_STACKS = 15,	  /* samples of registered Python processes walked */
-	STAT_PYTHON_NO_THREAD = 16,	  /* ... of threads without a PyThreadState */
-	STAT_PYTHON_ERRORS = 17,	  /* ... cut short by a failed read */
-	STAT_PYTHON_TRUNCATED = 18,	  /* ... deeper than SMOLDER_MAX_PYTHON_FRAMES */
-	STAT_TRACE_CONTEXT = 19,	  /* samples that carry a trace context */
-	STAT_TRACE_ERRORS = 20,		  /* trace context reads that failed */
-	STAT_UNWIND_RECORDED = 21,	  /* user stacks of processes not read yet, walked with the
-					     mappings recorded at exec and mmap */
-	STAT_COUNT = 22,
+	STAT_OFFCPU_DWARF_COLLISION = 14,  /* off-CPU DWARF stack id taken by another stack */
+	STAT_PYTHON_STACKS = 15,	   /* samples of registered Python processes walked */
+	STAT_PYTHON_NO_THREAD = 16,	   /* ... of threads without a PyThreadState */
+	STAT_PYTHON_ERRORS = 17,	   /* ... cut short by a failed read */
+	STAT_PYTHON_TRUNCATED = 18,	   /* ... deeper than SMOLDER_MAX_PYTHON_FRAMES */
+	STAT_TRACE_CONTEXT = 19,	   /* samples that carry a trace context */
+	STAT_TRACE_ERRORS = 20,		   /* trace context reads that failed */
+	STAT_UNWIND_RECORDED = 21,	   /* user stacks of processes not read yet, walked with the
+					      mappings recorded at exec and mmap */
+	STAT_OFFCPU_PYTHON_FULL = 22,	   /* off-CPU Python stack not stored: map full */
+	STAT_OFFCPU_PYTHON_COLLISION = 23, /* off-CPU Python stack id taken by another stack */
+	STAT_OFFCPU_GIL_WAITS = 24,	   /* sleeps of Python threads waiting for the GIL */
+	STAT_OFFCPU_PYTHON_EVENTS_FULL = 25, /* new Python stack event lost: ring buffer full */
+	STAT_COUNT = 26,
 };
 
 /* sample.flags */

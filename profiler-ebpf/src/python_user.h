@@ -67,7 +67,7 @@ struct {
 /* What a bpf_loop callback gets (bpf_loop wants a pointer to the stack). */
 struct python_walk {
 	struct python_cursor *cursor;
-	struct smolder_sample *sample;
+	struct smolder_python_frame *frames; /* SMOLDER_MAX_PYTHON_FRAMES slots */
 };
 
 static __always_inline int read_pointer(__u64 *out, __u64 addr)
@@ -157,7 +157,7 @@ static long python_frame_step(__u32 index, void *data)
 {
 	struct python_walk *walk = data;
 	struct python_cursor *c = walk->cursor;
-	struct smolder_sample *s = walk->sample;
+	struct smolder_python_frame *frames = walk->frames;
 	struct smolder_python_process *p = &c->process;
 	if (c->at == 0)
 		return 1;
@@ -191,7 +191,7 @@ static long python_frame_step(__u32 index, void *data)
 			 * the run. */
 			__u32 last = c->len - 1;
 			if (c->len > 0 && last < SMOLDER_MAX_PYTHON_FRAMES)
-				s->python[last].instr |= PY_FRAME_ENTRY;
+				frames[last].instr |= PY_FRAME_ENTRY;
 			return c->at == 0;
 		}
 		__u64 ip = 0;
@@ -208,7 +208,7 @@ static long python_frame_step(__u32 index, void *data)
 		c->status = PY_STATUS_TRUNCATED;
 		return 1;
 	}
-	struct smolder_python_frame *out = &s->python[n];
+	struct smolder_python_frame *out = &frames[n];
 	out->code = code;
 	out->instr = instr;
 	out->first_line = 0;
@@ -218,43 +218,48 @@ static long python_frame_step(__u32 index, void *data)
 	return c->at == 0;
 }
 
-/* Fills s->python for a registered CPython process. */
-static __always_inline void python_stack(struct smolder_sample *s, struct task_struct *task)
+/* Walks the Python frames of thread `tid` of process `pid` (the current
+ * task) into `frames` (SMOLDER_MAX_PYTHON_FRAMES slots). Returns an enum
+ * smolder_python_status and sets *len.
+ */
+static __always_inline __u32 python_frames(__u32 pid, __u32 tid, struct task_struct *task,
+					   struct smolder_python_frame *frames, __u32 *len)
 {
-	s->python_len = 0;
-	s->python_status = PY_STATUS_NONE;
-	struct smolder_python_process *process = bpf_map_lookup_elem(&python_processes, &s->pid);
+	*len = 0;
+	struct smolder_python_process *process = bpf_map_lookup_elem(&python_processes, &pid);
 	__u32 zero = 0;
 	struct python_cursor *c = bpf_map_lookup_elem(&python_cursors, &zero);
 	if (!process || !c)
-		return;
+		return PY_STATUS_NONE;
 	c->process = *process;
 	c->fs_base = BPF_CORE_READ(task, thread.fsbase);
 	c->len = 0;
 	c->status = PY_STATUS_OK;
 	c->frame_span = frame_span(process);
-	__u64 tstate = python_thread_state(c, s->tid);
-	if (tstate == 0) {
-		s->python_status = PY_STATUS_NO_THREAD;
-		return;
-	}
+	__u64 tstate = python_thread_state(c, tid);
+	if (tstate == 0)
+		return PY_STATUS_NO_THREAD;
 	c->at = 0;
-	if (read_pointer(&c->at, tstate + process->tstate_frame) != 0) {
-		s->python_status = PY_STATUS_ERROR;
-		return;
-	}
+	if (read_pointer(&c->at, tstate + process->tstate_frame) != 0)
+		return PY_STATUS_ERROR;
 	if (process->cframe_current != PY_NO_OFFSET && c->at != 0 &&
-	    read_pointer(&c->at, c->at + process->cframe_current) != 0) {
-		s->python_status = PY_STATUS_ERROR;
-		return;
-	}
+	    read_pointer(&c->at, c->at + process->cframe_current) != 0)
+		return PY_STATUS_ERROR;
 	/* Room for a shim frame after every recorded one. */
-	struct python_walk walk = {.cursor = c, .sample = s};
+	struct python_walk walk = {.cursor = c, .frames = frames};
 	bpf_loop(2 * (SMOLDER_MAX_PYTHON_FRAMES + 1), python_frame_step, &walk, 0);
-	s->python_len = c->len;
-	s->python_status = c->status;
+	*len = c->len;
 	if (c->status == PY_STATUS_OK && c->at != 0)
-		s->python_status = PY_STATUS_TRUNCATED;
+		return PY_STATUS_TRUNCATED;
+	return c->status;
+}
+
+/* Fills s->python for a registered CPython process. */
+static __always_inline void python_stack(struct smolder_sample *s, struct task_struct *task)
+{
+	__u32 len = 0;
+	s->python_status = python_frames(s->pid, s->tid, task, s->python, &len);
+	s->python_len = len;
 }
 
 #endif

@@ -41,11 +41,14 @@ static __always_inline __u64 trace_slot(const struct smolder_trace_process *p, _
 	return block + p->block_offset;
 }
 
-static __always_inline void trace_context(struct smolder_sample *s, struct task_struct *task)
+/* Reads the current thread's trace context into trace_id and span_id;
+ * returns 1 when it has one. */
+static __always_inline int trace_context_read(__u32 pid, struct task_struct *task,
+					      __u8 trace_id[16], __u8 span_id[8])
 {
-	const struct smolder_trace_process *p = bpf_map_lookup_elem(&trace_processes, &s->pid);
+	const struct smolder_trace_process *p = bpf_map_lookup_elem(&trace_processes, &pid);
 	if (!p)
-		return;
+		return 0;
 	int failed = 0;
 	__u64 slot = trace_slot(p, BPF_CORE_READ(task, thread.fsbase), &failed);
 	__u64 record = 0;
@@ -56,12 +59,19 @@ static __always_inline void trace_context(struct smolder_sample *s, struct task_
 		failed = 1;
 	if (failed) {
 		count(STAT_TRACE_ERRORS);
-		return;
+		return 0;
 	}
 	if (record == 0 || raw[SMOLDER_TRACE_RECORD_VALID] != 1)
+		return 0;
+	__builtin_memcpy(trace_id, raw, 16);
+	__builtin_memcpy(span_id, raw + 16, 8);
+	return 1;
+}
+
+static __always_inline void trace_context(struct smolder_sample *s, struct task_struct *task)
+{
+	if (!trace_context_read(s->pid, task, s->trace_id, s->span_id))
 		return;
-	__builtin_memcpy(s->trace_id, raw, sizeof(s->trace_id));
-	__builtin_memcpy(s->span_id, raw + sizeof(s->trace_id), sizeof(s->span_id));
 	s->flags |= SAMPLE_TRACE_CONTEXT;
 	count(STAT_TRACE_CONTEXT);
 }

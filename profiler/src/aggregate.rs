@@ -25,6 +25,8 @@ pub struct StackKey {
     pub python: Box<[PythonFrame]>,
     /// The trace the thread was serving, when it published one.
     pub trace: Option<TraceContext>,
+    /// Off-CPU: the thread slept waiting for the GIL.
+    pub gil_wait: bool,
 }
 
 /// Names of a thread, as last seen.
@@ -102,6 +104,7 @@ impl Aggregate {
             unwind_error: sample.user_unwind_error,
             python,
             trace: sample.trace,
+            gil_wait: false,
         };
         let period_ns = self.period_ns;
         self.add_weighted(
@@ -113,8 +116,9 @@ impl Aggregate {
         );
     }
 
-    /// Adds the blocked time of one thread in one pair of stacks.
-    pub fn add_off_cpu(&mut self, entry: OffCpuEntry) {
+    /// Adds the blocked time of one thread in one set of stacks, with its
+    /// Python frames already named.
+    pub fn add_off_cpu(&mut self, entry: OffCpuEntry, python: Box<[PythonFrame]>) {
         // The stack map holds at most MAX_STACK_FRAMES: a full stack was cut.
         let truncated = entry.user_truncated
             || entry.kernel.len() >= MAX_STACK_FRAMES
@@ -127,8 +131,9 @@ impl Aggregate {
             user: entry.user.into_boxed_slice(),
             truncated,
             unwind_error: entry.user_unwind_error,
-            python: Box::default(),
-            trace: None,
+            python,
+            trace: entry.trace,
+            gil_wait: entry.gil_wait,
         };
         let weight = Weight {
             count: entry.count,
@@ -183,6 +188,7 @@ mod tests {
             unwind_error: false,
             python: Box::default(),
             trace: None,
+            gil_wait: false,
         }
     }
 

@@ -44,6 +44,8 @@ pub struct ProfileSample {
     pub nanos: u64,
     /// The trace the thread was serving.
     pub trace: Option<TraceContext>,
+    /// Off-CPU: the thread was waiting for the GIL (label `gil=wait`).
+    pub gil_wait: bool,
 }
 
 /// What a profile measures.
@@ -141,6 +143,7 @@ pub(crate) mod fixtures {
                 count: 3,
                 nanos: 30_000_000,
                 trace: None,
+                gil_wait: false,
             }],
             locations: vec![
                 Location {

@@ -266,7 +266,12 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         &mut off_cpu,
     );
     for entry in sampler.off_cpu_totals()? {
-        off_cpu.add_off_cpu(entry);
+        let frames = entry
+            .python
+            .as_ref()
+            .map(|stack| python.resolve_off_cpu(stack))
+            .unwrap_or_default();
+        off_cpu.add_off_cpu(entry, frames);
     }
     let sampler_stats = sampler.stats();
     let unwind_stats = sampler.unwind_stats();
@@ -342,6 +347,7 @@ fn drain(
         let frames = python.resolve(&sample);
         on_cpu.add(sample, frames);
     });
+    sampler.drain_python_stacks(|stack| python.learn_off_cpu(&stack));
     sampler.drain_threads(|thread| {
         processes.observe(thread.pid, thread.mm_id, symbolizer);
         seen.push(Seen::from(&thread));

@@ -99,6 +99,7 @@ pub fn symbolize(
                 count: weight.count,
                 nanos: weight.nanos,
                 trace: key.trace,
+                gil_wait: key.gil_wait,
             }
         })
         .collect();

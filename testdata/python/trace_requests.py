@@ -3,6 +3,7 @@ between them with none. Usage:
 
     trace_requests.py SECONDS manual   # smolder_trace.trace_context, fixed ids
     trace_requests.py SECONDS otel     # OpenTelemetry SDK spans, random ids
+    trace_requests.py SECONDS manual sleep  # requests wait instead of computing
 
 `checkout` runs under a W3C traceparent, `search` under a B3 header (manual)
 or under spans named after them (otel). At exit it prints one line per
@@ -13,6 +14,7 @@ which ids each kind was served under.
 import sys
 import time
 
+import trace_work
 from smolder_trace import trace_context
 from trace_work import between_requests, checkout, search
 
@@ -57,4 +59,5 @@ def serve_otel(seconds):
 if __name__ == "__main__":
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
     mode = sys.argv[2] if len(sys.argv) > 2 else "manual"
+    trace_work.BLOCK = sys.argv[3:4] == ["sleep"]
     {"manual": serve_manual, "otel": serve_otel}[mode](seconds)

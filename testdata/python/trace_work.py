@@ -1,8 +1,12 @@
 """The work of the trace context workloads (trace_requests.py,
-trace_async.py): each request kind burns CPU in its own function, which is
-how the tests tell from a stack which request a sample was taken in."""
+trace_async.py): each request kind burns CPU (or, with BLOCK set, sleeps) in
+its own function, which is how the tests tell from a stack which request a
+sample was taken in."""
 
 import time
+
+# Requests wait instead of computing (the off-CPU test).
+BLOCK = False
 
 
 def burn(seconds):
@@ -14,13 +18,20 @@ def burn(seconds):
     return total
 
 
-def checkout(seconds):
+def work(seconds):
+    if BLOCK:
+        time.sleep(seconds)
+        return 0
     return burn(seconds)
+
+
+def checkout(seconds):
+    return work(seconds)
 
 
 def search(seconds):
-    return burn(seconds)
+    return work(seconds)
 
 
 def between_requests(seconds):
-    return burn(seconds)
+    return work(seconds)

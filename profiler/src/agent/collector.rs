@@ -158,6 +158,10 @@ impl Collector {
                 on_cpu.add(sample, frames);
             }
         });
+        match python.as_mut() {
+            Some(python) => sampler.drain_python_stacks(|stack| python.learn_off_cpu(&stack)),
+            None => sampler.drain_python_stacks(|_| {}),
+        }
         sampler.drain_threads(|thread| {
             if services
                 .resolve(thread.pid, thread.mm_id, &thread.comm, config)
@@ -185,7 +189,11 @@ impl Collector {
             Ok(entries) => {
                 for entry in entries {
                     if self.services.get(entry.pid, entry.mm_id).is_some() {
-                        self.off_cpu.add_off_cpu(entry);
+                        let frames = match (entry.python.as_ref(), self.python.as_mut()) {
+                            (Some(stack), Some(python)) => python.resolve_off_cpu(stack),
+                            _ => Box::default(),
+                        };
+                        self.off_cpu.add_off_cpu(entry, frames);
                     }
                 }
             }

@@ -9,7 +9,7 @@ mod record;
 mod sampler;
 
 pub use ksym::BpfKernelSymbols;
-pub use offcpu::{OffCpuConfig, OffCpuEntry, ThreadSeen};
+pub use offcpu::{OffCpuConfig, OffCpuEntry, OffCpuPython, ThreadSeen};
 pub use programs::key_was_missing;
 pub use record::{DecodeError, PythonStatus, Sample, TraceContext, MAX_STACK_FRAMES};
 pub use sampler::{

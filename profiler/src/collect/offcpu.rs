@@ -10,7 +10,12 @@ use std::time::Duration;
 use aya::maps::{HashMap as BpfHashMap, Map, MapError, StackTraceMap};
 use aya::Ebpf;
 
-use super::record::{c_string, FLAG_USER_TRUNCATED, FLAG_USER_UNWIND_ERROR};
+use symbolizer::python::RawPythonFrame;
+
+use super::record::{
+    c_string, python_frames, RawPython, TraceContext, FLAG_USER_TRUNCATED, FLAG_USER_UNWIND_ERROR,
+    MAX_PYTHON_FRAMES, RAW_PYTHON_SIZE,
+};
 use super::LoadError;
 
 /// What to record off-CPU.
@@ -31,6 +36,10 @@ impl Default for OffCpuConfig {
     }
 }
 
+/// `OFFCPU_GIL_WAIT` and `OFFCPU_TRACE_CONTEXT` (offcpu.h).
+const FLAG_GIL_WAIT: u32 = 1 << 0;
+const FLAG_TRACE_CONTEXT: u32 = 1 << 1;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct RawKey {
@@ -39,6 +48,10 @@ pub(super) struct RawKey {
     kernel_stack: i32,
     user_stack: i32,
     mm_id: u64,
+    python_stack: i32,
+    flags: u32,
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
 }
 
 #[repr(C)]
@@ -57,7 +70,11 @@ pub(super) struct RawStart {
     kernel_stack: i32,
     user_stack: i32,
     pid: u32,
+    python_stack: i32,
+    flags: u32,
     pad: u32,
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
 }
 
 #[repr(C)]
@@ -95,10 +112,30 @@ pub(super) fn is_dwarf_id(id: i32) -> bool {
     id >= 0 && id & DWARF_ID != 0
 }
 
-const _: () = assert!(size_of::<RawKey>() == 24);
+/// Mirrors `struct smolder_offcpu_python_stack`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(super) struct RawPythonStack {
+    hash: u64,
+    pid: u32,
+    len: u32,
+    status: u32,
+    id: i32,
+    frames: [RawPython; MAX_PYTHON_FRAMES],
+}
+
+const RAW_PYTHON_STACK_BASE_SIZE: usize = 24;
+pub(super) const RAW_PYTHON_STACK_SIZE: usize =
+    RAW_PYTHON_STACK_BASE_SIZE + RAW_PYTHON_SIZE * MAX_PYTHON_FRAMES;
+const _: () = assert!(size_of::<RawPythonStack>() == RAW_PYTHON_STACK_SIZE);
+
+// SAFETY: repr(C) plain old data without padding (size asserted above).
+unsafe impl aya::Pod for RawPythonStack {}
+
+const _: () = assert!(size_of::<RawKey>() == 56);
 const _: () = assert!(size_of::<RawValue>() == 16);
 const _: () = assert!(size_of::<RawThread>() == 48);
-const _: () = assert!(size_of::<RawStart>() == 32);
+const _: () = assert!(size_of::<RawStart>() == 64);
 
 // SAFETY: repr(C) plain old data without padding (sizes asserted above).
 unsafe impl aya::Pod for RawKey {}
@@ -140,6 +177,61 @@ impl TryFrom<&[u8]> for ThreadSeen {
     }
 }
 
+/// The Python frames of a thread that blocked, as the BPF walker read them:
+/// code objects of process `pid`, named by the caller while it lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffCpuPython {
+    /// Identifies the stack (a hash of pid and frames), across windows.
+    pub hash: u64,
+    pub pid: u32,
+    /// Newest first.
+    pub frames: Vec<RawPythonFrame>,
+}
+
+impl TryFrom<&[u8]> for OffCpuPython {
+    type Error = super::DecodeError;
+
+    /// An announcement from `offcpu_python_new`: the record up to its last
+    /// frame.
+    fn try_from(bytes: &[u8]) -> Result<Self, Self::Error> {
+        if bytes.len() < RAW_PYTHON_STACK_BASE_SIZE || bytes.len() > RAW_PYTHON_STACK_SIZE {
+            return Err(super::DecodeError::Size {
+                got: bytes.len(),
+                expected: RAW_PYTHON_STACK_BASE_SIZE,
+            });
+        }
+        let mut whole = [0u8; RAW_PYTHON_STACK_SIZE];
+        whole[..bytes.len()].copy_from_slice(bytes);
+        // SAFETY: `whole` has the full size; RawPythonStack is plain old
+        // data valid for any bit pattern; read_unaligned copes with any
+        // alignment.
+        let raw: RawPythonStack = unsafe { std::ptr::read_unaligned(whole.as_ptr().cast()) };
+        let expected = RAW_PYTHON_STACK_BASE_SIZE + raw.len as usize * RAW_PYTHON_SIZE;
+        if bytes.len() != expected {
+            return Err(super::DecodeError::Size {
+                got: bytes.len(),
+                expected,
+            });
+        }
+        Self::from_raw(&raw).ok_or(super::DecodeError::Size {
+            got: bytes.len(),
+            expected,
+        })
+    }
+}
+
+impl OffCpuPython {
+    fn from_raw(raw: &RawPythonStack) -> Option<Self> {
+        // Lengths from the kernel are checked, never trusted.
+        let frames = raw.frames.get(..raw.len as usize)?;
+        Some(Self {
+            hash: raw.hash,
+            pid: raw.pid,
+            frames: python_frames(frames),
+        })
+    }
+}
+
 /// Blocked time of one thread with one pair of stacks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffCpuEntry {
@@ -153,6 +245,12 @@ pub struct OffCpuEntry {
     pub user_truncated: bool,
     /// The DWARF walk of the user stack stopped at an error.
     pub user_unwind_error: bool,
+    /// Python frames, for threads of CPython processes.
+    pub python: Option<OffCpuPython>,
+    /// The thread slept waiting for the GIL.
+    pub gil_wait: bool,
+    /// The trace the thread was serving when it blocked.
+    pub trace: Option<TraceContext>,
     /// Number of blocks (scaled by the sampling rate).
     pub count: u64,
     /// Total blocked time (scaled by the sampling rate).
@@ -170,6 +268,21 @@ pub(super) fn read_totals(
     let stacks = open(ebpf, "offcpu_stacks", StackTraceMap::try_from)?;
     let user_stacks: BpfHashMap<_, i32, RawUserStack> =
         open(ebpf, "offcpu_user_stacks", BpfHashMap::try_from)?;
+    let python_stacks: BpfHashMap<_, i32, RawPythonStack> =
+        open(ebpf, "offcpu_python_stacks", BpfHashMap::try_from)?;
+    let mut pythons: HashMap<i32, Option<OffCpuPython>> = HashMap::new();
+    let mut python = |id: i32| -> Option<OffCpuPython> {
+        if id < 0 {
+            return None;
+        }
+        pythons
+            .entry(id)
+            .or_insert_with(|| {
+                let raw = python_stacks.get(&id, 0).ok()?;
+                OffCpuPython::from_raw(&raw)
+            })
+            .clone()
+    };
     // (frames, flags) per id.
     let mut cache: HashMap<i32, (Vec<u64>, u32)> = HashMap::new();
     let mut stack = |id: i32| -> (Vec<u64>, u32) {
@@ -215,6 +328,12 @@ pub(super) fn read_totals(
                 user,
                 user_truncated: flags & FLAG_USER_TRUNCATED != 0,
                 user_unwind_error: flags & FLAG_USER_UNWIND_ERROR != 0,
+                python: python(key.python_stack),
+                gil_wait: key.flags & FLAG_GIL_WAIT != 0,
+                trace: (key.flags & FLAG_TRACE_CONTEXT != 0).then_some(TraceContext {
+                    trace_id: key.trace_id,
+                    span_id: key.span_id,
+                }),
                 count: value.count * scale,
                 nanos: value.nanos * scale,
             },
@@ -230,28 +349,32 @@ pub(super) fn remove_read(
     read: &[(RawKey, OffCpuEntry)],
 ) -> Result<(), LoadError> {
     let mut read_ids: HashSet<i32> = HashSet::new();
+    let mut read_python: HashSet<i32> = HashSet::new();
     {
         let mut totals: BpfHashMap<_, RawKey, RawValue> =
             open_mut(ebpf, "offcpu_totals", BpfHashMap::try_from)?;
         for (key, _) in read {
             read_ids.extend(key.stack_ids());
+            read_python.insert(key.python_stack);
             // Gone already only if the map was changed under us: harmless.
             let _ = totals.remove(key);
         }
     }
     let mut in_use: HashSet<i32> = HashSet::new();
+    let mut python_in_use: HashSet<i32> = HashSet::new();
     {
         let starts: BpfHashMap<_, u32, RawStart> =
             open(ebpf, "offcpu_start", BpfHashMap::try_from)?;
-        in_use.extend(
-            starts
-                .iter()
-                .flatten()
-                .flat_map(|(_, start)| start.stack_ids()),
-        );
+        for (_, start) in starts.iter().flatten() {
+            in_use.extend(start.stack_ids());
+            python_in_use.insert(start.python_stack);
+        }
         let totals: BpfHashMap<_, RawKey, RawValue> =
             open(ebpf, "offcpu_totals", BpfHashMap::try_from)?;
-        in_use.extend(totals.keys().flatten().flat_map(|key| key.stack_ids()));
+        for key in totals.keys().flatten() {
+            in_use.extend(key.stack_ids());
+            python_in_use.insert(key.python_stack);
+        }
     }
     let unused: Vec<i32> = read_ids.difference(&in_use).copied().collect();
     {
@@ -266,6 +389,14 @@ pub(super) fn remove_read(
         open_mut(ebpf, "offcpu_user_stacks", BpfHashMap::try_from)?;
     for id in unused.iter().filter(|id| is_dwarf_id(**id)) {
         let _ = user_stacks.remove(id);
+    }
+    let mut python_stacks: BpfHashMap<_, i32, RawPythonStack> =
+        open_mut(ebpf, "offcpu_python_stacks", BpfHashMap::try_from)?;
+    for id in read_python
+        .difference(&python_in_use)
+        .filter(|id| **id >= 0)
+    {
+        let _ = python_stacks.remove(id);
     }
     Ok(())
 }
@@ -297,5 +428,49 @@ impl RawKey {
 impl RawStart {
     pub(super) fn stack_ids(&self) -> [i32; 2] {
         [self.kernel_stack, self.user_stack]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(len: u32, bytes_for: usize) -> Vec<u8> {
+        let mut raw = RawPythonStack {
+            hash: 0xfeed,
+            pid: 42,
+            len,
+            status: 1,
+            id: 7,
+            frames: [RawPython::default(); MAX_PYTHON_FRAMES],
+        };
+        raw.frames[0].code = 0x1000;
+        raw.frames[0].instr = 6 | (1 << 31);
+        raw.frames[1].code = 0x2000;
+        // SAFETY: RawPythonStack is repr(C) plain old data without padding.
+        let all = unsafe {
+            std::slice::from_raw_parts(
+                (&raw as *const RawPythonStack).cast::<u8>(),
+                RAW_PYTHON_STACK_SIZE,
+            )
+        };
+        all[..RAW_PYTHON_STACK_BASE_SIZE + bytes_for * RAW_PYTHON_SIZE].to_vec()
+    }
+
+    #[test]
+    fn python_stack_announcements_decode_with_their_frames() {
+        let stack = OffCpuPython::try_from(record(2, 2).as_slice()).expect("decodes");
+        assert_eq!((stack.hash, stack.pid), (0xfeed, 42));
+        let codes: Vec<u64> = stack.frames.iter().map(|f| f.code).collect();
+        assert_eq!(codes, [0x1000, 0x2000]);
+        assert!(stack.frames[0].entry && stack.frames[0].instr == 6);
+    }
+
+    #[test]
+    fn python_stack_lengths_are_checked() {
+        // A length that disagrees with the record, or beyond the array.
+        assert!(OffCpuPython::try_from(record(3, 2).as_slice()).is_err());
+        assert!(OffCpuPython::try_from(record(500, 2).as_slice()).is_err());
+        assert!(OffCpuPython::try_from(&record(0, 0)[..10]).is_err());
     }
 }

@@ -48,13 +48,13 @@ struct RawSample {
 /// Mirror of `struct smolder_python_frame` (profiler-ebpf/include/python.h).
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
-struct RawPython {
-    code: u64,
-    instr: u32,
-    first_line: i32,
+pub(super) struct RawPython {
+    pub(super) code: u64,
+    pub(super) instr: u32,
+    pub(super) first_line: i32,
 }
 
-const RAW_PYTHON_SIZE: usize = 16;
+pub(super) const RAW_PYTHON_SIZE: usize = 16;
 const _: () = assert!(size_of::<RawPython>() == RAW_PYTHON_SIZE);
 /// The record up to its Python frames: every record is this long plus
 /// `python_len` frames.
@@ -174,15 +174,7 @@ impl TryFrom<&[u8]> for Sample {
         }
         let (kernel, kernel_error) = frames(&raw.kernel_stack, raw.kernel_len)?;
         let (user, user_error) = frames(&raw.user_stack, raw.user_len)?;
-        let python = raw.python[..python_len]
-            .iter()
-            .map(|f| RawPythonFrame {
-                code: f.code,
-                instr: f.instr & !PYTHON_FRAME_ENTRY,
-                first_line: f.first_line,
-                entry: f.instr & PYTHON_FRAME_ENTRY != 0,
-            })
-            .collect();
+        let python = python_frames(&raw.python[..python_len]);
         Ok(Sample {
             pid: raw.pid,
             tid: raw.tid,
@@ -208,6 +200,18 @@ impl TryFrom<&[u8]> for Sample {
             }),
         })
     }
+}
+
+/// Python frames as the BPF walker records them (sampled or off-CPU).
+pub(super) fn python_frames(raw: &[RawPython]) -> Vec<RawPythonFrame> {
+    raw.iter()
+        .map(|f| RawPythonFrame {
+            code: f.code,
+            instr: f.instr & !PYTHON_FRAME_ENTRY,
+            first_line: f.first_line,
+            entry: f.instr & PYTHON_FRAME_ENTRY != 0,
+        })
+        .collect()
 }
 
 fn frames(stack: &[u64], len: i32) -> Result<(Vec<u64>, Option<i32>), DecodeError> {

@@ -9,7 +9,9 @@ use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, S
 use aya::programs::{BtfTracePoint, PerfEvent, ProgramError, RawTracePoint, TracePoint};
 use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 
-use super::offcpu::{read_totals, remove_read, OffCpuConfig, OffCpuEntry, ThreadSeen};
+use super::offcpu::{
+    read_totals, remove_read, OffCpuConfig, OffCpuEntry, OffCpuPython, ThreadSeen,
+};
 use super::programs::{key_was_missing, program};
 use super::record::Sample;
 use crate::python::BpfPythonStore;
@@ -141,6 +143,14 @@ pub struct SamplerStats {
     pub trace_contexts: u64,
     /// Trace context reads that failed (the sample carries none).
     pub trace_context_errors: u64,
+    /// Off-CPU Python stacks not stored (map full, or an id collision):
+    /// those blocks have native frames only.
+    pub off_cpu_python_lost: u64,
+    /// Off-CPU Python stacks whose announcement was lost (ring buffer full):
+    /// named at the end of the window instead, if the process still lives.
+    pub off_cpu_python_events_full: u64,
+    /// Sleeps of Python threads waiting for the GIL.
+    pub off_cpu_gil_waits: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,8 +203,12 @@ const STAT_PYTHON_TRUNCATED: u32 = 18;
 const STAT_TRACE_CONTEXT: u32 = 19;
 const STAT_TRACE_ERRORS: u32 = 20;
 const STAT_UNWIND_RECORDED: u32 = 21;
+const STAT_OFFCPU_PYTHON_FULL: u32 = 22;
+const STAT_OFFCPU_PYTHON_COLLISION: u32 = 23;
+const STAT_OFFCPU_GIL_WAITS: u32 = 24;
+const STAT_OFFCPU_PYTHON_EVENTS_FULL: u32 = 25;
 #[cfg(test)]
-const STAT_COUNT: u32 = 22;
+const STAT_COUNT: u32 = 26;
 
 /// What records each process's executable file mappings: the binary at
 /// exec (tp_btf), libraries at mmap(2) (the syscall's own tracepoints, which
@@ -272,6 +286,7 @@ pub struct Sampler {
     ebpf: Ebpf,
     ring: RingBuf<MapData>,
     threads: RingBuf<MapData>,
+    python_stacks: RingBuf<MapData>,
     /// The off-CPU program that loaded (tp_btf, or raw_tp as a fallback).
     off_cpu_program: Option<&'static str>,
     /// Whether the tracepoints that record new processes' executable
@@ -345,6 +360,14 @@ impl Sampler {
             name: "offcpu_threads",
             source,
         })?;
+        let python_stacks = RingBuf::try_from(
+            ebpf.take_map("offcpu_python_new")
+                .ok_or(LoadError::Missing("offcpu_python_new"))?,
+        )
+        .map_err(|source| LoadError::Map {
+            name: "offcpu_python_new",
+            source,
+        })?;
         let unwind = if dwarf {
             let mut take = |name: &'static str| ebpf.take_map(name).ok_or(LoadError::Missing(name));
             let maps = BpfMaps {
@@ -405,6 +428,7 @@ impl Sampler {
             ebpf,
             ring,
             threads,
+            python_stacks,
             off_cpu_program,
             records_mappings,
             unwind,
@@ -516,19 +540,16 @@ impl Sampler {
 
     /// Hands every thread that blocked for the first time (with a new pair of
     /// stacks) to `sink`.
-    pub fn drain_threads(&mut self, mut sink: impl FnMut(ThreadSeen)) {
-        while let Some(item) = self.threads.next() {
-            match ThreadSeen::try_from(&*item) {
-                Ok(thread) => sink(thread),
-                Err(e) => {
-                    self.decode_errors += 1;
-                    if !self.decode_error_reported {
-                        self.decode_error_reported = true;
-                        tracing::warn!("dropping undecodable thread records: {e}");
-                    }
-                }
-            }
-        }
+    pub fn drain_threads(&mut self, sink: impl FnMut(ThreadSeen)) {
+        let errors = (&mut self.decode_errors, &mut self.decode_error_reported);
+        drain_ring(&mut self.threads, "thread", errors, sink);
+    }
+
+    /// Hands every Python stack the off-CPU program stored for the first
+    /// time to `sink` (to be named while its process lives).
+    pub fn drain_python_stacks(&mut self, sink: impl FnMut(OffCpuPython)) {
+        let errors = (&mut self.decode_errors, &mut self.decode_error_reported);
+        drain_ring(&mut self.python_stacks, "Python stack", errors, sink);
     }
 
     /// The off-CPU totals so far, with their stacks, scaled by the sampling
@@ -559,21 +580,11 @@ impl Sampler {
     /// Hands every buffered sample to `sink`; returns how many.
     pub fn drain(&mut self, mut sink: impl FnMut(Sample)) -> usize {
         let mut n = 0;
-        while let Some(item) = self.ring.next() {
-            match Sample::try_from(&*item) {
-                Ok(sample) => {
-                    sink(sample);
-                    n += 1;
-                }
-                Err(e) => {
-                    self.decode_errors += 1;
-                    if !self.decode_error_reported {
-                        self.decode_error_reported = true;
-                        tracing::warn!("dropping undecodable sample records: {e}");
-                    }
-                }
-            }
-        }
+        let errors = (&mut self.decode_errors, &mut self.decode_error_reported);
+        drain_ring(&mut self.ring, "sample", errors, |sample| {
+            sink(sample);
+            n += 1;
+        });
         n
     }
 
@@ -609,6 +620,10 @@ impl Sampler {
                 stats.python_truncated = sum(STAT_PYTHON_TRUNCATED);
                 stats.trace_contexts = sum(STAT_TRACE_CONTEXT);
                 stats.trace_context_errors = sum(STAT_TRACE_ERRORS);
+                stats.off_cpu_python_lost =
+                    sum(STAT_OFFCPU_PYTHON_FULL) + sum(STAT_OFFCPU_PYTHON_COLLISION);
+                stats.off_cpu_python_events_full = sum(STAT_OFFCPU_PYTHON_EVENTS_FULL);
+                stats.off_cpu_gil_waits = sum(STAT_OFFCPU_GIL_WAITS);
             }
         }
         if self._stats_fd.is_some() {
@@ -625,6 +640,32 @@ impl Sampler {
             }
         }
         stats
+    }
+}
+
+/// Decodes every record buffered in `ring` and hands it to `sink`. Records
+/// that do not decode are counted in `errors.0`; the first is reported (once
+/// per sampler, flag in `errors.1`).
+fn drain_ring<T>(
+    ring: &mut RingBuf<MapData>,
+    what: &str,
+    errors: (&mut u64, &mut bool),
+    mut sink: impl FnMut(T),
+) where
+    T: for<'a> TryFrom<&'a [u8], Error = super::DecodeError>,
+{
+    let (count, reported) = errors;
+    while let Some(item) = ring.next() {
+        match T::try_from(&*item) {
+            Ok(record) => sink(record),
+            Err(e) => {
+                *count += 1;
+                if !*reported {
+                    *reported = true;
+                    tracing::warn!("dropping undecodable {what} records: {e}");
+                }
+            }
+        }
     }
 }
 
@@ -730,14 +771,23 @@ mod tests {
         let start = map("offcpu_start");
         assert_eq!(
             (start.key_size(), start.value_size()),
-            (4, 32),
+            (4, 64),
             "tid -> smolder_offcpu_start"
         );
         let totals = map("offcpu_totals");
         assert_eq!(
             (totals.key_size(), totals.value_size()),
-            (24, 16),
+            (56, 16),
             "key -> value"
+        );
+        let python_stacks = map("offcpu_python_stacks");
+        assert_eq!(
+            (
+                python_stacks.key_size(),
+                python_stacks.value_size() as usize
+            ),
+            (4, super::super::offcpu::RAW_PYTHON_STACK_SIZE),
+            "id -> smolder_offcpu_python_stack"
         );
         assert_eq!(map("offcpu_stacks").value_size(), 127 * 8);
         let dwarf_stacks = map("offcpu_user_stacks");

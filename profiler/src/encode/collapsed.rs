@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use crate::profile::Profile;
 
 /// One line per distinct stack, merged across threads of the same command,
-/// sorted for stable output. Counts are [`Profile::weight`]: samples
+/// sorted for stable output. Time a thread waited for the GIL ends in a
+/// `[gil wait]` leaf. Counts are [`Profile::weight`]: samples
 /// on-CPU, microseconds off-CPU.
 pub fn collapsed_lines(profile: &Profile) -> Vec<String> {
     let mut merged: BTreeMap<String, u64> = BTreeMap::new();
@@ -15,6 +16,10 @@ pub fn collapsed_lines(profile: &Profile) -> Vec<String> {
         for name in profile.stack_names(sample) {
             line.push(';');
             line.push_str(&sanitize(name));
+        }
+        if sample.gil_wait {
+            // Collapsed stacks have no labels: the wait is its leaf.
+            line.push_str(";[gil wait]");
         }
         *merged.entry(line).or_insert(0) += profile.weight(sample);
     }

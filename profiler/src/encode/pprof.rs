@@ -141,6 +141,7 @@ pub(crate) fn to_proto(profile: &Profile, labels: SampleLabels) -> proto::Profil
         strings.get("thread_name"),
         strings.get("span_id"),
         strings.get("trace_id"),
+        strings.get("gil"),
     ];
     let sample = profile
         .samples
@@ -171,6 +172,9 @@ pub(crate) fn to_proto(profile: &Profile, labels: SampleLabels) -> proto::Profil
                 label(keys[2], &s.comm, &mut strings),
                 label(keys[3], &s.thread_name, &mut strings),
             ];
+            if s.gil_wait {
+                sample_labels.push(label(keys[6], "wait", &mut strings));
+            }
             if let Some(trace) = &s.trace {
                 sample_labels.push(label(keys[4], &trace.span_id_hex(), &mut strings));
                 if labels == SampleLabels::Strings {

@@ -23,11 +23,16 @@ pub struct ProcessEntry {
     pub frame_entry: u32,
     pub code_adaptive: u32,
     pub code_firstlineno: u32,
+    /// The GIL's state: a futex inside [gil, gil + gil_size) is a GIL wait.
+    pub gil: u64,
+    pub gil_size: u32,
+    pub reserved: u32,
 }
 
-const _: () = assert!(size_of::<ProcessEntry>() == 56);
+const _: () = assert!(size_of::<ProcessEntry>() == 72);
 
-// SAFETY: repr(C), no padding (8 + 12 * 4 bytes), every bit pattern valid.
+// SAFETY: repr(C), no padding (8 + 12 * 4 + 8 + 2 * 4 bytes), every bit
+// pattern valid.
 unsafe impl aya::Pod for ProcessEntry {}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -58,6 +63,9 @@ impl TryFrom<&PythonProcess> for ProcessEntry {
             frame_entry: o(l.frame_entry)?,
             code_adaptive: o(l.code.code_adaptive)?,
             code_firstlineno: o(l.code.firstlineno)?,
+            gil: p.gil.as_ref().map_or(0, |gil| gil.start),
+            gil_size: p.gil.as_ref().map_or(Ok(0), |gil| o(gil.end - gil.start))?,
+            reserved: 0,
         })
     }
 }

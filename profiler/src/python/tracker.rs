@@ -14,7 +14,7 @@ use symbolizer::{ProcessMaps, RegionKind};
 
 use super::layout::ProcessEntry;
 use super::store::PythonStore;
-use crate::collect::Sample;
+use crate::collect::{OffCpuPython, Sample};
 use crate::processes::ProcessTracker;
 use crate::unwind::Seen;
 
@@ -37,6 +37,10 @@ fn maps_python(maps: &ProcessMaps) -> bool {
 const RETRY_EVERY: Duration = Duration::from_millis(200);
 const RETRY_MAX_DOUBLINGS: u32 = 5;
 const RETRIES: u32 = 40;
+
+/// Off-CPU Python stacks kept named (the BPF map holds 4096 at once; a
+/// window's worth of stacks that left it stays here until the window ends).
+const OFF_CPU_NAMED: usize = 16_384;
 
 /// The wait before the retry that leaves `left` retries.
 fn retry_delay(left: u32) -> Duration {
@@ -82,6 +86,10 @@ pub struct PythonTracker<S: PythonStore> {
     states: HashMap<(u32, u64), State>,
     /// Interpreter module of each registered pid: its frames are merged.
     modules: HashMap<u32, Interpreter>,
+    /// Off-CPU Python stacks named when the BPF side first stored them,
+    /// by hash (their blocked time is read at the end of the window, when
+    /// the process may be gone): (pid, frames).
+    off_cpu: HashMap<u64, (u32, Box<[PythonFrame]>)>,
     /// Messages already logged (each failure kind is reported once).
     reported: HashSet<String>,
     registered: u64,
@@ -95,6 +103,7 @@ impl<S: PythonStore> PythonTracker<S> {
             resolver: PythonResolver::default(),
             states: HashMap::new(),
             modules: HashMap::new(),
+            off_cpu: HashMap::new(),
             reported: HashSet::new(),
             registered: 0,
             failed: 0,
@@ -222,6 +231,27 @@ impl<S: PythonStore> PythonTracker<S> {
             .into_boxed_slice()
     }
 
+    /// Names an off-CPU Python stack the BPF side stored for the first time.
+    pub fn learn_off_cpu(&mut self, stack: &OffCpuPython) {
+        if self.off_cpu.len() >= OFF_CPU_NAMED || self.off_cpu.contains_key(&stack.hash) {
+            return;
+        }
+        let frames = self.resolver.resolve(stack.pid, &stack.frames);
+        self.off_cpu
+            .insert(stack.hash, (stack.pid, frames.into_boxed_slice()));
+    }
+
+    /// The names of an off-CPU Python stack: as learned, or read now.
+    pub fn resolve_off_cpu(&mut self, stack: &OffCpuPython) -> Box<[PythonFrame]> {
+        match self.off_cpu.get(&stack.hash) {
+            Some((_, frames)) => frames.clone(),
+            None => self
+                .resolver
+                .resolve(stack.pid, &stack.frames)
+                .into_boxed_slice(),
+        }
+    }
+
     /// The interpreter of every process registered so far, by pid.
     pub fn modules(&self) -> &HashMap<u32, Interpreter> {
         &self.modules
@@ -240,6 +270,7 @@ impl<S: PythonStore> PythonTracker<S> {
     /// last stacks were symbolized: the agent, at the end of a window).
     pub fn prune_modules(&mut self, alive: impl Fn(u32) -> bool) {
         self.modules.retain(|&pid, _| alive(pid));
+        self.off_cpu.retain(|_, (pid, _)| alive(*pid));
     }
 
     fn forget(&mut self, pid: u32) {

@@ -617,13 +617,7 @@ service = "^smolder-test-"
         range,
     );
     for function in ["sleep_here", "read_here", "lock_here"] {
-        let share = graph
-            .stacks
-            .iter()
-            .filter(|(stack, _)| stack.iter().any(|f| f == function))
-            .map(|(_, v)| *v)
-            .sum::<i64>() as f64
-            / graph.total.max(1) as f64;
+        let share = graph.share_with(&[function]);
         eprintln!("{function}: {share:.3} of {} ns blocked", graph.total);
         assert!(
             share >= 0.1,
@@ -638,6 +632,65 @@ service = "^smolder-test-"
         sleeps_in_kernel,
         "no nanosleep kernel frame under sleep_here: {graph:?}"
     );
+}
+
+/// The agent's offcpu profile of a Python process: blocked time under the
+/// Python function, GIL waits as a `gil="wait"` series of their own.
+#[test]
+fn python_off_cpu_reaches_pyroscope_with_gil_waits_labelled() {
+    if !is_root() {
+        return;
+    }
+    const OFF_CPU_TYPE: &str = "offcpu:offcpu:nanoseconds:offcpu:nanoseconds";
+    let server = Pyroscope::start();
+    let begin = now_ms() - 1000;
+    let config = format!(
+        r#"
+[server]
+url = "{}"
+[profiling]
+window = "2s"
+off_cpu = true
+[[service]]
+name = "smolder-test-python-waits"
+cmdline = "waits\\.py"
+[[processes.include]]
+service = "^smolder-test-"
+"#,
+        server.url()
+    );
+    let agent = Agent::start(&config);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/python/waits.py");
+    let spinners = Workload::spawn(&machine_python(), &[script.to_str().unwrap(), "30", "gil"]);
+    let waiters = Workload::spawn(
+        &machine_python(),
+        &[script.to_str().unwrap(), "30", "waits"],
+    );
+    agent.wait_metric("smolder_pushes_ok_total", Duration::from_secs(30), |v| {
+        v >= 3.0
+    });
+    let (status, _) = agent.stop();
+    drop((spinners, waiters));
+    assert!(status.success());
+    let range = (begin, now_ms() + 1000);
+    let service = r#"service_name="smolder-test-python-waits""#;
+    let gil = server.stacks(OFF_CPU_TYPE, &format!("{{{service},gil=\"wait\"}}"), range);
+    let spin = gil.share_with(&["spin"]);
+    eprintln!("GIL waits: {} ns, {spin:.3} under spin", gil.total);
+    assert!(spin >= 0.9, "GIL waits under spin: {spin:.3}: {gil:?}");
+    let other = server.stacks(OFF_CPU_TYPE, &format!("{{{service},gil=\"\"}}"), range);
+    for function in ["nap", "wait_for_lock", "wait_for_socket"] {
+        let part = other.share_with(&[function]);
+        eprintln!("{function}: {part:.3} of {} ns blocked", other.total);
+        assert!(
+            part >= 0.1,
+            "{function} has {part:.3} of the other off-CPU time: {other:?}"
+        );
+        assert!(
+            gil.share_with(&[function]) < 0.05,
+            "{function} counted as GIL wait"
+        );
+    }
 }
 
 /// Reads one HTTP request from a loopback listener (head and body) and

@@ -144,6 +144,8 @@ pub struct Stack {
     /// `trace_id` and `span_id` labels ("" when the sample has none).
     pub trace_id: String,
     pub span_id: String,
+    /// `gil` label: "wait" for off-CPU time spent waiting for the GIL.
+    pub gil: String,
 }
 
 impl Stack {
@@ -316,6 +318,7 @@ pub fn read_pprof(path: &Path) -> (pprof_proto::Profile, Vec<Stack>) {
                 sources,
                 trace_id: label("trace_id"),
                 span_id: label("span_id"),
+                gil: label("gil"),
             }
         })
         .collect();
@@ -357,6 +360,15 @@ impl Running {
     /// Spawns `command` with its stdout piped and waits until it prints
     /// `line` (its readiness); the rest of its output is drained on a thread.
     pub fn until_line(command: &mut Command, line: &str) -> Self {
+        Self::until_line_with_output(command, line).0
+    }
+
+    /// Like [`Running::until_line`], also handing over every line printed
+    /// (before `line` and after it) as it comes.
+    pub fn until_line_with_output(
+        command: &mut Command,
+        line: &str,
+    ) -> (Self, std::sync::mpsc::Receiver<String>) {
         use std::io::BufRead;
         let mut child = command
             .stdout(std::process::Stdio::piped())
@@ -364,6 +376,7 @@ impl Running {
             .expect("workload");
         let mut lines = std::io::BufReader::new(child.stdout.take().expect("piped"));
         let running = Self(Some(child));
+        let (tx, rx) = std::sync::mpsc::channel();
         let mut text = String::new();
         loop {
             text.clear();
@@ -372,9 +385,15 @@ impl Running {
             if text.trim_end() == line {
                 break;
             }
+            let _ = tx.send(text.trim_end().to_string());
         }
-        std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
-        running
+        std::thread::spawn(move || {
+            for text in lines.lines().map_while(Result::ok) {
+                // Nobody listening: keep draining.
+                let _ = tx.send(text);
+            }
+        });
+        (running, rx)
     }
 
     pub fn pid(&self) -> u32 {

@@ -10,6 +10,7 @@ mod kernel_symbols;
 mod offcpu;
 mod pyroscope;
 mod python;
+mod python_offcpu;
 mod python_versions;
 mod pytorch;
 mod record;

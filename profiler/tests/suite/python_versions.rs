@@ -12,12 +12,15 @@ use std::time::Duration;
 use crate::harness::{is_root, read_pprof, record_pid, share, smolder_ok, Running, Stack};
 use crate::python::{chain_with_lines, expected_lines, testdata};
 
-/// Where the workload sits inside each root: the same path suffix as in
-/// the clone, so that file names read `.../testdata/python/chain.py`.
-const IN_ROOT: &str = "smolder-tests/testdata/python/chain.py";
+/// Where the workloads sit inside each root: the same path suffix as in the
+/// clone, so that file names read `.../testdata/python/chain.py`.
+const IN_ROOT: &str = "smolder-tests/testdata/python";
+/// The workloads copied into each root.
+const SCRIPTS: [&str; 2] = ["chain.py", "waits.py"];
 
-/// The root holding Debian's `package` from `suite`, with chain.py copied in.
-fn root(suite: &str, package: &str) -> PathBuf {
+/// The root holding Debian's `package` from `suite`, with the workloads
+/// copied in.
+pub(crate) fn root(suite: &str, package: &str) -> PathBuf {
     let roots = std::env::var_os("SMOLDER_PYTHON_ROOTS")
         .map(PathBuf::from)
         .unwrap_or_default();
@@ -27,18 +30,21 @@ fn root(suite: &str, package: &str) -> PathBuf {
         "no {package} root at {}: run `cargo xtask test` (it builds the Debian roots) or set SMOLDER_PYTHON_ROOTS",
         root.display()
     );
-    let script = root.join(IN_ROOT);
-    std::fs::create_dir_all(script.parent().unwrap()).unwrap();
-    std::fs::copy(testdata("chain.py"), &script).unwrap();
+    let dir = root.join(IN_ROOT);
+    std::fs::create_dir_all(&dir).unwrap();
+    for script in SCRIPTS {
+        std::fs::copy(testdata(script), dir.join(script)).unwrap();
+    }
     root
 }
 
-fn chroot(root: &Path, package: &str, args: &[&str]) -> Command {
+/// `chroot ROOT PACKAGE SCRIPT ARGS...`, the script one of SCRIPTS.
+pub(crate) fn chroot(root: &Path, package: &str, script: &str, args: &[&str]) -> Command {
     let mut command = Command::new("chroot");
     command
         .arg(root)
         .arg(package)
-        .arg(format!("/{IN_ROOT}"))
+        .arg(format!("/{IN_ROOT}/{script}"))
         .args(args);
     command
 }
@@ -65,7 +71,7 @@ fn chain_is_complete(suite: &str, package: &str) {
     let root = root(suite, package);
 
     let running = Running::spawn(
-        chroot(&root, package, &["8", "2"]).stdout(Stdio::null()),
+        chroot(&root, package, "chain.py", &["8", "2"]).stdout(Stdio::null()),
         Duration::from_millis(500),
     );
     let (stacks, stderr) = record_pid(running.pid(), 3, &[]);
@@ -95,7 +101,7 @@ fn chain_is_complete(suite: &str, package: &str) {
     // it is ready.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.pb.gz");
-    let command = chroot(&root, package, &["5", "1"]);
+    let command = chroot(&root, package, "chain.py", &["5", "1"]);
     let mut args = vec!["record", "-o", out.to_str().unwrap(), "--"];
     let argv: Vec<String> = std::iter::once(command.get_program())
         .chain(command.get_args())

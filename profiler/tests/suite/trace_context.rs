@@ -90,22 +90,32 @@ pub fn assert_attributed(stacks: &[Stack], served: &Served) {
 
 /// Records `pid` for `seconds`; returns its stacks and smolder's stderr.
 fn record(pid: u32, seconds: u32, env: &[(&str, &str)]) -> (Vec<Stack>, String) {
+    record_with(pid, seconds, env, &[])
+}
+
+/// [`record`] with `extra` options.
+fn record_with(
+    pid: u32,
+    seconds: u32,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> (Vec<Stack>, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.pb.gz");
-    let output = smolder_with_env(
-        &[
-            "record",
-            "-p",
-            &pid.to_string(),
-            "-d",
-            &format!("{seconds}s"),
-            "-F",
-            "199",
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        env,
-    );
+    let (pid_text, duration) = (pid.to_string(), format!("{seconds}s"));
+    let mut args = vec![
+        "record",
+        "-p",
+        &pid_text,
+        "-d",
+        &duration,
+        "-F",
+        "199",
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let output = smolder_with_env(&args, env);
     assert!(output.status.success(), "smolder failed");
     let (_, stacks) = read_pprof(&out);
     (
@@ -184,6 +194,18 @@ fn python_sdk_requests_carry_their_ids() {
     let (stacks, stderr) = record(running.pid(), 4, &[("SMOLDER_LOG", "debug")]);
     // The extension's variable sits in static TLS (glibc's surplus).
     assert!(stderr.contains("TLS descriptor, Static"), "{stderr}");
+    assert_attributed(&stacks, &fixed_ids());
+}
+
+/// Off-CPU: time a thread waits inside a request carries the request's ids
+/// (read when it went to sleep), none between requests.
+#[test]
+fn python_sdk_requests_carry_their_ids_off_cpu() {
+    if !is_root() {
+        return;
+    }
+    let running = python_script("trace_requests.py", &["30", "manual", "sleep"], &[], &[]);
+    let (stacks, _) = record_with(running.pid(), 4, &[], &["--off-cpu"]);
     assert_attributed(&stacks, &fixed_ids());
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use object::{Object, ObjectSegment, ObjectSymbol};
 
 use super::code::Types;
-use super::layout::Layout;
+use super::layout::{GilLocation, Layout, GIL_STATE_SIZE};
 use super::version::PythonVersion;
 use crate::memory::ProcessMemory;
 use crate::proc_maps::{parse_maps, MapEntry, MapPath};
@@ -33,6 +33,9 @@ pub struct PythonProcess {
     /// its native frames are the ones Python frames replace, also where the
     /// interpreter has no symbol table to name them.
     pub eval_code: Vec<std::ops::Range<u64>>,
+    /// Where the GIL's state is (`GIL_STATE_SIZE` bytes): threads asleep
+    /// on a futex inside it wait for the GIL. None where not known.
+    pub gil: Option<std::ops::Range<u64>>,
     pub(crate) types: Types,
 }
 
@@ -209,6 +212,13 @@ fn inspect(pid: u32, entries: &[MapEntry], entry: &MapEntry) -> Result<PythonPro
         unicode: to_address(symbols.unicode_type).unwrap_or(0),
         bytes: to_address(symbols.bytes_type).unwrap_or(0),
     };
+    let gil = find_gil(&memory, runtime, &layout);
+    if gil.is_none() && layout.gil.is_some() {
+        log::debug!(
+            "Python {version} in {}: the GIL is not where expected; GIL waits will not be told apart",
+            path.display()
+        );
+    }
     Ok(PythonProcess {
         pid,
         version,
@@ -216,6 +226,7 @@ fn inspect(pid: u32, entries: &[MapEntry], entry: &MapEntry) -> Result<PythonPro
         module: path.clone(),
         interpreters_head: runtime + layout.interpreters_head,
         eval_code,
+        gil,
         types,
     })
 }
@@ -355,6 +366,25 @@ fn check_layout(
     } else {
         Err(DetectError::NotReady)
     }
+}
+
+/// The GIL's state, checked: its switch interval (microseconds, 5000 unless
+/// changed) is plausible and `locked` is 0 or 1.
+fn find_gil(memory: &ProcessMemory, runtime: u64, layout: &Layout) -> Option<std::ops::Range<u64>> {
+    let at = match layout.gil? {
+        GilLocation::Runtime(offset) => runtime.checked_add(offset)?,
+        GilLocation::Interpreter(offset) => {
+            let interp = memory.u64(runtime + layout.interpreters_head).ok()?;
+            memory.u64(interp.checked_add(offset)?).ok()?
+        }
+    };
+    if at == 0 || at % 8 != 0 {
+        return None;
+    }
+    let interval = memory.u64(at).ok()?;
+    let locked = memory.u64(at + 16).ok()? & 0xffff_ffff;
+    let plausible = (1..=1_000_000_000).contains(&interval) && locked <= 1;
+    plausible.then_some(at..at + GIL_STATE_SIZE)
 }
 
 /// Whether some PyThreadState in the list starting at `first` carries the

@@ -29,6 +29,21 @@ pub enum LineFormat {
     Locations,
 }
 
+/// Where the GIL (`struct _gil_runtime_state`) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GilLocation {
+    /// At this offset in `_PyRuntime` (3.9-3.11: `_PyRuntime.ceval.gil`).
+    Runtime(u64),
+    /// Pointed to by the word at this offset in the `PyInterpreterState`
+    /// (3.12+: `interp->ceval.gil`).
+    Interpreter(u64),
+}
+
+/// `sizeof(struct _gil_runtime_state)` with a GIL (3.9 to 3.15, x86_64):
+/// interval, last_holder, locked, switch_number, then the condition variable
+/// and mutex threads wait on, and the pair used to force a switch.
+pub const GIL_STATE_SIZE: u64 = 208;
+
 /// Offsets into `PyCodeObject`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CodeLayout {
@@ -77,6 +92,8 @@ pub struct Layout {
     pub ascii_size: u64,
     /// `sizeof(PyCompactUnicodeObject)`: where other compact strings' start.
     pub compact_size: u64,
+    /// Where the GIL is; None where smolder does not know (3.8, 3.12).
+    pub gil: Option<GilLocation>,
 }
 
 /// `PyObject.ob_type`, `PyVarObject.ob_size`, `PyBytesObject.ob_sval`, and
@@ -121,6 +138,10 @@ impl Layout {
             instr_scale,
             ascii_size: 48,
             compact_size: 72,
+            // After 4 ints, _finalizing, interpreters, xidregistry,
+            // main_thread, exitfuncs[32], nexitfuncs and ceval's
+            // signals_pending (3.9, 3.10; measured on Debian's 3.9).
+            gil: (version.minor >= 9).then_some(GilLocation::Runtime(352)),
         };
         match version.minor {
             8 | 9 => Some(old_code(120, LineFormat::Lnotab, 1)),
@@ -152,6 +173,9 @@ impl Layout {
                 instr_scale: 1,
                 ascii_size: 48,
                 compact_size: 72,
+                // 3.11 added _initialized before the four ints (measured on
+                // Debian's 3.11).
+                gil: Some(GilLocation::Runtime(360)),
             }),
             12 => Some(Layout {
                 version,
@@ -180,6 +204,7 @@ impl Layout {
                 instr_scale: 1,
                 ascii_size: 40,
                 compact_size: 56,
+                gil: None,
             }),
             _ => None,
         }
@@ -227,6 +252,17 @@ impl Layout {
             tstate + 5
         };
         let field = |i: usize| words.get(i).copied();
+        // The interpreter section ends with ceval_gil, gil_runtime_state,
+        // then the GIL's enabled, locked and holder fields (+0, +16, +8).
+        let gil = (interp..tstate.saturating_sub(4))
+            .find(|&i| {
+                let state = words[i + 1];
+                words[i] > 0
+                    && words[i] < state
+                    && words[i + 3] == state + 16
+                    && words[i + 4] == state + 8
+            })
+            .map(|i| GilLocation::Interpreter(words[i]));
         Some(Layout {
             version,
             interpreters_head,
@@ -254,6 +290,7 @@ impl Layout {
             instr_scale: 1,
             ascii_size: 40,
             compact_size: 56,
+            gil,
         })
     }
 }
@@ -321,6 +358,7 @@ mod tests {
             );
             assert_eq!((code.linetable, code.firstlineno), (136, 68));
             assert_eq!(code.code_adaptive, 208);
+            assert_eq!(l.gil, Some(GilLocation::Interpreter(16)));
         }
     }
 

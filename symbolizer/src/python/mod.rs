@@ -16,6 +16,6 @@ mod resolver;
 mod version;
 
 pub use detect::{detect, DetectError, PythonProcess};
-pub use layout::{FrameKind, Layout};
+pub use layout::{FrameKind, GilLocation, Layout, GIL_STATE_SIZE};
 pub use resolver::{PythonFrame, PythonResolver, PythonStats, RawPythonFrame};
 pub use version::PythonVersion;
