@@ -435,6 +435,12 @@ pub fn print_summary(outcome: &RecordOutcome, config: &RecordConfig) {
             s.off_cpu_totals_full, s.off_cpu_events_full
         );
     }
+    if s.off_cpu_python_lost > 0 {
+        eprintln!(
+            "warning: {} off-CPU blocks of Python threads have native frames only (Python stack map full)",
+            s.off_cpu_python_lost
+        );
+    }
     if let Some(u) = &outcome.unwind {
         let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
         eprintln!(

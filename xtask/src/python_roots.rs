@@ -12,14 +12,16 @@ use anyhow::{Context, Result};
 use crate::pyroscope::cache_root;
 use crate::util::run;
 
-/// (suite, package): every CPython the Debian archive serves here, 3.10 and
-/// 3.12 excepted (no suite has them).
-pub const ROOTS: &[(&str, &str)] = &[
-    ("bullseye", "python3.9"),
-    ("bookworm", "python3.11"),
-    ("trixie", "python3.13"),
-    ("sid", "python3.14"),
-    ("sid", "python3.15"),
+/// (suite, package, headers): every CPython the Debian archive serves here,
+/// 3.10 and 3.12 excepted (no suite has them). Roots with headers (the
+/// `-dev` package) are where the tests build a C extension, with the host's
+/// compiler: their glibc is not older than the host's.
+pub const ROOTS: &[(&str, &str, bool)] = &[
+    ("bullseye", "python3.9", false),
+    ("bookworm", "python3.11", false),
+    ("trixie", "python3.13", true),
+    ("sid", "python3.14", true),
+    ("sid", "python3.15", false),
 ];
 
 /// The directory holding the roots, each built if missing (about 30 s to
@@ -27,12 +29,20 @@ pub const ROOTS: &[(&str, &str)] = &[
 pub fn ensure() -> Result<PathBuf> {
     let dir = cache_root();
     let mirror = mirror();
-    for (suite, package) in ROOTS {
+    for &(suite, package, headers) in ROOTS {
         let root = dir.join(format!("debian-{suite}-{package}"));
         let interpreter = root.join("usr/bin").join(package);
-        if interpreter.is_file() {
+        let header = root.join("usr/include").join(package).join("Python.h");
+        if interpreter.is_file() && (!headers || header.is_file()) {
             continue;
         }
+        // A root from before it needed headers is built again.
+        let _ = std::fs::remove_dir_all(&root);
+        let include = if headers {
+            format!("--include={package},{package}-dev")
+        } else {
+            format!("--include={package}")
+        };
         let partial = dir.join(format!("debian-{suite}-{package}.partial"));
         let _ = std::fs::remove_dir_all(&partial);
         std::fs::create_dir_all(&dir)?;
@@ -41,7 +51,7 @@ pub fn ensure() -> Result<PathBuf> {
             root.display()
         );
         run(Command::new("debootstrap")
-            .args(["--variant=minbase", &format!("--include={package}"), suite])
+            .args(["--variant=minbase", &include, suite])
             .arg(&partial)
             .arg(&mirror))
         .with_context(|| format!("debootstrap {suite} with {package}"))?;

@@ -286,6 +286,8 @@ impl Collector {
             off_lost.saturating_sub(self.off_cpu_lost_before),
         );
         self.off_cpu_lost_before = off_lost;
+        set(&m.off_cpu_python_lost, stats.off_cpu_python_lost);
+        set(&m.off_cpu_gil_waits, stats.off_cpu_gil_waits);
         set(&m.unwind_with_tables, stats.unwound_with_tables);
         set(
             &m.unwind_recorded_mappings,

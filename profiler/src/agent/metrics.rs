@@ -44,6 +44,8 @@ pub struct Metrics {
     pub processes_named_after_exit: AtomicU64,
     pub unwind_recorded_mappings: AtomicU64,
     pub off_cpu_lost: AtomicU64,
+    pub off_cpu_python_lost: AtomicU64,
+    pub off_cpu_gil_waits: AtomicU64,
     pub unwind_with_tables: AtomicU64,
     pub unwind_frame_pointers_only: AtomicU64,
     pub unwind_errors: AtomicU64,
@@ -110,6 +112,18 @@ impl Metrics {
             "counter",
             "Off-CPU blocks or thread events lost to full maps.",
             get(&self.off_cpu_lost),
+        );
+        metric(
+            "smolder_off_cpu_python_stacks_lost_total",
+            "counter",
+            "Off-CPU blocks of Python threads kept with native frames only (Python stack map full, or an id collision).",
+            get(&self.off_cpu_python_lost),
+        );
+        metric(
+            "smolder_off_cpu_gil_waits_total",
+            "counter",
+            "Sleeps of Python threads waiting for the GIL (labelled gil=wait).",
+            get(&self.off_cpu_gil_waits),
         );
         metric(
             "smolder_unwind_stacks_dwarf_total",

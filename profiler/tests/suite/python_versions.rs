@@ -10,13 +10,15 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::harness::{is_root, read_pprof, record_pid, share, smolder_ok, Running, Stack};
-use crate::python::{chain_with_lines, expected_lines, testdata};
+use crate::python::{assert_mixed, chain_with_lines, expected_lines, testdata};
 
 /// Where the workloads sit inside each root: the same path suffix as in the
 /// clone, so that file names read `.../testdata/python/chain.py`.
 const IN_ROOT: &str = "smolder-tests/testdata/python";
 /// The workloads copied into each root.
-const SCRIPTS: [&str; 2] = ["chain.py", "waits.py"];
+const SCRIPTS: [&str; 3] = ["chain.py", "waits.py", "mixed.py"];
+/// Where the C extension is built inside a root.
+const EXTENSION_DIR: &str = "smolder-tests/ext";
 
 /// The root holding Debian's `package` from `suite`, with the workloads
 /// copied in.
@@ -156,5 +158,78 @@ fn python3_14_from_debian_sid_is_walked() {
 fn python3_15_from_debian_sid_is_walked() {
     if is_root() {
         chain_is_complete("sid", "python3.15");
+    }
+}
+
+/// testdata/python/spin_ext.c built for the root's interpreter: the host's
+/// compiler with the root's headers (Debian's pyconfig.h includes the one in
+/// its multiarch directory), into EXTENSION_DIR in the root.
+fn build_extension(root: &Path, package: &str) {
+    let suffix = chroot_python(root, package)
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))",
+        ])
+        .output()
+        .unwrap();
+    let suffix = String::from_utf8_lossy(&suffix.stdout).trim().to_owned();
+    assert!(
+        suffix.ends_with(".so"),
+        "EXT_SUFFIX of {package}: {suffix:?}"
+    );
+    let include = root.join("usr/include");
+    assert!(
+        include.join(package).join("Python.h").is_file(),
+        "no {package} headers in {}: run `cargo xtask test` (it builds the Debian roots)",
+        root.display()
+    );
+    let dir = root.join(EXTENSION_DIR);
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = Command::new("gcc")
+        .args(["-O1", "-fno-inline", "-shared", "-fPIC", "-g"])
+        .arg(format!("-I{}", include.join(package).display()))
+        // After the host's own headers: for the multiarch pyconfig.h only.
+        .arg("-idirafter")
+        .arg(&include)
+        .arg(testdata("spin_ext.c"))
+        .arg("-o")
+        .arg(dir.join(format!("spin_ext{suffix}")))
+        .status()
+        .unwrap();
+    assert!(status.success(), "building spin_ext for {package}");
+}
+
+fn chroot_python(root: &Path, package: &str) -> Command {
+    let mut command = Command::new("chroot");
+    command.arg(root).arg(package);
+    command
+}
+
+/// Python calling a C extension, in Debian's `package`: the Python caller,
+/// then the C functions, with the eval loop's machinery hidden.
+fn c_extension_is_walked(suite: &str, package: &str) {
+    let root = root(suite, package);
+    build_extension(&root, package);
+    let mut command = chroot(&root, package, "mixed.py", &["8"]);
+    command
+        .env("PYTHONPATH", format!("/{EXTENSION_DIR}"))
+        .stdout(Stdio::null());
+    let running = Running::spawn(&mut command, Duration::from_millis(500));
+    let (stacks, stderr) = record_pid(running.pid(), 3, &[]);
+    drop(running);
+    assert_mixed(&stacks, &stderr);
+}
+
+#[test]
+fn python3_13_calling_a_c_extension_is_walked() {
+    if is_root() {
+        c_extension_is_walked("trixie", "python3.13");
+    }
+}
+
+#[test]
+fn python3_14_calling_a_c_extension_is_walked() {
+    if is_root() {
+        c_extension_is_walked("sid", "python3.14");
     }
 }
