@@ -341,16 +341,22 @@ fn drain(
     off_cpu: &mut Aggregate,
 ) {
     let mut seen: Vec<Seen> = Vec::new();
-    sampler.drain(|sample| {
+    sampler.drain(|mut sample| {
         processes.observe(sample.pid, sample.mm_id, symbolizer);
         seen.push(Seen::from(&sample));
         let frames = python.resolve(&sample);
+        if let Some(name) = python.thread_name(sample.pid, sample.tid) {
+            sample.thread_name = name.to_owned();
+        }
         on_cpu.add(sample, frames);
     });
     sampler.drain_python_stacks(|stack| python.learn_off_cpu(&stack));
-    sampler.drain_threads(|thread| {
+    sampler.drain_threads(|mut thread| {
         processes.observe(thread.pid, thread.mm_id, symbolizer);
         seen.push(Seen::from(&thread));
+        if let Some(name) = python.thread_name(thread.pid, thread.tid) {
+            thread.thread_name = name.to_owned();
+        }
         off_cpu.note_process(thread.pid);
         off_cpu.name_thread(thread.tid, thread.comm, thread.thread_name);
     });

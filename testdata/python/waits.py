@@ -3,7 +3,7 @@ its own, or contending for the GIL. Usage:
 
     waits.py SECONDS waits   # sleeper, locker and reader block; holder and
                              # writer make the lock and the socket wait
-    waits.py SECONDS gil     # spinner-1 and spinner-2 compute in pure Python
+    waits.py SECONDS gil     # two spinner threads compute in pure Python
 
 Once its threads run it prints `NAME TID` for each, then `ready`; at exit
 `NAME TID WALL_NS CPU_NS` for each measured thread, so a test can find the
@@ -116,7 +116,8 @@ def main():
             threading.Thread(target=writer, args=(time.monotonic() + seconds,), name="writer"),
         ]
     else:
-        threads = [timed(f"spinner-{i}", spin, seconds) for i in (1, 2)]
+        # Names longer than an OS thread name (15 bytes).
+        threads = [timed(f"spinner-thread-number-{i}", spin, seconds) for i in (1, 2)]
     for t in threads:
         t.start()
     for t in threads:

@@ -144,17 +144,20 @@ impl Collector {
             ..
         } = self;
         let mut seen: Vec<Seen> = Vec::new();
-        sampler.drain(|sample| {
+        sampler.drain(|mut sample| {
             if services
                 .resolve(sample.pid, sample.mm_id, &sample.comm, config)
                 .is_some()
             {
                 processes.observe(sample.pid, sample.mm_id, symbolizer);
                 seen.push(Seen::from(&sample));
-                let frames = python
-                    .as_mut()
-                    .map(|p| p.resolve(&sample))
-                    .unwrap_or_default();
+                let mut frames = Box::default();
+                if let Some(python) = python.as_mut() {
+                    frames = python.resolve(&sample);
+                    if let Some(name) = python.thread_name(sample.pid, sample.tid) {
+                        sample.thread_name = name.to_owned();
+                    }
+                }
                 on_cpu.add(sample, frames);
             }
         });
@@ -162,13 +165,19 @@ impl Collector {
             Some(python) => sampler.drain_python_stacks(|stack| python.learn_off_cpu(&stack)),
             None => sampler.drain_python_stacks(|_| {}),
         }
-        sampler.drain_threads(|thread| {
+        sampler.drain_threads(|mut thread| {
             if services
                 .resolve(thread.pid, thread.mm_id, &thread.comm, config)
                 .is_some()
             {
                 processes.observe(thread.pid, thread.mm_id, symbolizer);
                 seen.push(Seen::from(&thread));
+                if let Some(name) = python
+                    .as_mut()
+                    .and_then(|p| p.thread_name(thread.pid, thread.tid))
+                {
+                    thread.thread_name = name.to_owned();
+                }
                 off_cpu.note_process(thread.pid);
                 off_cpu.name_thread(thread.tid, thread.comm, thread.thread_name);
             }

@@ -38,6 +38,21 @@ const RETRY_EVERY: Duration = Duration::from_millis(200);
 const RETRY_MAX_DOUBLINGS: u32 = 5;
 const RETRIES: u32 = 40;
 
+/// How often, at most, a process's thread names are read again (when a
+/// thread without one shows up).
+const NAMES_REFRESH: Duration = Duration::from_secs(1);
+
+/// Python thread names of one process, as last read.
+struct ThreadNames {
+    by_tid: HashMap<u32, String>,
+    /// Threads that had no name right after a read (native threads: not in
+    /// `threading`): they do not cause another read.
+    unnamed: HashSet<u32>,
+    read_at: Instant,
+    /// Reading failed: not tried again for this process.
+    failed: bool,
+}
+
 /// Off-CPU Python stacks kept named (the BPF map holds 4096 at once; a
 /// window's worth of stacks that left it stays here until the window ends).
 const OFF_CPU_NAMED: usize = 16_384;
@@ -90,6 +105,8 @@ pub struct PythonTracker<S: PythonStore> {
     /// by hash (their blocked time is read at the end of the window, when
     /// the process may be gone): (pid, frames).
     off_cpu: HashMap<u64, (u32, Box<[PythonFrame]>)>,
+    /// `threading` names by pid.
+    thread_names: HashMap<u32, ThreadNames>,
     /// Messages already logged (each failure kind is reported once).
     reported: HashSet<String>,
     registered: u64,
@@ -104,6 +121,7 @@ impl<S: PythonStore> PythonTracker<S> {
             states: HashMap::new(),
             modules: HashMap::new(),
             off_cpu: HashMap::new(),
+            thread_names: HashMap::new(),
             reported: HashSet::new(),
             registered: 0,
             failed: 0,
@@ -252,6 +270,56 @@ impl<S: PythonStore> PythonTracker<S> {
         }
     }
 
+    /// The name `threading` gave thread `tid` of Python process `pid`, if
+    /// any. Read from the process when a thread it has no name for shows up
+    /// (at most once a second per process).
+    pub fn thread_name(&mut self, pid: u32, tid: u32) -> Option<&str> {
+        if !self.modules.contains_key(&pid) {
+            return None;
+        }
+        let due = self.thread_names.get(&pid).is_none_or(|names| {
+            !names.failed
+                && !names.by_tid.contains_key(&tid)
+                && !names.unnamed.contains(&tid)
+                && names.read_at.elapsed() >= NAMES_REFRESH
+        });
+        if due {
+            let names = match self.resolver.thread_names(pid)? {
+                Ok(by_tid) => {
+                    // Native threads stay known as such.
+                    let mut unnamed = self
+                        .thread_names
+                        .remove(&pid)
+                        .map(|old| old.unnamed)
+                        .unwrap_or_default();
+                    unnamed.retain(|tid| !by_tid.contains_key(tid));
+                    ThreadNames {
+                        by_tid,
+                        unnamed,
+                        read_at: Instant::now(),
+                        failed: false,
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!("pid {pid}: Python thread names not read: {e}");
+                    ThreadNames {
+                        by_tid: HashMap::new(),
+                        unnamed: HashSet::new(),
+                        read_at: Instant::now(),
+                        failed: true,
+                    }
+                }
+            };
+            self.thread_names.insert(pid, names);
+        }
+        let names = self.thread_names.get_mut(&pid)?;
+        if due && !names.by_tid.contains_key(&tid) {
+            // Read just now and not there: a native thread.
+            names.unnamed.insert(tid);
+        }
+        names.by_tid.get(&tid).map(String::as_str)
+    }
+
     /// The interpreter of every process registered so far, by pid.
     pub fn modules(&self) -> &HashMap<u32, Interpreter> {
         &self.modules
@@ -275,6 +343,7 @@ impl<S: PythonStore> PythonTracker<S> {
 
     fn forget(&mut self, pid: u32) {
         self.resolver.remove(pid);
+        self.thread_names.remove(&pid);
         if let Err(e) = self.store.remove(pid) {
             tracing::debug!("pid {pid}: cannot remove from python_processes: {e}");
         }

@@ -3,7 +3,7 @@
 //! for the GIL, which is labelled `gil=wait`. The GIL sits at a different
 //! place in each version, so its test runs on each Debian build.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::sync::mpsc::Receiver;
 
@@ -60,6 +60,20 @@ fn blocked(stacks: &[Stack], tid: u32, function: &str) -> Blocked {
     }
 }
 
+/// Every stack of `tid` carries the name `threading` gave the thread.
+fn assert_thread_named(stacks: &[Stack], tid: u32, name: &str, python: &str) {
+    let names: HashSet<&str> = stacks
+        .iter()
+        .filter(|s| s.tid == tid)
+        .map(|s| s.thread_name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        HashSet::from([name]),
+        "{python}: thread names of {name}"
+    );
+}
+
 fn examples(stacks: &[Stack], tid: u32) -> Vec<String> {
     let mut mine: Vec<&Stack> = stacks.iter().filter(|s| s.tid == tid).collect();
     mine.sort_by_key(|s| std::cmp::Reverse(s.nanos));
@@ -86,6 +100,7 @@ fn waits_sit_under_their_functions(command: Command, python: &str) {
         ("reader", "wait_for_socket"),
     ] {
         let tid = tids[thread];
+        assert_thread_named(&stacks, tid, thread, python);
         let b = blocked(&stacks, tid, function);
         eprintln!(
             "{python} {thread}: {:.2}s blocked, {:.1}% under {function}, {:.1}% GIL",
@@ -122,11 +137,14 @@ fn waits_sit_under_their_functions(command: Command, python: &str) {
 }
 
 /// Two CPU-bound threads: the time each waits for the GIL is labelled
-/// `gil=wait` and sits under `spin`, the function that wanted it.
+/// `gil=wait` and sits under `spin`, the function that wanted it. Their
+/// stacks carry the names `threading` gave them, whole (longer than an OS
+/// thread name).
 fn gil_waits_are_labelled(command: Command, python: &str) {
     let (stacks, tids, stderr) = record_waits(command);
-    for thread in ["spinner-1", "spinner-2"] {
+    for thread in ["spinner-thread-number-1", "spinner-thread-number-2"] {
         let tid = tids[thread];
+        assert_thread_named(&stacks, tid, thread, python);
         let b = blocked(&stacks, tid, "spin");
         eprintln!(
             "{python} {thread}: {:.2}s blocked, {:.1}% under spin, {:.1}% labelled gil=wait",

@@ -40,6 +40,9 @@ pub struct Types {
     pub code: u64,
     pub unicode: u64,
     pub bytes: u64,
+    /// `PyDict_Type` and `PyLong_Type` (0 where not found): thread names.
+    pub dict: u64,
+    pub long: u64,
 }
 
 pub fn read_code(
@@ -66,7 +69,7 @@ pub fn read_code(
 
 /// A `str` object. Code objects hold compact strings only (never the legacy
 /// kind with a separate buffer).
-fn read_string(
+pub(crate) fn read_string(
     memory: &ProcessMemory,
     layout: &Layout,
     types: &Types,

@@ -135,6 +135,8 @@ struct Symbols {
     code_type: u64,
     unicode_type: u64,
     bytes_type: u64,
+    dict_type: Option<u64>,
+    long_type: Option<u64>,
 }
 
 fn inspect(pid: u32, entries: &[MapEntry], entry: &MapEntry) -> Result<PythonProcess, DetectError> {
@@ -211,6 +213,8 @@ fn inspect(pid: u32, entries: &[MapEntry], entry: &MapEntry) -> Result<PythonPro
         code: to_address(symbols.code_type).unwrap_or(0),
         unicode: to_address(symbols.unicode_type).unwrap_or(0),
         bytes: to_address(symbols.bytes_type).unwrap_or(0),
+        dict: symbols.dict_type.and_then(to_address).unwrap_or(0),
+        long: symbols.long_type.and_then(to_address).unwrap_or(0),
     };
     let gil = find_gil(&memory, runtime, &layout);
     if gil.is_none() && layout.gil.is_some() {
@@ -237,6 +241,8 @@ fn read_symbols(elf: &object::File<'_>, path: &Path) -> Result<Symbols, DetectEr
     let mut code_type = None;
     let mut unicode_type = None;
     let mut bytes_type = None;
+    let mut dict_type = None;
+    let mut long_type = None;
     for symbol in elf.dynamic_symbols().chain(elf.symbols()) {
         let slot = match symbol.name() {
             Ok("_PyRuntime") => &mut runtime,
@@ -244,6 +250,8 @@ fn read_symbols(elf: &object::File<'_>, path: &Path) -> Result<Symbols, DetectEr
             Ok("PyCode_Type") => &mut code_type,
             Ok("PyUnicode_Type") => &mut unicode_type,
             Ok("PyBytes_Type") => &mut bytes_type,
+            Ok("PyDict_Type") => &mut dict_type,
+            Ok("PyLong_Type") => &mut long_type,
             _ => continue,
         };
         if symbol.address() != 0 {
@@ -260,6 +268,8 @@ fn read_symbols(elf: &object::File<'_>, path: &Path) -> Result<Symbols, DetectEr
         code_type: code_type.ok_or_else(|| missing("PyCode_Type"))?,
         unicode_type: unicode_type.ok_or_else(|| missing("PyUnicode_Type"))?,
         bytes_type: bytes_type.ok_or_else(|| missing("PyBytes_Type"))?,
+        dict_type,
+        long_type,
     })
 }
 

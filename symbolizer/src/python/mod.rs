@@ -13,9 +13,11 @@ mod eval_code;
 mod layout;
 mod linetable;
 mod resolver;
+mod threads;
 mod version;
 
 pub use detect::{detect, DetectError, PythonProcess};
 pub use layout::{FrameKind, GilLocation, Layout, GIL_STATE_SIZE};
 pub use resolver::{PythonFrame, PythonResolver, PythonStats, RawPythonFrame};
+pub use threads::{ThreadNameReader, ThreadNamesError};
 pub use version::PythonVersion;

@@ -11,6 +11,7 @@ use crate::lru::Lru;
 use super::code::{read_code, CodeInfo};
 use super::detect::PythonProcess;
 use super::linetable::line_for_offset;
+use super::threads::{ThreadNameReader, ThreadNamesError};
 use crate::memory::ProcessMemory;
 
 /// Code objects remembered, over all processes.
@@ -54,6 +55,7 @@ pub struct PythonStats {
 struct Interpreter {
     process: PythonProcess,
     memory: ProcessMemory,
+    thread_names: ThreadNameReader,
 }
 
 /// Resolves the frames of the processes it was given with [`PythonResolver::add`].
@@ -82,8 +84,14 @@ impl PythonResolver {
         let memory = ProcessMemory::open(process.pid)?;
         let pid = process.pid;
         self.forget_codes(pid);
-        self.interpreters
-            .insert(pid, Interpreter { process, memory });
+        self.interpreters.insert(
+            pid,
+            Interpreter {
+                process,
+                memory,
+                thread_names: ThreadNameReader::new(),
+            },
+        );
         self.stats.processes += 1;
         Ok(())
     }
@@ -114,6 +122,16 @@ impl PythonResolver {
 
     pub fn stats(&self) -> PythonStats {
         self.stats
+    }
+
+    /// The Python thread names of process `pid` by OS thread id (None: not
+    /// a process being resolved).
+    pub fn thread_names(
+        &mut self,
+        pid: u32,
+    ) -> Option<Result<HashMap<u32, String>, ThreadNamesError>> {
+        let i = self.interpreters.get_mut(&pid)?;
+        Some(i.thread_names.read(&i.process, &i.memory))
     }
 
     /// Names `frames` of process `pid`, newest first. A frame whose code
