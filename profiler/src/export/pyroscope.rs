@@ -39,8 +39,9 @@ pub enum ClientError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
-    /// Connection refused, timeout, TLS failure...: retry.
-    #[error("cannot reach the server")]
+    /// Connection refused, timeout, TLS failure...: retry. The message
+    /// carries the whole chain of causes (a refused certificate says so).
+    #[error("cannot reach the server: {}", causes(.0))]
     Network(#[source] reqwest::Error),
     /// 5xx: retry.
     #[error("server error {status}: {message}")]
@@ -54,6 +55,26 @@ pub enum PushError {
     /// Other 4xx: the data will never be accepted as it is.
     #[error("rejected with {status}: {message}")]
     Rejected { status: StatusCode, message: String },
+}
+
+/// An error and its sources, `: `-separated, with a hint when the server's
+/// certificate was refused.
+fn causes(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        // hyper and reqwest repeat a cause in their own message.
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    if text.contains("certificate") {
+        text.push_str(" (TLS: is server.ca_file the CA that signed the server's certificate?)");
+    }
+    text
 }
 
 impl PushError {

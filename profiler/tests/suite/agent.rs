@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{
     free_port, is_root, machine_python, python_trace_sdk, workload,
-    workload_without_frame_pointers, Running,
+    workload_without_frame_pointers, Running, TestCa,
 };
 use crate::pyroscope::{now_ms, Pyroscope};
+use crate::tls_front::TlsFront;
 use crate::trace_context::{CHECKOUT, SEARCH};
 
 const CPU_TYPE: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
@@ -764,6 +765,78 @@ fn pushes_carry_tenant_and_credentials_from_a_file() {
         "{head}"
     );
     assert!(!log.contains("t0ken"), "token in the log:\n{log}");
+}
+
+/// Pyroscope behind TLS (a TLS front, as a deployment's proxy) with a CA
+/// made by the test: the agent pushes with that CA in `server.ca_file`;
+/// with another CA it refuses the server, says why in its log, counts
+/// failed pushes and keeps the windows spooled.
+#[test]
+fn pushes_over_tls_with_the_configured_ca_and_refuses_another() {
+    if !is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "smolder-test-ca");
+    let (cert, key) = ca.server_cert("pyroscope");
+    let server = Pyroscope::start();
+    let front = TlsFront::start(&cert, &key, server.port());
+    let begin = now_ms() - 1000;
+    let _chain = Workload::spawn(&workload("chain"), &["60"]);
+    let config = |ca_file: &Path| {
+        format!(
+            r#"
+[server]
+url = "{}"
+ca_file = "{}"
+[profiling]
+window = "1s"
+[[service]]
+name = "smolder-test-tls"
+exe = "/chain$"
+[[processes.include]]
+service = "^smolder-test-"
+"#,
+            front.url(),
+            ca_file.display()
+        )
+    };
+
+    let agent = Agent::start(&config(&ca.pem()));
+    agent.wait_metric("smolder_pushes_ok_total", Duration::from_secs(30), |v| {
+        v >= 2.0
+    });
+    let (status, _) = agent.stop();
+    assert!(status.success());
+    let graph = server.stacks(
+        CPU_TYPE,
+        r#"{service_name="smolder-test-tls"}"#,
+        (begin, now_ms() + 1000),
+    );
+    assert!(graph.total > 0, "nothing stored over TLS: {graph:?}");
+
+    let other = TestCa::new(dir.path(), "another-ca");
+    let agent = Agent::start(&config(&other.pem()));
+    agent.wait_metric(
+        "smolder_pushes_failed_total",
+        Duration::from_secs(30),
+        |v| v >= 1.0,
+    );
+    assert_eq!(agent.metric("smolder_pushes_ok_total"), 0.0);
+    let (status, log) = agent.stop();
+    assert!(status.success());
+    let refused = log
+        .lines()
+        .find(|l| l.contains("push failed"))
+        .unwrap_or_else(|| panic!("no push failure logged:\n{log}"));
+    assert!(
+        refused.contains("certificate") && refused.contains("server.ca_file"),
+        "the failure does not say the certificate was refused: {refused}"
+    );
+    assert!(
+        log.contains("stay in"),
+        "windows not kept in the spool:\n{log}"
+    );
 }
 
 /// The agent walks stacks with the DWARF tables too: a GCC -O2 chain

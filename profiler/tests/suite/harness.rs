@@ -549,3 +549,106 @@ pub fn c_trace_workload(name: &str) -> PathBuf {
     built.push((name.to_owned(), out.clone()));
     out
 }
+
+/// A certificate authority made for one test with openssl (EC P-256, valid
+/// for a day), and the server certificates it signs.
+pub struct TestCa {
+    dir: PathBuf,
+    name: String,
+}
+
+impl TestCa {
+    /// A new CA named `name`, its files in `dir`.
+    pub fn new(dir: &Path, name: &str) -> Self {
+        let ca = Self {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            ca.path("key").to_str().unwrap(),
+            "-out",
+            ca.pem().to_str().unwrap(),
+        ]);
+        ca
+    }
+
+    fn path(&self, what: &str) -> PathBuf {
+        self.dir.join(format!("{}.{what}", self.name))
+    }
+
+    /// The CA certificate (PEM).
+    pub fn pem(&self) -> PathBuf {
+        self.path("pem")
+    }
+
+    /// A server certificate for 127.0.0.1 signed by this CA: (cert, key).
+    pub fn server_cert(&self, server: &str) -> (PathBuf, PathBuf) {
+        let file = |ext: &str| self.dir.join(format!("{server}.{ext}"));
+        openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={server}"),
+            "-keyout",
+            file("key").to_str().unwrap(),
+            "-out",
+            file("csr").to_str().unwrap(),
+        ]);
+        std::fs::write(
+            file("ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            file("csr").to_str().unwrap(),
+            "-CA",
+            self.pem().to_str().unwrap(),
+            "-CAkey",
+            self.path("key").to_str().unwrap(),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            file("ext").to_str().unwrap(),
+            "-out",
+            file("pem").to_str().unwrap(),
+        ]);
+        (file("pem"), file("key"))
+    }
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -15,5 +15,6 @@ mod python_versions;
 mod pytorch;
 mod record;
 mod symbol_sources;
+mod tls_front;
 mod trace_context;
 mod unwind;

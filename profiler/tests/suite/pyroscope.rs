@@ -41,6 +41,10 @@ impl Pyroscope {
         Self::start_with(&[])
     }
 
+    fn client(&self) -> reqwest::blocking::Client {
+        reqwest::blocking::Client::new()
+    }
+
     /// A fresh server with extra flags (limits, for instance).
     pub fn start_with(extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -58,6 +62,11 @@ impl Pyroscope {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.ports[0])
+    }
+
+    /// The HTTP port (for a TLS front).
+    pub fn port(&self) -> u16 {
+        self.ports[0]
     }
 
     /// Starts the server (again), on the same ports and data directory.
@@ -101,7 +110,7 @@ impl Pyroscope {
 
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let client = reqwest::blocking::Client::new();
+        let client = self.client();
         while Instant::now() < deadline {
             let ready = client
                 .get(format!("{}/ready", self.url()))
@@ -140,7 +149,8 @@ impl Pyroscope {
 
     /// A connect-protocol JSON call to the querier.
     pub fn query(&self, method: &str, body: Value) -> Value {
-        let response = reqwest::blocking::Client::new()
+        let response = self
+            .client()
             .post(format!("{}/querier.v1.QuerierService/{method}", self.url()))
             .header("Content-Type", "application/json")
             .body(body.to_string())
