@@ -16,6 +16,8 @@ pub mod config;
 pub mod debuginfod;
 pub mod encode;
 pub mod export;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 pub mod logging;
 pub mod preflight;
 pub mod processes;

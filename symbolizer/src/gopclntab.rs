@@ -343,10 +343,14 @@ impl GoTable {
     /// Entry `i` of the function table as (pc, offset of its _func).
     fn functab_entry(&self, i: usize) -> Option<(u64, usize)> {
         let size = self.field_size();
-        let at = self.functab + 2 * i * size;
+        let at = i
+            .checked_mul(2 * size)
+            .and_then(|n| n.checked_add(self.functab))?;
         let (pc, func) = if size == 4 {
             (
-                u64::from(read_u32(&self.data, at)?) + self.text_start,
+                // A text start near u64::MAX is malformed, not an overflow
+                // (found by the gopclntab fuzz target).
+                u64::from(read_u32(&self.data, at)?).checked_add(self.text_start)?,
                 read_u32(&self.data, at + 4)? as usize,
             )
         } else {
@@ -436,10 +440,13 @@ impl GoTable {
         if pc < entry || pc >= end {
             return None;
         }
-        Some(Func {
-            entry,
-            offset: self.functab.checked_add(func_off)?,
-        })
+        // Inside the table, so that a field's offset from it cannot
+        // overflow (an overflow found by the gopclntab fuzz target).
+        let offset = self.functab.checked_add(func_off)?;
+        if offset > self.data.len() {
+            return None;
+        }
+        Some(Func { entry, offset })
     }
 
     fn file_name(&self, cu_offset: u32, fno: i32) -> Option<String> {

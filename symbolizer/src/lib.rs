@@ -15,6 +15,8 @@ mod demangle;
 mod error;
 mod extents;
 mod frame;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 mod gopclntab;
 mod kernel;
 mod lru;

@@ -4,6 +4,7 @@
 //! `smolder` binary like a user would.
 
 mod bench;
+mod fuzz;
 mod otel;
 mod pyroscope;
 mod python_roots;
@@ -21,9 +22,11 @@ commands:
   agent    set up, build, and run `smolder agent` on its embedded default (pprof files per
            service every 15 s in target/smolder-profiles) for 60 s; --seconds N, 0 = until Ctrl-C
   record   set up, build, and profile this machine for 10 s into smolder-flame.svg
-  test     set up, then rustfmt and clang-format checks, clippy, and every test (root for BPF tests)
+  test     set up, then rustfmt and clang-format checks, clippy, every test (root for BPF tests),
+           and each fuzz target for 10 s
   pyroscope  build (once) and print the cached Grafana Pyroscope server used by agent tests
   bench    set up, then measure smolder against perf and addr2line (see docs/benchmarks.md)
+  fuzz     the parsers of outside input under libFuzzer (`cargo xtask fuzz --help`)
            options: --seconds N (capture length, default 30), --runs N (default 3),
                     --only symbolizer|overhead|offcpu|agent|unwind";
 
@@ -39,6 +42,7 @@ fn main() -> Result<()> {
         "agent" => agent(rest),
         "test" => test(),
         "bench" => bench::run(rest),
+        "fuzz" => fuzz::run_command(rest),
         "pyroscope" => {
             println!("{}", pyroscope::ensure()?.display());
             Ok(())
@@ -198,6 +202,17 @@ fn test() -> Result<()> {
     for (name, took) in totals.slowest(10) {
         println!("  {:>6.1} s  {name}", took.as_secs_f64());
     }
+    // Every fuzz target for a short, bounded time (`cargo xtask fuzz` for
+    // longer runs): a parser that crashes on what the corpus reaches fails
+    // the suite.
+    let fuzzed = fuzz::fuzz(
+        &fuzz::TARGETS.map(String::from),
+        std::time::Duration::from_secs(10),
+    );
+    match &fuzzed {
+        Ok(report) => print!("{report}"),
+        Err(e) => println!("{e:#}"),
+    }
     // cargo's last line is the doc-test run (often 0 tests): say the total.
     println!(
         "summary: {} passed, {} failed",
@@ -206,5 +221,5 @@ fn test() -> Result<()> {
     if totals.failed > 0 || !totals.success {
         anyhow::bail!("tests failed");
     }
-    Ok(())
+    fuzzed.map(|_| ())
 }

@@ -7,7 +7,7 @@ pub mod config;
 mod delivery;
 mod file;
 mod metrics;
-mod process_info;
+pub(crate) mod process_info;
 mod run;
 mod service_cache;
 mod services;

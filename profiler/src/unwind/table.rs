@@ -323,6 +323,13 @@ where
             continue;
         }
         for &(start, row_end, rule) in &fde_rows {
+            // Rows past the range the FDEs declare (malformed CFI) are
+            // dropped: the table covers [base, end), which bounds its pages
+            // (unbounded growth was found by the eh_frame fuzz target).
+            if start >= end {
+                continue;
+            }
+            let row_end = row_end.min(end);
             if row_end <= covered_to {
                 continue;
             }
@@ -417,7 +424,13 @@ impl RowWriter {
     /// The rule from `at` on. Calls come in address order; a second rule at
     /// the same address replaces the first.
     fn push(&mut self, at: u64, rule: Rule) {
-        let offset = at - self.base;
+        let Some(offset) = at
+            .checked_sub(self.base)
+            .filter(|&o| o <= u64::from(u32::MAX))
+        else {
+            debug_assert!(false, "row at 0x{at:x} outside the table");
+            return;
+        };
         let page = (offset >> PAGE_SHIFT) as usize;
         while self.pages.len() <= page {
             let first_row = self.rows.len() as u32;
@@ -457,6 +470,11 @@ impl RowWriter {
     /// where it is executable code, else the invalid rule. Padding is not
     /// read (see [`PADDING`]).
     fn fill_gap(&mut self, from: u64, to: u64, code: &Code<'_>) {
+        // Rows past their FDE's end (malformed) cover beyond the last
+        // FDE: nothing is left to fill (found by the eh_frame fuzz target).
+        if to <= from {
+            return;
+        }
         if to - from < PADDING {
             self.push(from, Rule::rsp(8));
             return;

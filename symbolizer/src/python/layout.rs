@@ -238,11 +238,14 @@ impl Layout {
         // code object's starts with size, then filename, name, qualname and
         // linetable, one word apart.
         let code = (frame + 6..words.len() - 10).find(|&i| {
+            // Checked sums: the table is read from the process (an
+            // overflow here was found by the python_tables fuzz target).
             let filename = words[i + 1];
+            let at = |delta: u64| filename.checked_add(delta);
             words[i] > filename
-                && words[i + 2] == filename + 8
-                && words[i + 3] == filename + 16
-                && words[i + 4] == filename + 24
+                && Some(words[i + 2]) == at(8)
+                && Some(words[i + 3]) == at(16)
+                && Some(words[i + 4]) == at(24)
         })?;
         // 3.15 put three frame pointers (base_frame, last_profiled_frame,
         // ...) between current_frame and thread_id.
@@ -259,8 +262,8 @@ impl Layout {
                 let state = words[i + 1];
                 words[i] > 0
                     && words[i] < state
-                    && words[i + 3] == state + 16
-                    && words[i + 4] == state + 8
+                    && Some(words[i + 3]) == state.checked_add(16)
+                    && Some(words[i + 4]) == state.checked_add(8)
             })
             .map(|i| GilLocation::Interpreter(words[i]));
         Some(Layout {

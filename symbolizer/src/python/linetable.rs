@@ -1,6 +1,8 @@
 //! Bytecode offset -> source line, in the three formats CPython used.
 //! The tables come from the sampled process: malformed ones end the search
-//! with the line reached so far, never a panic.
+//! with the line reached so far, never a panic. Lines and addresses are
+//! summed with checks: a line past i32 or an address past u32 is no line
+//! (found by the python_tables fuzz target).
 
 use super::layout::LineFormat;
 
@@ -25,11 +27,11 @@ fn lnotab(table: &[u8], first_line: i32, offset: u32) -> Option<i32> {
     let mut line = first_line;
     let mut address: u32 = 0;
     for pair in table.chunks_exact(2) {
-        address += u32::from(pair[0]);
+        address = address.checked_add(u32::from(pair[0]))?;
         if address > offset {
             break;
         }
-        line += i32::from(pair[1] as i8);
+        line = line.checked_add(i32::from(pair[1] as i8))?;
     }
     Some(line)
 }
@@ -43,12 +45,12 @@ fn pairs(table: &[u8], first_line: i32, offset: u32) -> Option<i32> {
         if end > offset {
             break;
         }
-        end += u32::from(pair[0]);
+        end = end.checked_add(u32::from(pair[0]))?;
         let delta = pair[1] as i8;
         current = if delta == -128 {
             None
         } else {
-            line += i32::from(delta);
+            line = line.checked_add(i32::from(delta))?;
             Some(line)
         };
     }
@@ -76,18 +78,18 @@ fn locations(table: &[u8], first_line: i32, offset: u32) -> Option<i32> {
         let line_here = match code {
             15 => None,
             14 => {
-                line += svarint(table, &mut i)?;
+                line = line.checked_add(svarint(table, &mut i)?)?;
                 varint(table, &mut i)?; // end line delta
                 varint(table, &mut i)?; // start column
                 varint(table, &mut i)?; // end column
                 Some(line)
             }
             13 => {
-                line += svarint(table, &mut i)?;
+                line = line.checked_add(svarint(table, &mut i)?)?;
                 Some(line)
             }
             10..=12 => {
-                line += i32::from(code) - 10;
+                line = line.checked_add(i32::from(code) - 10)?;
                 i += 2; // start and end column
                 Some(line)
             }
@@ -96,7 +98,7 @@ fn locations(table: &[u8], first_line: i32, offset: u32) -> Option<i32> {
                 Some(line)
             }
         };
-        address += length;
+        address = address.checked_add(length)?;
         if address > offset {
             return line_here;
         }
@@ -134,6 +136,27 @@ fn svarint(table: &[u8], i: &mut usize) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the python_tables fuzz target: a first line near i32::MAX
+    /// plus a positive delta overflowed (a panic in debug builds).
+    #[test]
+    fn lines_past_i32_are_no_line() {
+        let table = [0x02, 0x7f, 0x02, 0x7f];
+        assert_eq!(
+            line_for_offset(LineFormat::Lnotab, &table, i32::MAX - 1, 3),
+            None
+        );
+        assert_eq!(
+            line_for_offset(LineFormat::Pairs, &table, i32::MAX - 1, 1),
+            None
+        );
+        // Locations: code 10-12 adds 0-2 lines (0x80 | 12 << 3, two columns).
+        let locations = [0x80 | (12 << 3), 0, 0, 0x80 | (12 << 3), 0, 0];
+        assert_eq!(
+            line_for_offset(LineFormat::Locations, &locations, i32::MAX - 1, 3),
+            None
+        );
+    }
 
     #[test]
     fn lnotab_adds_line_deltas_up_to_the_offset() {

@@ -17,7 +17,8 @@ mod threads;
 mod version;
 
 pub use detect::{detect, DetectError, PythonProcess};
-pub use layout::{FrameKind, GilLocation, Layout, GIL_STATE_SIZE};
+pub use layout::{FrameKind, GilLocation, Layout, LineFormat, GIL_STATE_SIZE};
+pub use linetable::line_for_offset;
 pub use resolver::{PythonFrame, PythonResolver, PythonStats, RawPythonFrame};
 pub use threads::{ThreadNameReader, ThreadNamesError};
 pub use version::PythonVersion;
