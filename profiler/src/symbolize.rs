@@ -22,6 +22,28 @@ const BPF_FRAME_PREFIXES: &[&str] = &[
     "__traceiter_",
 ];
 
+/// How many leaf frames of a kernel stack are smolder's own BPF program
+/// and the tracing machinery that called it: the leading frames that are
+/// BPF machinery or unknown, up to the last named one (the JIT'ed program
+/// itself has no symbol when the kernel's list was read before it loaded;
+/// an unknown leaf without machinery after it is kept).
+fn bpf_frames_at_leaf(resolved: &[(Resolution, Option<String>)]) -> usize {
+    let is_bpf = |r: &Resolution| match r {
+        Resolution::Symbols(frames) => frames
+            .iter()
+            .any(|f| BPF_FRAME_PREFIXES.iter().any(|p| f.name.starts_with(p))),
+        Resolution::Unknown(_) => false,
+    };
+    resolved
+        .iter()
+        .take_while(|(r, _)| is_bpf(r) || matches!(r, Resolution::Unknown(_)))
+        .enumerate()
+        .filter(|(_, (r, _))| is_bpf(r))
+        .map(|(i, _)| i + 1)
+        .last()
+        .unwrap_or(0)
+}
+
 /// Window facts the profile records.
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
@@ -235,22 +257,9 @@ impl Builder<'_> {
             .enumerate()
             .map(|(d, &a)| FrameAddress::at_depth(a, d))
             .collect();
-        let mut skipping_bpf = true;
-        for (address, (resolution, module)) in addresses
-            .iter()
-            .zip(self.symbolizer.symbolize_kernel(&addresses))
-        {
-            if skipping_bpf {
-                if let Resolution::Symbols(frames) = &resolution {
-                    if frames
-                        .iter()
-                        .any(|f| BPF_FRAME_PREFIXES.iter().any(|p| f.name.starts_with(p)))
-                    {
-                        continue;
-                    }
-                }
-                skipping_bpf = false;
-            }
+        let resolved = self.symbolizer.symbolize_kernel(&addresses);
+        let skip = bpf_frames_at_leaf(&resolved);
+        for (address, (resolution, module)) in addresses.iter().zip(resolved).skip(skip) {
             let raw = address.raw();
             let id = self.location(LocationKey::Kernel(raw), |b| {
                 let mapping = Some(b.kernel_mapping(module.clone()));
@@ -420,5 +429,40 @@ fn unknown_name(region: Option<&ExecRegion>, address: u64) -> String {
             }
         }
         None => format!("[unknown]+0x{address:x}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use symbolizer::UnknownReason;
+
+    fn named(name: &str) -> (Resolution, Option<String>) {
+        (Resolution::Symbols(vec![FunctionFrame::named(name)]), None)
+    }
+
+    fn unknown() -> (Resolution, Option<String>) {
+        (Resolution::Unknown(UnknownReason::NoSymbol), None)
+    }
+
+    #[test]
+    fn the_bpf_program_and_its_callers_are_cut_from_the_leaf() {
+        // The JIT'ed program unnamed (loaded after kallsyms was read).
+        let stack = [
+            unknown(),
+            named("bpf_trace_run4"),
+            named("__traceiter_sched_switch"),
+            named("__schedule"),
+        ];
+        assert_eq!(bpf_frames_at_leaf(&stack), 3);
+        let named_program = [
+            named("bpf_prog_6deef7357e7b4530_offcpu_switch"),
+            named("__schedule"),
+        ];
+        assert_eq!(bpf_frames_at_leaf(&named_program), 1);
+        // An unknown leaf without tracing machinery after it stays.
+        assert_eq!(bpf_frames_at_leaf(&[unknown(), named("__schedule")]), 0);
+        assert_eq!(bpf_frames_at_leaf(&[named("__schedule")]), 0);
+        assert_eq!(bpf_frames_at_leaf(&[]), 0);
     }
 }

@@ -94,6 +94,13 @@ fn examples(stacks: &[Stack], tid: u32) -> Vec<String> {
 /// waits, with kernel frames below it, and none taken for a GIL wait.
 fn waits_sit_under_their_functions(command: Command, python: &str) {
     let (stacks, tids, stderr) = record_waits(command);
+    // The stacks end in the scheduler, not in smolder's own BPF program.
+    let machinery = stacks.iter().find(|s| {
+        s.frames
+            .iter()
+            .any(|f| f.starts_with("bpf_trace_run") || f.starts_with("__traceiter_"))
+    });
+    assert!(machinery.is_none(), "{python}: {machinery:?}");
     for (thread, function) in [
         ("sleeper", "nap"),
         ("locker", "wait_for_lock"),
