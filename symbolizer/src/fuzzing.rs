@@ -9,10 +9,7 @@ use crate::python::{Layout, LineFormat};
 
 /// `/proc/PID/maps` text.
 pub fn proc_maps(text: &str) {
-    let (entries, _rejected) = crate::proc_maps::parse_maps(text);
-    for entry in &entries {
-        let _ = (entry.end.checked_sub(entry.start), &entry.path);
-    }
+    let _ = crate::proc_maps::parse_maps(text);
 }
 
 /// A perf map (`/tmp/perf-PID.map`), then lookups across its range.

@@ -206,34 +206,26 @@ fn seeds(target: &str) -> Result<PathBuf> {
 }
 
 /// A perf map as Node writes it (`--perf-basic-prof`), first 400 lines.
+/// Only Node's own map is read and removed.
 fn perf_map_seed(dir: &Path) -> Result<()> {
-    let child = Command::new("node")
+    let mut child = Command::new("node")
         .args([
             "--perf-basic-prof",
             "-e",
             "let s = 0; for (let i = 0; i < 3e6; i++) s += Math.sqrt(i); console.log(s)",
         ])
-        .output()
+        .stdout(std::process::Stdio::null())
+        .spawn()
         .context("node (for a perf map seed)")?;
-    let _ = child;
-    let maps: Vec<PathBuf> = std::fs::read_dir("/tmp")?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("perf-") && n.ends_with(".map"))
-        })
-        .collect();
-    let newest = maps
-        .iter()
-        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
-        .context("node wrote no /tmp/perf-PID.map")?;
-    let text = std::fs::read_to_string(newest)?;
+    let map = PathBuf::from(format!("/tmp/perf-{}.map", child.id()));
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("node (for a perf map seed) failed: {status}");
+    }
+    let text = std::fs::read_to_string(&map).with_context(|| format!("{}", map.display()))?;
+    let _ = std::fs::remove_file(&map);
     let head: Vec<&str> = text.lines().take(400).collect();
     std::fs::write(dir.join("node"), head.join("\n"))?;
-    for map in maps {
-        let _ = std::fs::remove_file(map);
-    }
     Ok(())
 }
 

@@ -15,6 +15,9 @@ use crate::tls_front::TlsFront;
 use crate::trace_context::{CHECKOUT, SEARCH};
 
 const CPU_TYPE: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
+const OFF_CPU_TYPE: &str = "offcpu:offcpu:nanoseconds:offcpu:nanoseconds";
+/// `[profiling]` of the off-CPU tests.
+const OFF_CPU_PROFILING: &str = "window = \"2s\"\noff_cpu = true";
 
 /// A running agent, its log in a file, its metrics on a loopback port.
 struct Agent {
@@ -169,13 +172,29 @@ impl Drop for Workload {
 /// `exe = "/nofp_chain$"`) in 3 s windows to `server`, returned once two
 /// pushes have landed.
 fn agent_for_one_service(server: &Pyroscope, name: &str, rule: &str) -> Agent {
-    let config = format!(
+    let config = one_service_config(
+        &format!("url = \"{}\"", server.url()),
+        "window = \"3s\"",
+        name,
+        rule,
+    );
+    let agent = Agent::start(&config);
+    agent.wait_metric("smolder_pushes_ok_total", Duration::from_secs(40), |v| {
+        v >= 2.0
+    });
+    agent
+}
+
+/// Config pushing one test service (`name`, matched by `rule`) and nothing
+/// else; `server` and `profiling` are the lines of those sections.
+fn one_service_config(server: &str, profiling: &str, name: &str, rule: &str) -> String {
+    format!(
         r#"
 [server]
-url = "{}"
+{server}
 
 [profiling]
-window = "3s"
+{profiling}
 
 [[service]]
 name = "{name}"
@@ -183,14 +202,8 @@ name = "{name}"
 
 [[processes.include]]
 service = "^smolder-test-"
-"#,
-        server.url()
-    );
-    let agent = Agent::start(&config);
-    agent.wait_metric("smolder_pushes_ok_total", Duration::from_secs(40), |v| {
-        v >= 2.0
-    });
-    agent
+"#
+    )
 }
 
 /// Config for the two test services: each workload its own service by
@@ -576,23 +589,13 @@ fn off_cpu_reaches_pyroscope_as_its_own_profile_type() {
     if !is_root() {
         return;
     }
-    const OFF_CPU_TYPE: &str = "offcpu:offcpu:nanoseconds:offcpu:nanoseconds";
     let server = Pyroscope::start();
     let begin = now_ms() - 1000;
-    let config = format!(
-        r#"
-[server]
-url = "{}"
-[profiling]
-window = "2s"
-off_cpu = true
-[[service]]
-name = "smolder-test-offcpu"
-exe = "/offcpu$"
-[[processes.include]]
-service = "^smolder-test-"
-"#,
-        server.url()
+    let config = one_service_config(
+        &format!("url = \"{}\"", server.url()),
+        OFF_CPU_PROFILING,
+        "smolder-test-offcpu",
+        r#"exe = "/offcpu$""#,
     );
     let agent = Agent::start(&config);
     let waiter = Workload::spawn(&workload("offcpu"), &["5"]);
@@ -642,23 +645,13 @@ fn python_off_cpu_reaches_pyroscope_with_gil_waits_labelled() {
     if !is_root() {
         return;
     }
-    const OFF_CPU_TYPE: &str = "offcpu:offcpu:nanoseconds:offcpu:nanoseconds";
     let server = Pyroscope::start();
     let begin = now_ms() - 1000;
-    let config = format!(
-        r#"
-[server]
-url = "{}"
-[profiling]
-window = "2s"
-off_cpu = true
-[[service]]
-name = "smolder-test-python-waits"
-cmdline = "waits\\.py"
-[[processes.include]]
-service = "^smolder-test-"
-"#,
-        server.url()
+    let config = one_service_config(
+        &format!("url = \"{}\"", server.url()),
+        OFF_CPU_PROFILING,
+        "smolder-test-python-waits",
+        r#"cmdline = "waits\\.py""#,
     );
     let agent = Agent::start(&config);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/python/waits.py");
@@ -784,21 +777,15 @@ fn pushes_over_tls_with_the_configured_ca_and_refuses_another() {
     let begin = now_ms() - 1000;
     let _chain = Workload::spawn(&workload("chain"), &["60"]);
     let config = |ca_file: &Path| {
-        format!(
-            r#"
-[server]
-url = "{}"
-ca_file = "{}"
-[profiling]
-window = "1s"
-[[service]]
-name = "smolder-test-tls"
-exe = "/chain$"
-[[processes.include]]
-service = "^smolder-test-"
-"#,
-            front.url(),
-            ca_file.display()
+        one_service_config(
+            &format!(
+                "url = \"{}\"\nca_file = \"{}\"",
+                front.url(),
+                ca_file.display()
+            ),
+            "window = \"1s\"",
+            "smolder-test-tls",
+            r#"exe = "/chain$""#,
         )
     };
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::harness::{
     c_trace_workload, go_workload, is_root, machine_python, python_otel_sdk, python_trace_sdk,
-    read_pprof, smolder_with_env, Running, Stack,
+    read_pprof, record_pid, smolder_with_env, Running, Stack,
 };
 
 /// The ids the manual workloads serve each kind under (trace, span).
@@ -90,32 +90,22 @@ pub fn assert_attributed(stacks: &[Stack], served: &Served) {
 
 /// Records `pid` for `seconds`; returns its stacks and smolder's stderr.
 fn record(pid: u32, seconds: u32, env: &[(&str, &str)]) -> (Vec<Stack>, String) {
-    record_with(pid, seconds, env, &[])
-}
-
-/// [`record`] with `extra` options.
-fn record_with(
-    pid: u32,
-    seconds: u32,
-    env: &[(&str, &str)],
-    extra: &[&str],
-) -> (Vec<Stack>, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.pb.gz");
-    let (pid_text, duration) = (pid.to_string(), format!("{seconds}s"));
-    let mut args = vec![
-        "record",
-        "-p",
-        &pid_text,
-        "-d",
-        &duration,
-        "-F",
-        "199",
-        "-o",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let output = smolder_with_env(&args, env);
+    let output = smolder_with_env(
+        &[
+            "record",
+            "-p",
+            &pid.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+            "-F",
+            "199",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        env,
+    );
     assert!(output.status.success(), "smolder failed");
     let (_, stacks) = read_pprof(&out);
     (
@@ -205,7 +195,7 @@ fn python_sdk_requests_carry_their_ids_off_cpu() {
         return;
     }
     let running = python_script("trace_requests.py", &["30", "manual", "sleep"], &[], &[]);
-    let (stacks, _) = record_with(running.pid(), 4, &[], &["--off-cpu"]);
+    let (stacks, _) = record_pid(running.pid(), 4, &["-F", "199", "--off-cpu"]);
     assert_attributed(&stacks, &fixed_ids());
 }
 
