@@ -16,6 +16,8 @@ const NEEDS: &[(Check, &str)] = &[
     (Check::File("/usr/include/bpf/bpf_helpers.h"), "libbpf-dev"),
     (Check::Program("addr2line"), "binutils"),
     (Check::Program("gcc"), "gcc"),
+    // libFuzzer (C++) for the fuzz targets, built by libfuzzer-sys.
+    (Check::Program("g++"), "g++"),
     (Check::Program("perf"), "linux-perf"),
     (Check::Program("go"), "golang-go"),
     (Check::File("/usr/sbin/offcputime"), "libbpf-tools"),
@@ -25,6 +27,8 @@ const NEEDS: &[(Check, &str)] = &[
     (Check::Program("bpftool"), "bpftool"),
     // Minimal Debian roots with other CPython versions (python_roots.rs).
     (Check::File("/usr/sbin/debootstrap"), "debootstrap"),
+    // The CA and certificates of the TLS test.
+    (Check::Program("openssl"), "openssl"),
     // Debian's own CPython build (next to the machine's pyenv one), and
     // headers for the C extension the Python tests build.
     (Check::File("/usr/bin/python3.11"), "python3.11"),
