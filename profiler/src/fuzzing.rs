@@ -26,6 +26,32 @@ pub fn cgroup(text: &str) {
     let _ = crate::agent::process_info::container_of(&path);
 }
 
+/// What the agent reads of a process (`cmdline` bytes, `cgroup` text and
+/// the executable's path, separated by 0xff bytes), then the service named
+/// from it.
+pub fn process_info(data: &[u8]) {
+    use crate::agent::process_info::{cgroup_path, container_of, parse_cmdline, ProcessInfo};
+    let mut parts = data.splitn(3, |&b| b == 0xff);
+    let cmdline = parse_cmdline(parts.next().unwrap_or_default());
+    let cgroup = cgroup_path(&String::from_utf8_lossy(parts.next().unwrap_or_default()));
+    let exe = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+    let info = ProcessInfo {
+        pid: 1,
+        comm: exe.rsplit('/').next().unwrap_or_default().to_owned(),
+        exe,
+        cmdline,
+        container: container_of(&cgroup),
+        cgroup,
+        kubernetes: None,
+    };
+    let _ = crate::agent::infer_service(&info);
+}
+
+/// A push request read back from the spool, checked before replay.
+pub fn spool_request(data: &[u8]) {
+    let _ = crate::export::push_proto::check_spooled(data);
+}
+
 /// Replays every input the fuzz targets once crashed on (kept in
 /// `profiler/fuzz/regressions/TARGET/`).
 #[cfg(test)]
@@ -38,6 +64,8 @@ mod regressions {
             ("cgroup", |data: &[u8]| {
                 super::cgroup(&String::from_utf8_lossy(data))
             }),
+            ("process_info", super::process_info),
+            ("spool_request", super::spool_request),
         ] {
             let Ok(entries) = std::fs::read_dir(dir.join(target)) else {
                 continue;

@@ -18,6 +18,13 @@ impl ProcessMemory {
         })
     }
 
+    /// A file standing in for a process's memory (the fuzz targets and
+    /// tests): address N is file offset N.
+    #[cfg(any(fuzzing, test))]
+    pub(crate) fn from_file(file: File) -> Self {
+        Self { file }
+    }
+
     /// Fills `buf` from `address`; a short read is an error.
     pub fn read(&self, address: u64, buf: &mut [u8]) -> io::Result<()> {
         self.file.read_exact_at(buf, address)

@@ -202,11 +202,22 @@ fn examine(module: &Module, pid: u32) -> Result<Definition, LocateError> {
     // read, as with every mmap reader (blazesym does the same).
     let data =
         unsafe { memmap2::Mmap::map(file) }.map_err(|source| LocateError::Proc { pid, source })?;
+    definition(&data, &module.path, || is_executable(module, pid))
+}
+
+/// Whether the ELF file `data` (at `path`) defines the variable, and how
+/// its code reaches it; `is_executable` says whether it is the process's
+/// executable (asked only when no relocation answers).
+fn definition(
+    data: &[u8],
+    path: &std::path::Path,
+    is_executable: impl FnOnce() -> bool,
+) -> Result<Definition, LocateError> {
     let elf_err = |source| LocateError::Elf {
-        path: module.path.clone(),
+        path: path.to_owned(),
         source,
     };
-    let file = ElfFile64::<Endianness>::parse(&*data).map_err(elf_err)?;
+    let file = ElfFile64::<Endianness>::parse(data).map_err(elf_err)?;
     let endian = file.endian();
     let headers = file.elf_program_headers();
     let tls = headers.iter().find(|p| p.p_type(endian) == elf::PT_TLS);
@@ -258,7 +269,7 @@ fn examine(module: &Module, pid: u32) -> Result<Definition, LocateError> {
     }
     let access = match by_symbol.or(by_module) {
         Some(access) => access,
-        None if is_executable(module, pid) => Access::LocalExec {
+        None if is_executable() => Access::LocalExec {
             tp_offset: local_exec_offset(
                 value,
                 tls.p_memsz(endian),
@@ -268,11 +279,20 @@ fn examine(module: &Module, pid: u32) -> Result<Definition, LocateError> {
         },
         None => {
             return Err(LocateError::NoAccess {
-                path: module.path.clone(),
+                path: path.to_owned(),
             })
         }
     };
     Ok(Definition::Present(Defined { access, segments }))
+}
+
+/// The fuzz target's entry: `data` examined as a library and as the
+/// executable.
+#[cfg(any(fuzzing, test))]
+pub(crate) fn examine_bytes(data: &[u8]) {
+    for executable in [false, true] {
+        let _ = definition(data, std::path::Path::new("fuzz-input"), || executable);
+    }
 }
 
 /// Whether `module` is the process's executable (TLS module 1, whose block

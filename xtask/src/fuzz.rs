@@ -18,11 +18,15 @@ use crate::pyroscope::cache_root;
 use crate::util::{run, workspace_root};
 
 /// Every target, in the order they run.
-pub const TARGETS: [&str; 7] = [
+pub const TARGETS: [&str; 11] = [
     "proc_maps",
     "perf_map",
     "cgroup",
+    "process_info",
+    "spool_request",
     "python_tables",
+    "python_objects",
+    "thread_context",
     "gopclntab",
     "elf_symbols",
     "eh_frame",
@@ -33,7 +37,8 @@ const HOST: &str = "x86_64-unknown-linux-gnu";
 const USAGE: &str = "cargo xtask fuzz [--seconds N] [TARGET...]
 
   --seconds N   time per target (default 60)
-  TARGET        one or more of proc_maps, perf_map, cgroup, python_tables,
+  TARGET        one or more of proc_maps, perf_map, cgroup, process_info,
+                spool_request, python_tables, python_objects, thread_context,
                 gopclntab, elf_symbols, eh_frame (default: all)
 
 Crashes are written to target/fuzz/artifacts/ and fail the run; add each,
@@ -189,6 +194,18 @@ fn seeds(target: &str) -> Result<PathBuf> {
             copy(Path::new("/proc/self/cgroup"), "self")?;
             copy(Path::new("/proc/1/cgroup"), "init")?;
         }
+        "process_info" => process_info_seeds(&dir)?,
+        "spool_request" => spool_request_seed(&dir)?,
+        "python_objects" => {
+            // An empty image per layout (the first byte picks it); the
+            // fuzzer finds the type words the objects must carry.
+            for layout in 0..3u8 {
+                let mut image = vec![0u8; 4096];
+                image[0] = layout;
+                std::fs::write(dir.join(format!("layout-{layout}")), image)?;
+            }
+        }
+        "thread_context" => thread_context_seeds(&dir)?,
         "perf_map" => perf_map_seed(&dir)?,
         "python_tables" => python_seeds(&dir)?,
         "gopclntab" => gopclntab_seed(&dir)?,
@@ -203,6 +220,85 @@ fn seeds(target: &str) -> Result<PathBuf> {
         other => bail!("no seeds for {other}"),
     }
     Ok(dir)
+}
+
+/// This process's cmdline, cgroup and executable, and an interpreter's
+/// under Kubernetes, as the target reads them (separated by 0xff).
+fn process_info_seeds(dir: &Path) -> Result<()> {
+    let mut own = std::fs::read("/proc/self/cmdline")?;
+    own.push(0xff);
+    own.extend(std::fs::read("/proc/self/cgroup")?);
+    own.push(0xff);
+    own.extend(
+        std::fs::read_link("/proc/self/exe")?
+            .to_string_lossy()
+            .as_bytes(),
+    );
+    std::fs::write(dir.join("self"), own)?;
+    let pod = b"python3\0-X\0dev\0/srv/app/serve.py\0--port\08000\0\xff0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_5f6a_7b8c_9d0e_1f2a3b4c5d6e.slice/cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope\n\xff/usr/bin/python3.11";
+    std::fs::write(dir.join("pod"), pod)?;
+    Ok(())
+}
+
+/// A push request as the agent spools it: one series named by
+/// `service_name`, one gzipped sample (hand-encoded protobuf).
+fn spool_request_seed(dir: &Path) -> Result<()> {
+    fn field(tag: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag << 3 | 2];
+        let mut len = bytes.len();
+        while len >= 0x80 {
+            out.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+        out.extend_from_slice(bytes);
+        out
+    }
+    let gzip = Command::new("gzip")
+        .args(["-c", "/etc/os-release"])
+        .output()
+        .context("gzip (for a spool seed)")?
+        .stdout;
+    let label = [field(1, b"service_name"), field(2, b"seed")].concat();
+    let sample = [
+        field(1, &gzip),
+        field(2, b"0f0e0d0c-0b0a-0908-0706-050403020100"),
+    ]
+    .concat();
+    let series = [field(1, &label), field(2, &sample)].concat();
+    std::fs::write(dir.join("request"), field(1, &series))?;
+    Ok(())
+}
+
+/// Libraries and an executable that define `otel_thread_ctx_v1`, reached
+/// by each TLS access model the locator knows.
+fn thread_context_seeds(dir: &Path) -> Result<()> {
+    let build = tempfile_dir()?;
+    let source = build.join("ctx.c");
+    std::fs::write(
+        &source,
+        "__thread void *otel_thread_ctx_v1;\nvoid *get(void) { return otel_thread_ctx_v1; }\nint main(void) { return get() != 0; }\n",
+    )?;
+    for (name, flags) in [
+        ("general-dynamic.so", &["-shared", "-fPIC"][..]),
+        (
+            "descriptor.so",
+            &["-shared", "-fPIC", "-mtls-dialect=gnu2"][..],
+        ),
+        (
+            "initial-exec.so",
+            &["-shared", "-fPIC", "-ftls-model=initial-exec"][..],
+        ),
+        ("local-exec", &[][..]),
+    ] {
+        run(Command::new("cc")
+            .args(["-O1", "-o"])
+            .arg(dir.join(name))
+            .args(flags)
+            .arg(&source))?;
+    }
+    let _ = std::fs::remove_dir_all(&build);
+    Ok(())
 }
 
 /// A perf map as Node writes it (`--perf-basic-prof`), first 400 lines.

@@ -9,6 +9,7 @@ mod otel;
 mod pyroscope;
 mod python_roots;
 mod setup;
+mod soak;
 mod util;
 mod wheels;
 
@@ -25,10 +26,12 @@ commands:
   test     set up, then rustfmt and clang-format checks, clippy, every test (root for BPF tests),
            and each fuzz target for 10 s
   pyroscope  build (once) and print the cached Grafana Pyroscope server used by agent tests
-  bench    set up, then measure smolder against perf and addr2line (see docs/benchmarks.md)
+  bench    set up, then measure smolder against perf, py-spy and the OpenTelemetry profiler
+           (see docs/benchmarks.md); options: --seconds N (capture length, default 30),
+           --runs N (default 3), --only symbolizer|overhead|offcpu|agent|unwind|...
   fuzz     the parsers of outside input under libFuzzer (`cargo xtask fuzz --help`)
-           options: --seconds N (capture length, default 30), --runs N (default 3),
-                    --only symbolizer|overhead|offcpu|agent|unwind";
+  soak     the release agent for 30 min against Pyroscope behind injected faults while
+           processes churn; RSS, CPU, map occupancy, windows lost (`cargo xtask soak --help`)";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -43,6 +46,7 @@ fn main() -> Result<()> {
         "test" => test(),
         "bench" => bench::run(rest),
         "fuzz" => fuzz::run_command(rest),
+        "soak" => soak::run(rest),
         "pyroscope" => {
             println!("{}", pyroscope::ensure()?.display());
             Ok(())

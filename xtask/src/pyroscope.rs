@@ -132,6 +132,8 @@ pub fn go_build(
 pub struct Server {
     child: std::process::Child,
     pub http_port: u16,
+    binary: PathBuf,
+    args: Vec<String>,
     _data: TempDir,
 }
 
@@ -158,49 +160,74 @@ impl Server {
         let data =
             TempDir(std::env::temp_dir().join(format!("smolder-pyroscope-{}", std::process::id())));
         let (http, grpc, memberlist) = (free_port()?, free_port()?, free_port()?);
-        let child = Command::new(binary)
-            .args([
-                "-target=all".to_owned(),
-                "-server.http-listen-address=127.0.0.1".to_owned(),
-                format!("-server.http-listen-port={http}"),
-                "-server.grpc-listen-address=127.0.0.1".to_owned(),
-                format!("-server.grpc-listen-port={grpc}"),
-                "-memberlist.bind-addr=127.0.0.1".to_owned(),
-                format!("-memberlist.bind-port={memberlist}"),
-                "-memberlist.advertise-addr=127.0.0.1".to_owned(),
-                format!("-memberlist.advertise-port={memberlist}"),
-                "-distributor.ring.instance-addr=127.0.0.1".to_owned(),
-                "-distributor.ring.store=inmemory".to_owned(),
-                "-overrides-exporter.ring.instance-addr=127.0.0.1".to_owned(),
-                "-overrides-exporter.ring.store=inmemory".to_owned(),
-                "-query-frontend.instance-addr=127.0.0.1".to_owned(),
-                "-query-scheduler.ring.instance-addr=127.0.0.1".to_owned(),
-                "-query-scheduler.ring.store=inmemory".to_owned(),
-                "-ingester.lifecycler.addr=127.0.0.1".to_owned(),
-                "-ring.store=inmemory".to_owned(),
-                "-ingester.min-ready-duration=0s".to_owned(),
-                format!("-pyroscopedb.data-path={}", data.0.display()),
-                "-self-profiling.disable-push=true".to_owned(),
-                "-usage-stats.enabled=false".to_owned(),
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?;
+        let args = vec![
+            "-target=all".to_owned(),
+            "-server.http-listen-address=127.0.0.1".to_owned(),
+            format!("-server.http-listen-port={http}"),
+            "-server.grpc-listen-address=127.0.0.1".to_owned(),
+            format!("-server.grpc-listen-port={grpc}"),
+            "-memberlist.bind-addr=127.0.0.1".to_owned(),
+            format!("-memberlist.bind-port={memberlist}"),
+            "-memberlist.advertise-addr=127.0.0.1".to_owned(),
+            format!("-memberlist.advertise-port={memberlist}"),
+            "-distributor.ring.instance-addr=127.0.0.1".to_owned(),
+            "-distributor.ring.store=inmemory".to_owned(),
+            "-overrides-exporter.ring.instance-addr=127.0.0.1".to_owned(),
+            "-overrides-exporter.ring.store=inmemory".to_owned(),
+            "-query-frontend.instance-addr=127.0.0.1".to_owned(),
+            "-query-scheduler.ring.instance-addr=127.0.0.1".to_owned(),
+            "-query-scheduler.ring.store=inmemory".to_owned(),
+            "-ingester.lifecycler.addr=127.0.0.1".to_owned(),
+            "-ring.store=inmemory".to_owned(),
+            "-ingester.min-ready-duration=0s".to_owned(),
+            format!("-pyroscopedb.data-path={}", data.0.display()),
+            "-self-profiling.disable-push=true".to_owned(),
+            "-usage-stats.enabled=false".to_owned(),
+        ];
+        let child = spawn(&binary, &args)?;
         let server = Self {
             child,
             http_port: http,
+            binary,
+            args,
             _data: data,
         };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    fn wait_ready(&self) -> Result<()> {
         for _ in 0..300 {
-            if server
+            if self
                 .get("/ready")
                 .is_ok_and(|r| r.starts_with("HTTP/1.1 200"))
             {
-                return Ok(server);
+                return Ok(());
             }
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
         bail!("pyroscope did not become ready in 60 s")
+    }
+
+    /// Stops the server as an operator would (SIGTERM: it flushes what it
+    /// holds), killing it if it has not exited after 60 s.
+    pub fn stop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        for _ in 0..600 {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the stopped server again, on the same ports and data.
+    pub fn restart(&mut self) -> Result<()> {
+        self.child = spawn(&self.binary, &self.args)?;
+        self.wait_ready()
     }
 
     pub fn url(&self) -> String {
@@ -220,6 +247,54 @@ impl Server {
         stream.read_to_string(&mut text)?;
         Ok(text)
     }
+
+    /// A JSON POST (Connect's unary protocol, as the query API takes it):
+    /// the response body, an error for any status but 200.
+    pub fn post_json(&self, path: &str, body: &str) -> Result<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port))?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut bytes = Vec::new();
+        stream.read_to_end(&mut bytes)?;
+        let text = String::from_utf8_lossy(&bytes);
+        let (head, body) = text.split_once("\r\n\r\n").context("no HTTP head")?;
+        if !head.starts_with("HTTP/1.1 200") {
+            bail!("{path}: {}", text.lines().next().unwrap_or(""));
+        }
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            return dechunk(body);
+        }
+        Ok(body.to_owned())
+    }
+}
+
+fn dechunk(mut body: &str) -> Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").context("chunk size")?;
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)?;
+        if size == 0 {
+            return Ok(out);
+        }
+        out.push_str(rest.get(..size).context("short chunk")?);
+        body = rest.get(size + 2..).context("short chunk")?;
+    }
+}
+
+fn spawn(binary: &Path, args: &[String]) -> Result<std::process::Child> {
+    Ok(crate::util::die_with_parent(&mut Command::new(binary))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?)
 }
 
 impl Drop for Server {

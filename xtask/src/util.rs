@@ -124,6 +124,44 @@ pub fn cargo_test(args: &[&str]) -> Result<TestTotals> {
     Ok(totals)
 }
 
+/// Makes `command`'s process receive SIGTERM when the thread that started
+/// it exits, so that nothing is left running if xtask is killed.
+pub fn die_with_parent(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Set by SIGINT or SIGTERM once `catch_interrupts` ran.
+pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Turns SIGINT and SIGTERM into `INTERRUPTED`, so that a long run stops
+/// at its next check and its guards clean up.
+pub fn catch_interrupts() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

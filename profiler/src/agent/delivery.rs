@@ -14,6 +14,7 @@ use super::collector::{WindowBatch, WindowProfile};
 use super::metrics::{add, set, Metrics};
 use crate::export::bounded_dir::BoundedDir;
 use crate::export::directory::ProfileDir;
+use crate::export::push_proto::check_spooled;
 use crate::export::pyroscope::{encode_request, PushClient, PushError, Series};
 use crate::profile::ProfileKind;
 
@@ -167,6 +168,7 @@ pub struct Pusher {
     rejected_statuses: HashSet<u16>,
     seq: u64,
     spool_error_reported: bool,
+    spool_corrupt_reported: bool,
 }
 
 enum Attempt {
@@ -195,6 +197,7 @@ impl Pusher {
             rejected_statuses: HashSet::new(),
             seq: 0,
             spool_error_reported: false,
+            spool_corrupt_reported: false,
         };
         if let Some(spool) = &pusher.spool {
             if !spool.is_empty() {
@@ -311,10 +314,21 @@ impl Pusher {
     /// Sends requests in order until none is left or the server fails.
     async fn attempt(&mut self) -> Attempt {
         while let Some((from_spool, name, body)) = self.next_request() {
-            if body.is_empty() {
-                tracing::warn!("dropping unreadable spooled request {name}");
-                self.done_with(from_spool, &name);
-                continue;
+            if from_spool {
+                let checked = if body.is_empty() {
+                    Err("unreadable".to_owned())
+                } else {
+                    check_spooled(&body).map_err(|e| e.to_string())
+                };
+                if let Err(why) = checked {
+                    add(&self.metrics.spool_corrupt, 1);
+                    if !self.spool_corrupt_reported {
+                        self.spool_corrupt_reported = true;
+                        tracing::warn!("dropping spooled request {name}: {why} (further ones are only counted: smolder_spool_corrupt_total)");
+                    }
+                    self.done_with(from_spool, &name);
+                    continue;
+                }
             }
             let size = body.len() as u64;
             let started = std::time::Instant::now();

@@ -35,6 +35,7 @@ pub struct Metrics {
     pub spool_files: AtomicU64,
     pub spool_bytes: AtomicU64,
     pub spool_dropped: AtomicU64,
+    pub spool_corrupt: AtomicU64,
     pub symbol_lookups: AtomicU64,
     pub symbol_unknown: AtomicU64,
     pub symbol_cached_addresses: AtomicU64,
@@ -310,6 +311,12 @@ impl Metrics {
             "counter",
             "Spooled requests dropped, oldest first, to keep the spool bounded.",
             get(&self.spool_dropped),
+        );
+        metric(
+            "smolder_spool_corrupt_total",
+            "counter",
+            "Spooled requests not sent again because they were not what the agent writes.",
+            get(&self.spool_corrupt),
         );
         metric(
             "smolder_symbol_lookups_total",

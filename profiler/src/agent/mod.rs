@@ -14,3 +14,9 @@ mod services;
 
 pub use config::{env_overrides, load, AgentConfig, ConfigError, Overrides, Sink};
 pub use run::{run, AgentError};
+
+/// The service a process is named for without rules (the fuzz targets).
+#[cfg(any(fuzzing, test))]
+pub(crate) fn infer_service(info: &process_info::ProcessInfo) -> services::Service {
+    services::infer(info, &[])
+}

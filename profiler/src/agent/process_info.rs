@@ -53,13 +53,7 @@ impl ProcessInfo {
             })
             .unwrap_or_default();
         let cmdline = read_capped(&dir.join("cmdline"), MAX_CMDLINE)
-            .map(|bytes| {
-                bytes
-                    .split(|&b| b == 0)
-                    .filter(|a| !a.is_empty())
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect()
-            })
+            .map(|bytes| parse_cmdline(&bytes))
             .unwrap_or_default();
         let proc_comm = read_capped(&dir.join("comm"), MAX_SMALL_FILE)
             .map(|b| String::from_utf8_lossy(&b).trim_end().to_owned())
@@ -95,6 +89,16 @@ impl ProcessInfo {
             .filter(|n| !n.is_empty())
             .unwrap_or(&self.comm)
     }
+}
+
+/// The arguments in `/proc/PID/cmdline` (NUL-separated; empty ones
+/// dropped, bytes that are not UTF-8 replaced).
+pub fn parse_cmdline(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
 }
 
 fn read_capped(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {

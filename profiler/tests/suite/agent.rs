@@ -32,7 +32,17 @@ impl Agent {
     /// metrics listener and a spool in a temporary directory, and waits
     /// until it samples.
     fn start(config: &str) -> Agent {
+        Self::start_with_spool(config, &[])
+    }
+
+    /// As `start`, with files already in the spool (left by an earlier
+    /// run, or put there by anyone).
+    fn start_with_spool(config: &str, spooled: &[(&str, &[u8])]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("spool")).unwrap();
+        for (name, body) in spooled {
+            std::fs::write(dir.path().join("spool").join(name), body).unwrap();
+        }
         let config_path = dir.path().join("agent.toml");
         std::fs::write(&config_path, config).unwrap();
         let metrics_port = free_port();
@@ -317,6 +327,35 @@ fn two_services_reach_pyroscope_with_their_own_stacks() {
         eprintln!("{service}: points {points:?}");
         assert!(points.len() >= 2, "{service}: windows {points:?}");
     }
+}
+
+#[test]
+fn corrupt_spool_files_are_dropped_and_counted_not_sent() {
+    if !is_root() {
+        return;
+    }
+    let server = Pyroscope::start();
+    let _chain = Workload::spawn(&workload("chain"), &["60"]);
+    let agent = Agent::start_with_spool(
+        &two_services_config(&server.url(), "2s"),
+        &[
+            ("0000000000000-0-garbage.push", b"\xff\xfe not a request"),
+            ("0000000000000-1-empty.push", b""),
+        ],
+    );
+    agent.wait_metric("smolder_pushes_ok_total", Duration::from_secs(30), |v| {
+        v >= 1.0
+    });
+    assert_eq!(agent.metric("smolder_spool_corrupt_total"), 2.0);
+    assert_eq!(agent.metric("smolder_pushes_rejected_total"), 0.0);
+    assert_eq!(agent.metric("smolder_spool_files"), 0.0);
+    let (status, log) = agent.stop();
+    assert!(status.success(), "agent exit: {status}");
+    assert_eq!(
+        log.matches("dropping spooled request").count(),
+        1,
+        "reported once:\n{log}"
+    );
 }
 
 #[test]

@@ -51,10 +51,10 @@ pub fn read_code(
     types: &Types,
     address: u64,
 ) -> Result<CodeInfo, CodeError> {
-    if memory.u64(address + OB_TYPE)? != types.code {
+    if memory.u64(address.wrapping_add(OB_TYPE))? != types.code {
         return Err(CodeError::NotCode(address));
     }
-    let field = |offset: u64| memory.u64(address + offset);
+    let field = |offset: u64| memory.u64(address.wrapping_add(offset));
     let name_at = match layout.code.qualname {
         Some(qualname) => field(qualname)?,
         None => field(layout.code.name)?,
@@ -62,7 +62,7 @@ pub fn read_code(
     Ok(CodeInfo {
         name: read_string(memory, layout, types, name_at)?.into(),
         file: read_string(memory, layout, types, field(layout.code.filename)?)?.into(),
-        first_line: memory.i32(address + layout.code.firstlineno)?,
+        first_line: memory.i32(address.wrapping_add(layout.code.firstlineno))?,
         line_table: read_bytes(memory, types, field(layout.code.linetable)?)?.into(),
     })
 }
@@ -75,11 +75,13 @@ pub(crate) fn read_string(
     types: &Types,
     address: u64,
 ) -> Result<String, CodeError> {
-    if address == 0 || memory.u64(address + OB_TYPE)? != types.unicode {
+    if address == 0 || memory.u64(address.wrapping_add(OB_TYPE))? != types.unicode {
         return Err(CodeError::NotString(address));
     }
-    let length = memory.u64(address + UNICODE_LENGTH)?.min(MAX_STRING);
-    let state = memory.u32(address + UNICODE_STATE)?;
+    let length = memory
+        .u64(address.wrapping_add(UNICODE_LENGTH))?
+        .min(MAX_STRING);
+    let state = memory.u32(address.wrapping_add(UNICODE_STATE))?;
     // interned:2, kind:3, compact:1, ascii:1
     let kind = (state >> 2) & 0x7;
     let compact = state & (1 << 5) != 0;
@@ -87,12 +89,11 @@ pub(crate) fn read_string(
     if !compact || !matches!(kind, 1 | 2 | 4) {
         return Err(CodeError::NotString(address));
     }
-    let data = address
-        + if ascii {
-            layout.ascii_size
-        } else {
-            layout.compact_size
-        };
+    let data = address.wrapping_add(if ascii {
+        layout.ascii_size
+    } else {
+        layout.compact_size
+    });
     let bytes = memory.bytes(data, (length * u64::from(kind)) as usize)?;
     Ok(match kind {
         1 => bytes.iter().map(|&b| char::from(b)).collect(),
@@ -112,12 +113,12 @@ pub(crate) fn read_string(
 }
 
 fn read_bytes(memory: &ProcessMemory, types: &Types, address: u64) -> Result<Vec<u8>, CodeError> {
-    if address == 0 || memory.u64(address + OB_TYPE)? != types.bytes {
+    if address == 0 || memory.u64(address.wrapping_add(OB_TYPE))? != types.bytes {
         return Err(CodeError::NotBytes(address));
     }
-    let size = memory.u64(address + OB_SIZE)?;
+    let size = memory.u64(address.wrapping_add(OB_SIZE))?;
     if size > MAX_LINE_TABLE {
         return Err(CodeError::NotBytes(address));
     }
-    Ok(memory.bytes(address + BYTES_DATA, size as usize)?)
+    Ok(memory.bytes(address.wrapping_add(BYTES_DATA), size as usize)?)
 }

@@ -7,7 +7,7 @@
 //! Reads are bounded and checked; what cannot be read is reported, never
 //! guessed.
 
-mod code;
+pub(crate) mod code;
 mod detect;
 mod eval_code;
 mod layout;

@@ -136,11 +136,11 @@ impl ThreadNameReader {
             None => objects.find_modules(interp)?,
         };
         self.modules_offset = Some(offset);
-        let modules = memory.u64(interp + offset)?;
+        let modules = memory.u64(interp.wrapping_add(offset))?;
         let Some(threading) = objects.lookup(modules, "threading")? else {
             return Ok(None);
         };
-        objects.lookup(memory.u64(threading + MD_DICT)?, "_active")
+        objects.lookup(memory.u64(threading.wrapping_add(MD_DICT))?, "_active")
     }
 
     /// The values of instance attributes `wanted` of `object` (None where
@@ -153,7 +153,7 @@ impl ThreadNameReader {
     ) -> Result<Vec<Option<u64>>, ThreadNamesError> {
         let memory = objects.memory;
         let minor = objects.process.version.minor;
-        let class = memory.u64(object + OB_TYPE)?;
+        let class = memory.u64(object.wrapping_add(OB_TYPE))?;
         let from_dict = |dict: u64| -> Result<Vec<Option<u64>>, ThreadNamesError> {
             let entries = objects.entries(dict)?;
             wanted
@@ -162,11 +162,11 @@ impl ThreadNameReader {
                 .collect()
         };
         if minor < 11 {
-            let offset = memory.u64(class + TP_DICTOFFSET)? as i64;
+            let offset = memory.u64(class.wrapping_add(TP_DICTOFFSET))? as i64;
             if offset <= 0 || offset > 4096 {
                 return Err(ThreadNamesError::Layout("tp_dictoffset", class));
             }
-            return from_dict(memory.u64(object + offset as u64)?);
+            return from_dict(memory.u64(object.wrapping_add(offset as u64))?);
         }
         // A dict made for the object (by `__dict__` or many attributes)
         // sits just before it, after the GC header.
@@ -177,13 +177,13 @@ impl ThreadNameReader {
         let values = if minor == 11 {
             memory.u64(object.wrapping_sub(32))?
         } else {
-            let size = memory.u64(class + TP_BASICSIZE)?;
-            let start = object + size.min(4096);
+            let size = memory.u64(class.wrapping_add(TP_BASICSIZE))?;
+            let start = object.wrapping_add(size.min(4096));
             // capacity, size, embedded, valid, then the values.
             if memory.bytes(start, 4)?[3] == 0 {
                 return Err(ThreadNamesError::Layout("inline values", start));
             }
-            start + 8
+            start.wrapping_add(8)
         };
         if values == 0 {
             return Ok(vec![None; wanted.len()]);
@@ -198,7 +198,7 @@ impl ThreadNameReader {
             .iter()
             .map(|name| match keys.iter().position(|k| k == name) {
                 Some(i) => {
-                    let value = memory.u64(values + 8 * i as u64)?;
+                    let value = memory.u64(values.wrapping_add(8 * i as u64))?;
                     Ok((value != 0).then_some(value))
                 }
                 None => Ok(None),
@@ -221,7 +221,7 @@ impl Objects<'_> {
     fn is_a(&self, object: u64, class: u64) -> bool {
         object != 0
             && object.is_multiple_of(8)
-            && self.memory.u64(object + OB_TYPE).ok() == Some(class)
+            && self.memory.u64(object.wrapping_add(OB_TYPE)).ok() == Some(class)
     }
 
     fn string(&self, object: u64) -> Option<String> {
@@ -243,13 +243,13 @@ impl Objects<'_> {
             return Err(ThreadNamesError::NotDict(dict));
         }
         let memory = self.memory;
-        let keys = memory.u64(dict + MA_KEYS)?;
-        let values = memory.u64(dict + MA_VALUES)?;
+        let keys = memory.u64(dict.wrapping_add(MA_KEYS))?;
+        let values = memory.u64(dict.wrapping_add(MA_VALUES))?;
         let (start, count, width, key_at, values_at) = if self.minor() < 11 {
             // dk_refcnt, dk_size, dk_lookup, dk_usable, dk_nentries, then
             // dk_size indices of 1 to 8 bytes and (hash, key, value) entries.
-            let size = memory.u64(keys + 8)?;
-            let count = memory.u64(keys + 32)?;
+            let size = memory.u64(keys.wrapping_add(8))?;
+            let count = memory.u64(keys.wrapping_add(32))?;
             if !size.is_power_of_two() || size > 1 << 24 || count > size {
                 return Err(ThreadNamesError::Layout("dict keys", keys));
             }
@@ -258,26 +258,26 @@ impl Objects<'_> {
                 0x100..=0xffff => 2,
                 _ => 4,
             };
-            (keys + 40 + size * index, count, 24, 8, values)
+            (keys.wrapping_add(40 + size * index), count, 24, 8, values)
         } else {
             // dk_refcnt, dk_log2_size, dk_log2_index_bytes, dk_kind,
             // dk_version, dk_usable, dk_nentries, then the indices and
             // (hash, key, value) or, for str keys, (key, value) entries.
-            let head = memory.bytes(keys + 8, 3)?;
+            let head = memory.bytes(keys.wrapping_add(8), 3)?;
             let (log2_size, log2_index, kind) = (head[0], head[1], head[2]);
-            let count = memory.u64(keys + 24)?;
+            let count = memory.u64(keys.wrapping_add(24))?;
             if log2_size > 24 || log2_index > 27 || kind > 2 || count > 1 << log2_size {
                 return Err(ThreadNamesError::Layout("dict keys", keys));
             }
             let (width, key_at) = if kind == 0 { (24, 8) } else { (16, 0) };
             // 3.13's values start with capacity, size, embedded and valid.
             let values = if values != 0 && self.minor() >= 13 {
-                values + 8
+                values.wrapping_add(8)
             } else {
                 values
             };
             (
-                keys + 32 + (1u64 << log2_index),
+                keys.wrapping_add(32 + (1u64 << log2_index)),
                 count,
                 width,
                 key_at,
@@ -291,7 +291,7 @@ impl Objects<'_> {
         for i in 0..count as usize {
             let key = word(i * width as usize + key_at as usize);
             let value = if values_at != 0 {
-                memory.u64(values_at + 8 * i as u64)?
+                memory.u64(values_at.wrapping_add(8 * i as u64))?
             } else {
                 word(i * width as usize + key_at as usize + 8)
             };
@@ -319,7 +319,7 @@ impl Objects<'_> {
     fn find_modules(&self, interp: u64) -> Result<u64, ThreadNamesError> {
         // Page by page: the state may end near the end of its mapping.
         for page in (0..INTERP_SEARCH).step_by(4096) {
-            let Ok(words) = self.memory.bytes(interp + page, 4096) else {
+            let Ok(words) = self.memory.bytes(interp.wrapping_add(page), 4096) else {
                 break;
             };
             for (i, chunk) in words.chunks_exact(8).enumerate() {
@@ -345,7 +345,7 @@ impl Objects<'_> {
         // In pieces: the object may end near the end of its mapping.
         let mut words = Vec::new();
         for piece in (0..TYPE_SEARCH).step_by(512) {
-            match self.memory.bytes(class + piece, 512) {
+            match self.memory.bytes(class.wrapping_add(piece), 512) {
                 Ok(bytes) => words.extend(bytes),
                 Err(_) => break,
             }
@@ -355,7 +355,7 @@ impl Objects<'_> {
             if keys == 0 || !keys.is_multiple_of(8) {
                 continue;
             }
-            let Ok(head) = self.memory.bytes(keys + 8, 3) else {
+            let Ok(head) = self.memory.bytes(keys.wrapping_add(8), 3) else {
                 continue;
             };
             let (log2_size, log2_index, kind) = (head[0], head[1], head[2]);
@@ -363,13 +363,13 @@ impl Objects<'_> {
             if !(1..=16).contains(&log2_size) || log2_index > 19 || !(1..=2).contains(&kind) {
                 continue;
             }
-            let Ok(count) = self.memory.u64(keys + 24) else {
+            let Ok(count) = self.memory.u64(keys.wrapping_add(24)) else {
                 continue;
             };
             if count == 0 || count > 1 << log2_size {
                 continue;
             }
-            let start = keys + 32 + (1u64 << log2_index);
+            let start = keys.wrapping_add(32 + (1u64 << log2_index));
             let Ok(table) = self.memory.bytes(start, (count * 16) as usize) else {
                 continue;
             };
@@ -392,7 +392,7 @@ impl Objects<'_> {
         if !self.is_a(object, self.process.types.long) {
             return Ok(None);
         }
-        let size = self.memory.u64(object + 16)?;
+        let size = self.memory.u64(object.wrapping_add(16))?;
         // 3.12+ keep the digit count in lv_tag's upper bits, the sign below.
         let digits = if self.minor() >= 12 { size >> 3 } else { size };
         let negative = if self.minor() >= 12 {
@@ -406,6 +406,8 @@ impl Objects<'_> {
         if digits == 0 {
             return Ok(Some(0));
         }
-        Ok(Some(self.memory.u32(object + 24)? & 0x3fff_ffff))
+        Ok(Some(
+            self.memory.u32(object.wrapping_add(24))? & 0x3fff_ffff,
+        ))
     }
 }

@@ -73,7 +73,7 @@ fn process_count() -> usize {
 }
 
 /// User + system CPU of a live process, in ms.
-pub(super) fn process_cpu_ms(pid: u32) -> Result<f64> {
+pub(crate) fn process_cpu_ms(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let rest = stat.rsplit_once(')').context("stat")?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -84,7 +84,7 @@ pub(super) fn process_cpu_ms(pid: u32) -> Result<f64> {
 }
 
 /// (VmRSS, VmHWM) in MiB.
-pub(super) fn rss_mib(pid: u32) -> Result<(f64, f64)> {
+pub(crate) fn rss_mib(pid: u32) -> Result<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> f64 {
         status
@@ -107,7 +107,7 @@ pub(super) fn rss_mib(pid: u32) -> Result<(f64, f64)> {
 /// on). One profiler runs at a time, and this bench starts no other BPF, so
 /// the difference over the measurement is that profiler's. (bpftool's
 /// per-process `pids` needs BPF iterators it was not built with here.)
-pub(super) fn bpf_ms() -> Result<f64> {
+pub(crate) fn bpf_ms() -> Result<f64> {
     let out = output(Command::new("bpftool").args(["prog", "show", "--json"]))?;
     let progs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let ns: u64 = progs
@@ -130,10 +130,10 @@ fn received_bytes(server: &Server) -> f64 {
         .sum()
 }
 
-pub(super) struct BpfStats;
+pub(crate) struct BpfStats;
 
 impl BpfStats {
-    pub(super) fn enable() -> Result<Self> {
+    pub(crate) fn enable() -> Result<Self> {
         std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
             .context("enabling kernel BPF stats (root needed)")?;
         Ok(Self)
@@ -167,7 +167,7 @@ fn measure_running(child: &mut Child, server: &Server, seconds: u64) -> Result<S
     })
 }
 
-pub(super) fn stop(child: &mut Child) {
+pub(crate) fn stop(child: &mut Child) {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     for _ in 0..100 {

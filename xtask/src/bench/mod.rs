@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: smolder next to its peers, measured in the same run.
 //! Prints medians and ratios; see docs/benchmarks.md for how to read them.
 
-mod agent;
+pub(crate) mod agent;
 mod offcpu;
 mod overhead;
 mod python;

@@ -1,0 +1,3 @@
+module soakspin
+
+go 1.18
