@@ -32,6 +32,7 @@ enum smolder_cfa_type {
 	CFA_END = 4,	     /* return address undefined: the outermost frame (_start, clone3) */
 	CFA_UNSUPPORTED = 5, /* a rule this unwinder does not follow (an expression) */
 	CFA_DEREF_RBP = 6,   /* CFA = *(rbp + cfa_offset): GCC's stack realignment */
+	CFA_GO_CGO = 7,	     /* Go's asmcgocall: from the system stack back to the goroutine's */
 };
 
 /* rule.rbp_type: where the caller's rbp is. */

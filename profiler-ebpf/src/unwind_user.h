@@ -258,6 +258,33 @@ static __always_inline int step_frame_pointer(struct unwind_cursor *c)
 	return STEP_NEXT;
 }
 
+/* Go's runtime.asmcgocall up to Go 1.20, after it switched to the system
+ * stack to call C (runtime/asm_amd64.s). It saved there, at rsp +
+ * cfa_offset, how deep the goroutine's stack was (stack.hi - its entry
+ * sp), and just above that the goroutine (its g, whose first words are
+ * stack.lo and stack.hi); or the entry sp itself and 0 when it was already
+ * on a system stack. */
+static __always_inline int go_cgo_cfa(struct unwind_cursor *c, struct smolder_unwind_rule *rule,
+				      __u64 *cfa)
+{
+	__u64 saved[2];
+	if (bpf_probe_read_user(saved, sizeof(saved), (void *)(c->sp + (__s64)rule->cfa_offset)) !=
+	    0)
+		return STEP_ERROR;
+	__u64 entry_sp = saved[0];
+	if (saved[1] != 0) {
+		__u64 hi;
+		if (bpf_probe_read_user(&hi, sizeof(hi), (void *)(saved[1] + 8)) != 0 ||
+		    saved[0] > hi)
+			return STEP_ERROR;
+		entry_sp = hi - saved[0];
+	}
+	if (entry_sp == 0)
+		return STEP_ERROR;
+	*cfa = entry_sp + 8;
+	return STEP_NEXT;
+}
+
 /* One frame with a table rule. */
 static __always_inline int step_rule(struct unwind_cursor *c, struct smolder_unwind_rule *rule)
 {
@@ -284,11 +311,24 @@ static __always_inline int step_rule(struct unwind_cursor *c, struct smolder_unw
 		return STEP_DONE;
 	case CFA_INVALID:
 		return step_frame_pointer(c);
+	case CFA_GO_CGO:
+		/* Go 1.21+ keeps the entry frame in rbp across the switch: CFA =
+		 * rbp + cfa_offset, rbp saved below the return address. */
+		if (rule->rbp_type == RBP_OFFSET) {
+			if (c->bp == 0)
+				return STEP_ERROR;
+			cfa = c->bp + (__s64)rule->cfa_offset;
+		} else if (go_cgo_cfa(c, rule, &cfa) != STEP_NEXT) {
+			return STEP_ERROR;
+		}
+		break;
 	default:
 		return STEP_ERROR;
 	}
-	if (cfa <= c->sp)
-		return STEP_ERROR; /* no progress: a corrupt stack or table */
+	/* No progress is a corrupt stack or table, except where Go's cgo call
+	 * leads back to the goroutine's stack, which lies anywhere. */
+	if (cfa <= c->sp && rule->cfa_type != CFA_GO_CGO)
+		return STEP_ERROR;
 	__u64 ra;
 	if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8)) != 0)
 		return STEP_ERROR;

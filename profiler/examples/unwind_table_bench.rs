@@ -23,7 +23,9 @@ fn main() {
     for path in std::env::args().skip(1) {
         let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         // SAFETY: read-only private mapping of a file nobody rewrites during the bench.
-        let data = unsafe { memmap2::Mmap::map(&file) }.unwrap_or_else(|e| panic!("{path}: {e}"));
+        let data = std::sync::Arc::new(
+            unsafe { memmap2::Mmap::map(&file) }.unwrap_or_else(|e| panic!("{path}: {e}")),
+        );
         let before = peak_rss_kib();
         let mut best = f64::INFINITY;
         let mut rows = 0;

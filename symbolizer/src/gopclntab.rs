@@ -18,7 +18,7 @@ use std::sync::Arc;
 use memmap2::Mmap;
 
 use object::read::elf::{ElfFile64, ProgramHeader};
-use object::{Object, ObjectSection, ReadCache};
+use object::{Object, ObjectSection};
 
 /// Why a file has no usable pclntab.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -43,6 +43,14 @@ pub struct GoFunction {
     pub name: String,
     pub file: Option<String>,
     pub line: Option<u32>,
+}
+
+/// A function of the table and its code range `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoSpan {
+    pub index: usize,
+    pub start: u64,
+    pub end: u64,
 }
 
 /// Section bytes: a range of the mapped file, or owned (tests, synthetic
@@ -126,8 +134,12 @@ impl GoTable {
         // blazesym included); binaries are not rewritten in place.
         let map =
             Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| GoTableError::Elf(e.to_string()))?);
-        let cache = ReadCache::new(file);
-        let elf = ElfFile64::<object::Endianness, _>::parse(&cache)
+        Self::from_map(map)
+    }
+
+    /// [`GoTable::open`] on a file already mapped.
+    pub fn from_map(map: Arc<Mmap>) -> Result<Self, GoTableError> {
+        let elf = ElfFile64::<object::Endianness, _>::parse(&map[..])
             .map_err(|e| GoTableError::Elf(e.to_string()))?;
         let section = elf
             .section_by_name(".gopclntab")
@@ -360,6 +372,72 @@ impl GoTable {
             )
         };
         Some((pc, func))
+    }
+
+    /// Every function with its code range, in address order (the function
+    /// table is sorted); functions with an empty or reversed range skipped.
+    pub fn spans(&self) -> impl Iterator<Item = GoSpan> + '_ {
+        (0..self.nfunc).filter_map(move |index| {
+            let (start, _) = self.functab_entry(index)?;
+            let (end, _) = self.functab_entry(index + 1)?;
+            (end > start).then_some(GoSpan { index, start, end })
+        })
+    }
+
+    /// A function's name, as the table holds it (no allocation).
+    pub fn span_name(&self, span: &GoSpan) -> Option<&[u8]> {
+        let func = self.func_at(span.index)?;
+        let at = self
+            .funcnametab
+            .checked_add(func.field(self, 1)? as usize)?;
+        let rest = self.data.get(at..)?;
+        let len = rest.iter().position(|&b| b == 0)?;
+        Some(&rest[..len])
+    }
+
+    /// How far the stack pointer is below its value at the function's entry
+    /// (after the call pushed the return address), over the function's code:
+    /// its `pcsp` table as (pc, bytes) steps in address order, each in
+    /// effect up to the next. `out` is cleared first. None when the table
+    /// is malformed.
+    pub fn sp_deltas(&self, span: &GoSpan, out: &mut Vec<(u64, i32)>) -> Option<()> {
+        out.clear();
+        let func = self.func_at(span.index)?;
+        let mut at = self.pctab.checked_add(func.field(self, 4)? as usize)?;
+        let mut value: i32 = -1;
+        let mut pc = span.start;
+        let mut first = true;
+        while pc < span.end {
+            // Each step covers at least one quantum: a hostile table cannot
+            // make more steps than the function has bytes.
+            if out.len() as u64 > span.end - span.start {
+                return None;
+            }
+            let (uvdelta, n) = read_varint(&self.data, at)?;
+            at += n;
+            if uvdelta == 0 && !first {
+                break;
+            }
+            first = false;
+            let vdelta = if uvdelta & 1 != 0 {
+                !(uvdelta >> 1)
+            } else {
+                uvdelta >> 1
+            } as i32;
+            let (pcdelta, n) = read_varint(&self.data, at)?;
+            at += n;
+            value = value.wrapping_add(vdelta);
+            out.push((pc, value));
+            pc = pc.checked_add(u64::from(pcdelta).checked_mul(self.quantum)?)?;
+        }
+        Some(())
+    }
+
+    /// Function `index` of the function table.
+    fn func_at(&self, index: usize) -> Option<Func> {
+        let (entry, func_off) = self.functab_entry(index)?;
+        let offset = self.functab.checked_add(func_off)?;
+        (offset <= self.data.len()).then_some(Func { entry, offset })
     }
 
     /// The function containing the virtual address `pc`, without inlined

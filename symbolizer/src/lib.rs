@@ -37,7 +37,7 @@ pub use debug_info::DebugInfoSource;
 pub use demangle::demangle;
 pub use error::Error;
 pub use frame::{FunctionFrame, Resolution, UnknownReason};
-pub use gopclntab::{GoFunction, GoTable, GoTableError};
+pub use gopclntab::{GoFunction, GoSpan, GoTable, GoTableError};
 pub use kernel::{
     parse_symbol_offset, Kallsyms, KernelFunction, KernelSymbol, KernelSymbolSource, KernelSymbols,
 };

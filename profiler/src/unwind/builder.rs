@@ -124,7 +124,7 @@ pub fn read_table(module: &Module) -> Result<ElfUnwindInfo, ReadError> {
     // SAFETY: a read-only private mapping. If the file is truncated while
     // mapped, reads past the end fault (as for every mmap-based reader,
     // blazesym included); binaries are not rewritten in place.
-    let map = unsafe { Mmap::map(file) }.map_err(ReadError::Map)?;
+    let map = Arc::new(unsafe { Mmap::map(file) }.map_err(ReadError::Map)?);
     Ok(parse_mapped_elf(&map)?)
 }
 

@@ -29,6 +29,9 @@ pub enum CfaRule {
     Unsupported = 5,
     /// *(rbp + offset): the CFA saved in a realigned frame.
     DerefRbp = 6,
+    /// Go's `runtime.asmcgocall` on the system stack: the goroutine's stack
+    /// pointer from what it saved there (`go_rows`).
+    GoCgo = 7,
 }
 
 /// Where the caller's rbp is (enum smolder_rbp_type).

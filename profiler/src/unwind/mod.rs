@@ -12,6 +12,7 @@
 mod builder;
 mod code_rules;
 mod follow;
+mod go_rows;
 mod layout;
 mod rules;
 mod space;

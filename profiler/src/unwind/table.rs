@@ -26,7 +26,12 @@ use memmap2::{Mmap, UncheckedAdvice};
 use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Object, ObjectSection, SectionFlags};
 
+use std::sync::Arc;
+
+use symbolizer::{GoSpan, GoTable};
+
 use super::code_rules::{rules_from_code, CodeRulesStats};
+use super::go_rows::GoRows;
 use super::layout::{CfaRule, Page, RbpRule, Row, Rule, PAGE_SHIFT};
 
 /// A module's table. Offsets inside it are relative to `base`, an ELF
@@ -114,16 +119,22 @@ const RELEASE_STEP: usize = 1 << 20;
 
 /// Reads the load segments and the unwind table of an ELF file in memory.
 pub fn parse_elf(data: &[u8]) -> Result<ElfUnwindInfo, TableError> {
-    parse(data, None)
+    parse(data, None, None)
 }
 
 /// [`parse_elf`] on a mapped file: the code read for rules is released as
 /// the pass goes, so the file's pages do not stay resident in this process.
-pub fn parse_mapped_elf(map: &Mmap) -> Result<ElfUnwindInfo, TableError> {
-    parse(map, Some(map))
+/// Go code gets rows from `.gopclntab` (`go_rows`).
+pub fn parse_mapped_elf(map: &Arc<Mmap>) -> Result<ElfUnwindInfo, TableError> {
+    let go = GoTable::from_map(map.clone()).ok().map(GoRows::new);
+    parse(map, Some(map), go)
 }
 
-fn parse(data: &[u8], mapped: Option<&Mmap>) -> Result<ElfUnwindInfo, TableError> {
+fn parse(
+    data: &[u8],
+    mapped: Option<&Mmap>,
+    mut go: Option<GoRows>,
+) -> Result<ElfUnwindInfo, TableError> {
     let elf = ElfFile64::<LittleEndianObject>::parse(data).map_err(TableError::NotElf)?;
     let endian = elf.endian();
     let segments = elf
@@ -152,9 +163,17 @@ fn parse(data: &[u8], mapped: Option<&Mmap>) -> Result<ElfUnwindInfo, TableError
         if let Ok(bytes) = section.data() {
             let bases = bases.clone().set_eh_frame(section.address());
             let eh_frame = EhFrame::new(bytes, LittleEndian);
-            if let Some(table) = build_table(&eh_frame, &bases, &code)? {
+            if let Some(table) = build_table(&eh_frame, &bases, &code, go.as_mut())? {
                 return Ok(ElfUnwindInfo { table, segments });
             }
+        }
+    }
+    // Go's rows alone: Go's own .debug_frame says nothing its pclntab does
+    // not (and is compressed in the binaries Go links).
+    if go.is_some() {
+        let none = EhFrame::new(&[], LittleEndian);
+        if let Some(table) = build_table(&none, &bases, &code, go.as_mut())? {
+            return Ok(ElfUnwindInfo { table, segments });
         }
     }
     // .debug_frame only where .eh_frame has nothing (rare: some toolchains
@@ -163,7 +182,7 @@ fn parse(data: &[u8], mapped: Option<&Mmap>) -> Result<ElfUnwindInfo, TableError
         if let Ok(bytes) = section.data() {
             let mut debug_frame = DebugFrame::new(bytes, LittleEndian);
             debug_frame.set_address_size(8);
-            if let Some(table) = build_table(&debug_frame, &bases, &code)? {
+            if let Some(table) = build_table(&debug_frame, &bases, &code, None)? {
                 return Ok(ElfUnwindInfo { table, segments });
             }
         }
@@ -242,26 +261,44 @@ fn executable_sections<'d>(elf: &ElfFile64<'d, LittleEndianObject>) -> Vec<CodeS
     code
 }
 
-/// An FDE's place: its code range and where it is in the section.
+/// An FDE's or a Go function's place: its code range and where its rows
+/// come from.
 #[derive(Debug, Clone, Copy)]
 struct FdeRef {
     start: u64,
     end: u64,
-    offset: usize,
+    source: Source,
 }
 
-/// The rows of a section's FDEs, with machine-code rules for the executable
-/// code between them. None when the section has no usable FDE.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// An FDE at this offset of the section.
+    Fde(usize),
+    /// A function of the Go table.
+    Go(GoSpan),
+}
+
+/// The rows of a section's FDEs and of Go's functions, with machine-code
+/// rules for the executable code between them. None when neither has a
+/// usable entry.
 fn build_table<'d, S>(
     section: &S,
     bases: &BaseAddresses,
     code: &Code<'_>,
+    mut go: Option<&mut GoRows>,
 ) -> Result<Option<UnwindTable>, TableError>
 where
     S: UnwindSection<gimli::EndianSlice<'d, LittleEndian>>,
     S::Offset: UnwindOffset<usize>,
 {
     let (mut fdes, mut bad) = list_fdes(section, bases);
+    if let Some(go) = go.as_deref() {
+        fdes.extend(go.spans().map(|span| FdeRef {
+            start: span.start,
+            end: span.end,
+            source: Source::Go(span),
+        }));
+    }
     if fdes.is_empty() {
         return if bad > 0 {
             Err(TableError::Empty(bad))
@@ -300,25 +337,31 @@ where
             continue; // overlaps what is covered already: the first rule stands
         }
         fde_rows.clear();
-        let ok = (|| -> gimli::Result<()> {
-            let fde = section.fde_from_offset(
-                bases,
-                S::Offset::from(fde_ref.offset),
-                |section, bases, offset| section.cie_from_offset(bases, offset),
-            )?;
-            let mut table = fde.rows(section, bases, &mut ctx)?;
-            while let Some(row) = table.next_row()? {
-                if row.end_address() > row.start_address() {
-                    fde_rows.push((
-                        row.start_address(),
-                        row.end_address(),
-                        convert(row, section),
-                    ));
+        let ok = match fde_ref.source {
+            Source::Fde(offset) => (|| -> gimli::Result<()> {
+                let fde = section.fde_from_offset(
+                    bases,
+                    S::Offset::from(offset),
+                    |section, bases, offset| section.cie_from_offset(bases, offset),
+                )?;
+                let mut table = fde.rows(section, bases, &mut ctx)?;
+                while let Some(row) = table.next_row()? {
+                    if row.end_address() > row.start_address() {
+                        fde_rows.push((
+                            row.start_address(),
+                            row.end_address(),
+                            convert(row, section),
+                        ));
+                    }
                 }
-            }
-            Ok(())
-        })();
-        if ok.is_err() {
+                Ok(())
+            })()
+            .is_ok(),
+            Source::Go(span) => go
+                .as_deref_mut()
+                .is_some_and(|go| go.rows(&span, &mut fde_rows)),
+        };
+        if !ok {
             bad += 1;
             continue;
         }
@@ -371,7 +414,7 @@ where
             Ok(fde) if fde.len() > 0 => fdes.push(FdeRef {
                 start: fde.initial_address(),
                 end: fde.initial_address().saturating_add(fde.len()),
-                offset: fde.offset(),
+                source: Source::Fde(fde.offset()),
             }),
             Ok(_) => {}
             Err(_) => bad += 1,
