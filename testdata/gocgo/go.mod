@@ -1,3 +1,3 @@
 module smolder.test/gocgo
 
-go 1.21
+go 1.18

@@ -1,3 +1,3 @@
 module smolder.test/gochain
 
-go 1.21
+go 1.18

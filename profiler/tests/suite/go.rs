@@ -1,8 +1,145 @@
-//! A stripped Go service against Go's own CPU profile of the same run.
+//! Go: a stripped service against Go's own CPU profile of the same run,
+//! and whole stacks (frameless leaves, cgo) from binaries of each Go
+//! version smolder supports, walked with the rows of their `.gopclntab`.
 
 use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
 
-use crate::harness::{go_workload, is_root, read_pprof, smolder_with_env, Stack};
+use crate::harness::{
+    go_workload, go_workload_with, is_root, read_pprof, smolder_with_env, Recording, Running, Stack,
+};
+
+/// The Go versions tested (None: the machine's, 1.26), each fetched once
+/// by the go command through the module proxy.
+const TOOLCHAINS: [Option<&str>; 5] = [
+    Some("go1.18.10"),
+    Some("go1.20.14"),
+    Some("go1.22.12"),
+    Some("go1.24.11"),
+    None,
+];
+
+/// testdata/gochain's chain: `spin` is a frameless leaf (a loop over a
+/// global), so frame pointers alone lose `c`.
+const CHAIN: [&str; 5] = ["main.main", "main.a", "main.b", "main.c", "main.spin"];
+
+/// testdata/gocgo's chain from Go into C.
+const CGO_CHAIN: [&str; 4] = [
+    "main.callC",
+    "main._Cfunc_c_spin",
+    "runtime.cgocall",
+    "runtime.asmcgocall",
+];
+
+/// Of the samples whose user leaf `leaf` accepts: how many, and the share
+/// that contain `chain`.
+fn chain_share(stacks: &[Stack], leaf: impl Fn(&str) -> bool, chain: &[&str]) -> (u64, f64) {
+    let mut total = 0;
+    let mut whole = 0;
+    for s in stacks {
+        if s.user_leaf.as_deref().is_some_and(&leaf) {
+            total += s.count;
+            if s.contains(chain) {
+                whole += s.count;
+            }
+        }
+    }
+    (total, whole as f64 / total.max(1) as f64)
+}
+
+/// Runs `binary ARGS` with Go's asynchronous preemption off (as the
+/// runtime/pprof comparison needs), records it for 2 s once smolder
+/// samples, and lets it finish.
+fn record_go(binary: &std::path::Path, args: &[&str], extra: &[&str]) -> Vec<Stack> {
+    let workload = Running::spawn(
+        Command::new(binary)
+            .args(args)
+            .env("GODEBUG", "asyncpreemptoff=1"),
+        Duration::ZERO,
+    );
+    let recording = Recording::start(workload.pid(), 2, extra);
+    let (stacks, _) = recording.finish();
+    let output = workload.finish();
+    assert!(output.status.success(), "{}: {output:?}", binary.display());
+    stacks
+}
+
+#[test]
+fn go_chains_are_whole_for_every_go_version_stripped_or_not() {
+    if !is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut report = Vec::new();
+    let mut failed = false;
+    for toolchain in TOOLCHAINS {
+        for ldflags in ["", "-s -w"] {
+            let binary = go_workload_with("gochain", toolchain, ldflags);
+            let go_path = dir.path().join("go.pprof");
+            let stacks = record_go(&binary, &["4", go_path.to_str().unwrap()], &[]);
+            let (samples, whole) = chain_share(&stacks, |leaf| leaf == "main.spin", &CHAIN);
+            // Top functions against Go's own profile of the same run.
+            let (_, theirs) = read_pprof(&go_path);
+            let (ours, theirs) = (flat_shares(&stacks), flat_shares(&theirs));
+            let mut top: Vec<(&String, &f64)> = theirs.iter().collect();
+            top.sort_by(|a, b| b.1.total_cmp(a.1));
+            let worst = top
+                .iter()
+                .take(10)
+                .map(|(f, share)| (ours.get(*f).copied().unwrap_or(0.0) - **share).abs())
+                .fold(0.0f64, f64::max);
+            let ok = samples >= 50 && whole >= 0.99 && worst <= 0.10;
+            failed |= !ok;
+            report.push(format!(
+                "{:<10} {:<6} {samples:>4} samples under main.spin, {:.1}% whole; top functions within {:.1} points of runtime/pprof{}",
+                toolchain.unwrap_or("local"),
+                if ldflags.is_empty() { "plain" } else { "-s -w" },
+                whole * 100.0,
+                worst * 100.0,
+                if ok { "" } else { "  <- FAILED" }
+            ));
+        }
+    }
+    let report = report.join("\n");
+    eprintln!("{report}");
+    assert!(!failed, "Go chains:\n{report}");
+    // The same binary walked with frame pointers only loses main.c: the
+    // rows are what makes the chain whole.
+    let binary = go_workload_with("gochain", None, "-s -w");
+    let stacks = record_go(&binary, &["4"], &["--unwind", "fp"]);
+    let (samples, whole) = chain_share(&stacks, |leaf| leaf == "main.spin", &CHAIN);
+    assert!(
+        samples >= 50 && whole < 0.5,
+        "frame pointers alone: {whole:.2} of {samples} samples whole"
+    );
+}
+
+#[test]
+fn cgo_calls_unwind_back_into_go_for_every_go_version() {
+    if !is_root() {
+        return;
+    }
+    let mut report = Vec::new();
+    let mut failed = false;
+    for toolchain in TOOLCHAINS {
+        let binary = go_workload_with("gocgo", toolchain, "");
+        let stacks = record_go(&binary, &["4"], &[]);
+        // Go 1.18 inlines c_spin into cgo's wrapper `_cgo_HASH_Cfunc_c_spin`.
+        let (samples, whole) = chain_share(&stacks, |leaf| leaf.contains("c_spin"), &CGO_CHAIN);
+        let ok = samples >= 50 && whole >= 0.99;
+        failed |= !ok;
+        report.push(format!(
+            "{:<10} {samples:>4} samples in C, {:.1}% back through runtime.asmcgocall to main.callC{}",
+            toolchain.unwrap_or("local"),
+            whole * 100.0,
+            if ok { "" } else { "  <- FAILED" }
+        ));
+    }
+    let report = report.join("\n");
+    eprintln!("{report}");
+    assert!(!failed, "cgo chains:\n{report}");
+}
 
 /// Share of samples per innermost user-space function, inlined calls
 /// included (as runtime/pprof counts them).

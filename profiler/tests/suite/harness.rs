@@ -435,10 +435,22 @@ fn run_dir(name: &str) -> PathBuf {
 }
 
 /// Builds the Go program in `testdata/NAME` (with `ldflags`, e.g. `-s -w`)
-/// into this test run's directory.
+/// into this test run's directory, with the machine's Go.
 pub fn go_workload(name: &str, ldflags: &str) -> PathBuf {
-    let out = run_dir("go-workloads").join(name);
-    let status = Command::new("go")
+    go_workload_with(name, None, ldflags)
+}
+
+/// [`go_workload`] with a Go toolchain of another version (`go1.18.10`):
+/// the go command fetches it once through the module proxy
+/// (`GOTOOLCHAIN`) into the module cache, outside the clone.
+pub fn go_workload_with(name: &str, toolchain: Option<&str>, ldflags: &str) -> PathBuf {
+    let variant = format!(
+        "{name}-{}{}",
+        toolchain.unwrap_or("local"),
+        if ldflags.is_empty() { "" } else { "-stripped" }
+    );
+    let out = run_dir("go-workloads").join(variant);
+    let output = Command::new("go")
         .args(["build", "-ldflags", ldflags, "-o"])
         .arg(&out)
         .arg(".")
@@ -447,9 +459,14 @@ pub fn go_workload(name: &str, ldflags: &str) -> PathBuf {
                 .join("../testdata")
                 .join(name),
         )
-        .status()
+        .env("GOTOOLCHAIN", toolchain.unwrap_or("local"))
+        .output()
         .expect("go");
-    assert!(status.success(), "go build {name}");
+    assert!(
+        output.status.success(),
+        "go build {name} with {toolchain:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     out
 }
 
