@@ -24,6 +24,9 @@ pub struct Report {
     seconds: u64,
     /// (frames, DWARF ns per sample, frame-pointer ns per sample, samples).
     per_sample: Vec<(usize, f64, f64, f64)>,
+    /// The same for a Go stack (testdata/godeep): pclntab rows against
+    /// frame pointers.
+    go_per_sample: Vec<(usize, f64, f64, f64)>,
     tables: Vec<TableRow>,
 }
 
@@ -64,18 +67,35 @@ fn ns_per_sample(pid: u32, mode: &str, seconds: u64) -> Result<(f64, f64)> {
     Ok((total / samples, samples))
 }
 
-fn measure_per_sample(options: &Options) -> Result<Vec<(usize, f64, f64, f64)>> {
-    let dir = workspace_root().join("target/bench");
-    // Frame pointers, so that both modes walk the whole stack and the
-    // difference is the cost per frame of each walk.
-    let binary = build_c(&dir, "deep_stack")?;
+/// testdata/godeep built with the machine's Go.
+fn build_go_deep(dir: &Path) -> Result<PathBuf> {
+    let binary = dir.join("godeep");
+    crate::util::run(
+        Command::new("go")
+            .args(["build", "-o"])
+            .arg(&binary)
+            .arg(".")
+            .current_dir(workspace_root().join("testdata/godeep")),
+    )?;
+    Ok(binary)
+}
+
+/// Go frames besides the recursion: spin, recurse's last call, main.main,
+/// runtime.main, runtime.goexit.
+const GO_FIXED_FRAMES: usize = 5;
+
+fn measure_per_sample(
+    options: &Options,
+    binary: &Path,
+    fixed: usize,
+) -> Result<Vec<(usize, f64, f64, f64)>> {
     let seconds = options.seconds.min(10);
     let mut results = Vec::new();
     for frames in DEPTHS {
-        let depth = frames - FIXED_FRAMES;
+        let depth = frames - fixed;
         let (mut dwarf, mut fp, mut samples) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..options.runs {
-            let workload = Load(vec![Command::new(&binary)
+            let workload = Load(vec![Command::new(binary)
                 .arg(depth.to_string())
                 .arg((2 * seconds + 5).to_string())
                 .spawn()?]);
@@ -96,7 +116,7 @@ fn measure_per_sample(options: &Options) -> Result<Vec<(usize, f64, f64, f64)>> 
     Ok(results)
 }
 
-fn measure_tables() -> Result<Vec<TableRow>> {
+fn measure_tables(go_deep: &Path) -> Result<Vec<TableRow>> {
     let mut files: Vec<PathBuf> = [
         "/usr/lib/x86_64-linux-gnu/libc.so.6",
         "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0",
@@ -117,6 +137,9 @@ fn measure_tables() -> Result<Vec<TableRow>> {
     }
     files.push(wheels::ensure(&wheels::CUDART)?);
     files.push(wheels::ensure(&wheels::OPENBLAS)?);
+    // Go binaries: rows from .gopclntab (the Pyroscope server is 132 MiB).
+    files.push(go_deep.to_owned());
+    files.push(crate::pyroscope::ensure()?);
     let bench = workspace_root().join("target/release/examples/unwind_table_bench");
     let mut text = String::new();
     // One process per file: peak RSS is a high-water mark.
@@ -153,11 +176,17 @@ fn measure_tables() -> Result<Vec<TableRow>> {
 }
 
 pub fn measure(options: &Options) -> Result<Report> {
+    let dir = workspace_root().join("target/bench");
+    // Frame pointers, so that both modes walk the whole stack and the
+    // difference is the cost per frame of each walk.
+    let deep = build_c(&dir, "deep_stack")?;
+    let go_deep = build_go_deep(&dir)?;
     Ok(Report {
         runs: options.runs,
         seconds: options.seconds.min(10),
-        per_sample: measure_per_sample(options)?,
-        tables: measure_tables()?,
+        per_sample: measure_per_sample(options, &deep, FIXED_FRAMES)?,
+        go_per_sample: measure_per_sample(options, &go_deep, GO_FIXED_FRAMES)?,
+        tables: measure_tables(&go_deep)?,
     })
 }
 
@@ -178,6 +207,22 @@ impl fmt::Display for Report {
                 f,
                 "  {frames:>6}  {dwarf:>12.0}  {fp:>14.0}  {:>7.2}x  {samples:>8.0}",
                 dwarf / fp
+            )?;
+        }
+        writeln!(
+            f,
+            "== Go (testdata/godeep): .gopclntab rows against frame pointers, BPF ns per sample =="
+        )?;
+        writeln!(
+            f,
+            "  {:>6}  {:>12}  {:>14}  {:>8}  {:>8}",
+            "frames", "rows ns", "frame ptr ns", "ratio", "samples"
+        )?;
+        for (frames, rows, fp, samples) in &self.go_per_sample {
+            writeln!(
+                f,
+                "  {frames:>6}  {rows:>12.0}  {fp:>14.0}  {:>7.2}x  {samples:>8.0}",
+                rows / fp
             )?;
         }
         writeln!(f, "== Unwind tables: build time (best of 3) and memory ==")?;

@@ -1,0 +1,3 @@
+module smolder.test/godeep
+
+go 1.18
