@@ -312,7 +312,7 @@ static __always_inline int step_rule(struct unwind_cursor *c, struct smolder_unw
 	case CFA_INVALID:
 		return step_frame_pointer(c);
 	case CFA_GO_CGO:
-		/* Go 1.21+ keeps the entry frame in rbp across the switch: CFA =
+		/* Go 1.22+ keeps the entry frame in rbp across the switch: CFA =
 		 * rbp + cfa_offset, rbp saved below the return address. */
 		if (rule->rbp_type == RBP_OFFSET) {
 			if (c->bp == 0)

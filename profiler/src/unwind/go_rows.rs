@@ -29,11 +29,12 @@ use super::layout::{CfaRule, Rule};
 const OUTERMOST: [&[u8]; 3] = [b"runtime.goexit", b"runtime.mstart", b"runtime.rt0_go"];
 
 /// Where cgo calls C: it switches to the system stack, which its pcsp
-/// table does not record (runtime/asm_amd64.s). Go 1.21 and later push rbp
+/// table does not record (runtime/asm_amd64.s). Go 1.22 and later (measured) push rbp
 /// and keep the entry frame in it across the call (steps 0 and 8 only):
-/// CFA = rbp + 16. Go 1.16 to 1.20 push nothing (one step, 0) and save at
+/// CFA = rbp + 16. Go 1.18 and 1.20 push nothing (one step, 0) and save at
 /// 40(SP) on the system stack the goroutine's depth, then its g. Its ABI
-/// wrapper of the same name (a frame of its own) is neither.
+/// wrapper of the same name (a frame of its own) is neither. The layout is
+/// told from the steps, not from the version (1.20: one step; 1.22: two).
 const ASMCGOCALL: &[u8] = b"runtime.asmcgocall";
 const ASMCGOCALL_DEPTH_SLOT: i32 = 40;
 
