@@ -39,7 +39,9 @@ enum smolder_stat {
 	STAT_OFFCPU_PYTHON_COLLISION = 23, /* off-CPU Python stack id taken by another stack */
 	STAT_OFFCPU_GIL_WAITS = 24,	   /* sleeps of Python threads waiting for the GIL */
 	STAT_OFFCPU_PYTHON_EVENTS_FULL = 25, /* new Python stack event lost: ring buffer full */
-	STAT_COUNT = 26,
+	STAT_GO_LABELS = 26,		     /* samples of goroutines with pprof labels */
+	STAT_GO_LABEL_ERRORS = 27,	     /* goroutine label reads that failed */
+	STAT_COUNT = 28,
 };
 
 /* sample.flags */
@@ -72,10 +74,11 @@ struct smolder_sample {
 	__u64 exec_vm;	     /* pages of executable mappings: changes when a library loads */
 	__u8 trace_id[16];   /* with SAMPLE_TRACE_CONTEXT: the thread's trace context */
 	__u8 span_id[8];
+	__u64 go_labels; /* Go: address of the goroutine's pprof label set, or 0 */
 	struct smolder_python_frame python[SMOLDER_MAX_PYTHON_FRAMES];
 };
 
-#define SMOLDER_SAMPLE_BASE_SIZE (112 + 8 * (SMOLDER_MAX_KERNEL_FRAMES + SMOLDER_MAX_USER_FRAMES))
+#define SMOLDER_SAMPLE_BASE_SIZE (120 + 8 * (SMOLDER_MAX_KERNEL_FRAMES + SMOLDER_MAX_USER_FRAMES))
 
 _Static_assert(sizeof(struct smolder_sample) ==
 		   SMOLDER_SAMPLE_BASE_SIZE + 16 * SMOLDER_MAX_PYTHON_FRAMES,

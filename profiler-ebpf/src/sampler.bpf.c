@@ -59,6 +59,7 @@ static __always_inline void count(__u32 stat)
  * into the ring buffer (the walkers fill it from bpf_loop callbacks). */
 #include "python_user.h"
 #include "trace_context_user.h"
+#include "go_labels_user.h"
 
 /* The user stack with the kernel's frame-pointer walk. */
 static __always_inline void frame_pointer_stack(struct bpf_perf_event_data *ctx,
@@ -155,12 +156,14 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	s->python_len = 0;
 	s->python_status = PY_STATUS_NONE;
 	s->exec_vm = 0;
+	s->go_labels = 0;
 	if (mm != NULL) {
 		s->exec_vm = BPF_CORE_READ(mm, exec_vm);
 		user_stack(ctx, s);
 		python_stack(s, task);
 		count_python(s->python_status);
 		trace_context(s, task);
+		go_labels(s, task);
 	}
 
 	/* Only the Python frames in use are sent. User space drains the buffer

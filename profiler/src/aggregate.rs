@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use symbolizer::python::PythonFrame;
 
 use crate::collect::{OffCpuEntry, Sample, TraceContext, MAX_STACK_FRAMES};
+use crate::go::LabelSet;
 
 /// A raw stack of one thread. Addresses are in the sampled process's address
 /// space (user) or the kernel's (kernel), innermost first.
@@ -27,6 +28,8 @@ pub struct StackKey {
     pub trace: Option<TraceContext>,
     /// Off-CPU: the thread slept waiting for the GIL.
     pub gil_wait: bool,
+    /// Go: the goroutine's pprof labels.
+    pub labels: Option<LabelSet>,
 }
 
 /// Names of a thread, as last seen.
@@ -91,8 +94,9 @@ impl Aggregate {
         total.nanos += weight.nanos;
     }
 
-    /// Adds one on-CPU sample with its Python frames, already named.
-    pub fn add(&mut self, sample: Sample, python: Box<[PythonFrame]>) {
+    /// Adds one on-CPU sample with its Python frames, already named, and
+    /// its goroutine's labels, already read.
+    pub fn add(&mut self, sample: Sample, python: Box<[PythonFrame]>, labels: Option<LabelSet>) {
         self.name_thread(sample.tid, sample.comm, sample.thread_name);
         let key = StackKey {
             pid: sample.pid,
@@ -105,6 +109,7 @@ impl Aggregate {
             python,
             trace: sample.trace,
             gil_wait: false,
+            labels,
         };
         let period_ns = self.period_ns;
         self.add_weighted(
@@ -134,6 +139,7 @@ impl Aggregate {
             python,
             trace: entry.trace,
             gil_wait: entry.gil_wait,
+            labels: None,
         };
         let weight = Weight {
             count: entry.count,
@@ -189,6 +195,7 @@ mod tests {
             python: Box::default(),
             trace: None,
             gil_wait: false,
+            labels: None,
         }
     }
 

@@ -18,6 +18,7 @@ pub mod encode;
 pub mod export;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
+pub mod go;
 pub mod logging;
 pub mod preflight;
 pub mod processes;

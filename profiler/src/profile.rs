@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use symbolizer::FunctionFrame;
 
 use crate::collect::TraceContext;
+use crate::go::LabelSet;
 
 /// A mapped file (or a pseudo-mapping like `[kernel.kallsyms]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,8 @@ pub struct ProfileSample {
     pub trace: Option<TraceContext>,
     /// Off-CPU: the thread was waiting for the GIL (label `gil=wait`).
     pub gil_wait: bool,
+    /// Go: the goroutine's pprof labels (the agent keeps those allowed).
+    pub labels: Option<LabelSet>,
 }
 
 /// What a profile measures.
@@ -144,6 +147,7 @@ pub(crate) mod fixtures {
                 nanos: 30_000_000,
                 trace: None,
                 gil_wait: false,
+                labels: None,
             }],
             locations: vec![
                 Location {

@@ -15,6 +15,7 @@ use crate::collect::{
 use crate::config::{OutputFormat, RecordConfig};
 use crate::debuginfod::{Debuginfod, DebuginfodConfig, DebuginfodStats};
 use crate::encode::{collapsed_lines, write_pprof, write_svg, EncodeError};
+use crate::go::{GoTracker, GoTrackerStats};
 use crate::preflight::{self, PreflightError};
 use crate::processes::{process_alive, ProcessTracker};
 use crate::profile::{Profile, ProfileKind};
@@ -81,6 +82,7 @@ pub struct RecordOutcome {
     pub processes_missed: u64,
     pub python: TrackerStats,
     pub traces: TraceTrackerStats,
+    pub go: GoTrackerStats,
 }
 
 /// One output file, opened before the capture so a bad path fails early.
@@ -173,7 +175,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
             .ok_or(LoadError::Missing("python_processes"))?,
     );
     python.preload(running.iter().copied());
-    let mut traces = TraceContextTracker::new(
+    let traces = TraceContextTracker::new(
         sampler
             .take_trace_processes()
             .ok_or(LoadError::Missing("trace_processes"))?,
@@ -182,6 +184,17 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         name: "trace_processes",
         source,
     })?;
+    let go = GoTracker::new(
+        sampler
+            .take_go_processes()
+            .ok_or(LoadError::Missing("go_processes"))?,
+    )
+    .map_err(|source| LoadError::Map {
+        name: "go_processes",
+        source,
+    })?;
+    let mut followers = Followers { python, traces, go };
+    followers.go.preload(running.iter().copied());
     if let Some(tables) = sampler.unwind_tables() {
         let loaded = unwind::preload(tables, &mut symbolizer, running);
         // The first samples should be walked with tables: wait a little
@@ -214,8 +227,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
             &mut sampler,
             &mut processes,
             &mut symbolizer,
-            &mut python,
-            &mut traces,
+            &mut followers,
             &mut on_cpu,
             &mut off_cpu,
         );
@@ -242,8 +254,9 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
             if let Some(tables) = sampler.unwind_tables() {
                 tables.reap(process_alive);
             }
-            python.reap(process_alive);
-            traces.reap(process_alive);
+            followers.python.reap(process_alive);
+            followers.traces.reap(process_alive);
+            followers.go.reap(process_alive);
             if let TargetSpec::Pids(pids) = &config.targets {
                 if pids.iter().all(|&pid| !process_alive(pid)) {
                     tracing::info!("every target process has exited");
@@ -260,8 +273,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         &mut sampler,
         &mut processes,
         &mut symbolizer,
-        &mut python,
-        &mut traces,
+        &mut followers,
         &mut on_cpu,
         &mut off_cpu,
     );
@@ -269,7 +281,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         let frames = entry
             .python
             .as_ref()
-            .map(|stack| python.resolve_off_cpu(stack))
+            .map(|stack| followers.python.resolve_off_cpu(stack))
             .unwrap_or_default();
         off_cpu.add_off_cpu(entry, frames);
     }
@@ -293,8 +305,9 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         symbolizer: SymbolizerStats::default(),
         debuginfod: None,
         processes_missed: 0,
-        python: python.stats(),
-        traces: traces.stats(),
+        python: followers.python.stats(),
+        traces: followers.traces.stats(),
+        go: followers.go.stats(),
     };
     if let Some(output) = on_cpu_output {
         let kind = ProfileKind::OnCpu {
@@ -304,7 +317,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
             &on_cpu,
             &mut processes,
             &mut symbolizer,
-            python.modules(),
+            followers.python.modules(),
             window(kind),
         );
         write_output(&profile, config.format, output)?;
@@ -315,7 +328,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
             &off_cpu,
             &mut processes,
             &mut symbolizer,
-            python.modules(),
+            followers.python.modules(),
             window(ProfileKind::OffCpu),
         );
         write_output(&profile, config.format, output)?;
@@ -329,18 +342,26 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
     Ok(outcome)
 }
 
+/// What follows the sampled processes besides their mappings: Python
+/// interpreters, trace context publishers, Go binaries.
+struct Followers {
+    python: PythonTracker<BpfPythonStore>,
+    traces: TraceContextTracker,
+    go: GoTracker,
+}
+
 /// Moves what the BPF side has buffered into the aggregates, reading the
 /// mappings of every process seen for the first time while it still lives.
 fn drain(
     sampler: &mut Sampler,
     processes: &mut ProcessTracker,
     symbolizer: &mut Symbolizer,
-    python: &mut PythonTracker<BpfPythonStore>,
-    traces: &mut TraceContextTracker,
+    followers: &mut Followers,
     on_cpu: &mut Aggregate,
     off_cpu: &mut Aggregate,
 ) {
     let mut seen: Vec<Seen> = Vec::new();
+    let Followers { python, traces, go } = followers;
     sampler.drain(|mut sample| {
         processes.observe(sample.pid, sample.mm_id, symbolizer);
         seen.push(Seen::from(&sample));
@@ -348,7 +369,8 @@ fn drain(
         if let Some(name) = python.thread_name(sample.pid, sample.tid) {
             sample.thread_name = name.to_owned();
         }
-        on_cpu.add(sample, frames);
+        let labels = go.labels(&sample);
+        on_cpu.add(sample, frames, labels);
     });
     sampler.drain_python_stacks(|stack| python.learn_off_cpu(&stack));
     sampler.drain_threads(|mut thread| {
@@ -362,6 +384,7 @@ fn drain(
     });
     python.follow(&seen, processes);
     traces.follow(&seen, processes, symbolizer);
+    go.follow(&seen);
     if let Some(tables) = sampler.unwind_tables() {
         unwind::follow(tables, processes, symbolizer, seen);
     }
@@ -489,6 +512,18 @@ pub fn print_summary(outcome: &RecordOutcome, config: &RecordConfig) {
             "trace context: {} processes publish it ({} could not be read); {} samples carry a \
              trace, {} reads failed",
             traces.registered, traces.failed, s.trace_contexts, s.trace_context_errors,
+        );
+    }
+    let go = &outcome.go;
+    if go.registered + go.unsupported > 0 {
+        eprintln!(
+            "go labels: {} Go processes read ({} not: version or file); {} samples carry labels, \
+             {} label sets read, {} reads failed",
+            go.registered,
+            go.unsupported,
+            s.go_labels,
+            go.sets_read,
+            go.read_errors + s.go_label_errors,
         );
     }
     if outcome.processes_missed > 0 {

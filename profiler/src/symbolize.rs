@@ -122,6 +122,7 @@ pub fn symbolize(
                 nanos: weight.nanos,
                 trace: key.trace,
                 gil_wait: key.gil_wait,
+                labels: key.labels.clone(),
             }
         })
         .collect();

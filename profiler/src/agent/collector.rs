@@ -12,12 +12,14 @@ use symbolizer::Symbolizer;
 use tokio::sync::mpsc;
 
 use super::config::AgentConfig;
+use super::go_labels::LabelFilter;
 use super::metrics::{add, set, Metrics};
 use super::service_cache::ServiceCache;
 use super::services::Service;
 use crate::aggregate::Aggregate;
 use crate::collect::{Sampler, DRAIN_INTERVAL};
 use crate::encode::{encode_pprof_labelled, SampleLabels};
+use crate::go::GoTracker;
 use crate::processes::{process_alive, ProcessTracker};
 use crate::profile::{Profile, ProfileKind};
 use crate::python::{BpfPythonStore, PythonTracker};
@@ -50,6 +52,8 @@ pub struct Collector {
     processes: ProcessTracker,
     python: Option<PythonTracker<BpfPythonStore>>,
     traces: Option<TraceContextTracker>,
+    go: Option<GoTracker>,
+    go_labels: LabelFilter,
     services: ServiceCache,
     on_cpu: Aggregate,
     off_cpu: Aggregate,
@@ -78,6 +82,15 @@ impl Collector {
                 .map_err(|e| tracing::warn!("trace context is not read: {e}"))
                 .ok()
         });
+        let mut go = sampler.take_go_processes().and_then(|map| {
+            GoTracker::new(map)
+                .map_err(|e| tracing::warn!("goroutine labels are not read: {e}"))
+                .ok()
+        });
+        if let Some(go) = go.as_mut() {
+            go.preload(unwind::all_pids());
+        }
+        let go_labels = LabelFilter::new(&config.go_labels, config.max_go_label_sets);
         Self {
             sampler,
             symbolizer,
@@ -86,6 +99,8 @@ impl Collector {
             processes: ProcessTracker::default(),
             python,
             traces,
+            go,
+            go_labels,
             services: ServiceCache::new(),
             on_cpu: Aggregate::new(period_ns),
             off_cpu: Aggregate::new(0),
@@ -138,6 +153,8 @@ impl Collector {
             processes,
             python,
             traces,
+            go,
+            go_labels,
             services,
             on_cpu,
             off_cpu,
@@ -158,7 +175,8 @@ impl Collector {
                         sample.thread_name = name.to_owned();
                     }
                 }
-                on_cpu.add(sample, frames);
+                let labels = go.as_mut().and_then(|go| go.labels(&sample));
+                on_cpu.add(sample, frames, go_labels.apply(labels));
             }
         });
         match python.as_mut() {
@@ -187,6 +205,9 @@ impl Collector {
         }
         if let Some(traces) = traces.as_mut() {
             traces.follow(&seen, processes, symbolizer);
+        }
+        if let Some(go) = go.as_mut() {
+            go.follow(&seen);
         }
         if let Some(tables) = sampler.unwind_tables() {
             unwind::follow(tables, processes, symbolizer, seen);
@@ -274,6 +295,11 @@ impl Collector {
         if let Some(traces) = self.traces.as_mut() {
             traces.reap(process_alive);
         }
+        if let Some(go) = self.go.as_mut() {
+            go.reap(process_alive);
+            go.new_window();
+        }
+        self.go_labels.new_window();
         for (pid, mm_id) in self.services.end_window() {
             self.processes.forget(pid, mm_id);
         }
@@ -315,6 +341,16 @@ impl Collector {
             set(&m.trace_context_processes, t.registered);
             set(&m.trace_context_failed, t.failed);
         }
+        if let Some(go) = &self.go {
+            let g = go.stats();
+            set(&m.go_processes, g.registered);
+            set(
+                &m.go_label_read_errors,
+                g.read_errors + stats.go_label_errors,
+            );
+        }
+        set(&m.go_label_samples, stats.go_labels);
+        set(&m.go_label_sets_dropped, self.go_labels.dropped());
         if let Some(u) = self.sampler.unwind_stats() {
             set(&m.unwind_tables, u.tables);
             set(&m.unwind_table_bytes, u.bytes_used());

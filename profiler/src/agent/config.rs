@@ -25,6 +25,16 @@ const DEFAULT_SPOOL_DIR: &str = "/var/lib/smolder/spool";
 const DEFAULT_OUTPUT_MAX: u64 = 512 << 20;
 const DEFAULT_SPOOL_MAX: u64 = 256 << 20;
 const DEFAULT_MAX_THREAD_NAMES: usize = 16;
+/// Distinct Go label sets pushed per window (each is a series).
+const DEFAULT_MAX_GO_LABEL_SETS: usize = 64;
+
+/// A Prometheus-style label name, not one of the reserved `__` ones.
+fn valid_label_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with("__")
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
 const DEFAULT_METRICS_PORT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +150,9 @@ pub struct AgentConfig {
     pub include: Vec<Matcher>,
     pub exclude: Vec<Matcher>,
     pub max_thread_names: usize,
+    /// Go pprof label keys pushed as series labels.
+    pub go_labels: Vec<String>,
+    pub max_go_label_sets: usize,
     pub metrics_address: Option<SocketAddr>,
     pub log_format: LogFormat,
 }
@@ -342,6 +355,16 @@ impl Builder {
         let max_thread_names = profiling
             .max_thread_names
             .unwrap_or(DEFAULT_MAX_THREAD_NAMES);
+        let go_labels = profiling.go_labels.clone().unwrap_or_default();
+        if let Some(bad) = go_labels.iter().find(|k| !valid_label_name(k)) {
+            return Err(self.invalid(
+                "profiling.go_labels",
+                format!("`{bad}`: label names are letters, digits and _, not starting with a digit or __"),
+            ));
+        }
+        let max_go_label_sets = profiling
+            .max_go_label_sets
+            .unwrap_or(DEFAULT_MAX_GO_LABEL_SETS);
         let metrics_address = self
             .file
             .metrics
@@ -375,6 +398,8 @@ impl Builder {
             include,
             exclude,
             max_thread_names,
+            go_labels,
+            max_go_label_sets,
             metrics_address,
             log_format,
         })
@@ -422,11 +447,7 @@ impl Builder {
         let mut labels = BTreeMap::new();
         labels.insert("host_name".to_owned(), host_name());
         for (name, value) in &self.file.labels {
-            let valid = !name.is_empty()
-                && !name.starts_with("__")
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && !name.starts_with(|c: char| c.is_ascii_digit());
-            if !valid {
+            if !valid_label_name(name) {
                 return Err(self.invalid(
                     &format!("labels.{name}"),
                     "label names are letters, digits and _, not starting with a digit or __",

@@ -61,6 +61,12 @@ pub struct ProfilingSection {
     /// Distinct `thread_name` label values per service and window; the rest
     /// are labelled `other`.
     pub max_thread_names: Option<usize>,
+    /// Go: the pprof label keys pushed as series labels (`span_id` always
+    /// goes, per sample).
+    pub go_labels: Option<Vec<String>>,
+    /// Go: distinct allowed label sets per window; samples past it keep only
+    /// `span_id`.
+    pub max_go_label_sets: Option<usize>,
 }
 
 /// Matches a process when every given pattern matches (regular expressions,

@@ -36,6 +36,10 @@ pub struct Metrics {
     pub spool_bytes: AtomicU64,
     pub spool_dropped: AtomicU64,
     pub spool_corrupt: AtomicU64,
+    pub go_processes: AtomicU64,
+    pub go_label_samples: AtomicU64,
+    pub go_label_read_errors: AtomicU64,
+    pub go_label_sets_dropped: AtomicU64,
     pub symbol_lookups: AtomicU64,
     pub symbol_unknown: AtomicU64,
     pub symbol_cached_addresses: AtomicU64,
@@ -311,6 +315,30 @@ impl Metrics {
             "counter",
             "Spooled requests dropped, oldest first, to keep the spool bounded.",
             get(&self.spool_dropped),
+        );
+        metric(
+            "smolder_go_processes",
+            "gauge",
+            "Go processes whose goroutine labels are read.",
+            get(&self.go_processes),
+        );
+        metric(
+            "smolder_go_label_samples_total",
+            "counter",
+            "Samples of goroutines that carry pprof labels.",
+            get(&self.go_label_samples),
+        );
+        metric(
+            "smolder_go_label_read_errors_total",
+            "counter",
+            "Goroutine label sets that could not be read (the samples carry none).",
+            get(&self.go_label_read_errors),
+        );
+        metric(
+            "smolder_go_label_sets_dropped_total",
+            "counter",
+            "Samples whose allowed Go labels were dropped: more distinct sets in the window than profiling.max_go_label_sets.",
+            get(&self.go_label_sets_dropped),
         );
         metric(
             "smolder_spool_corrupt_total",

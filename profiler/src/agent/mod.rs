@@ -6,6 +6,7 @@ mod collector;
 pub mod config;
 mod delivery;
 mod file;
+mod go_labels;
 mod metrics;
 pub(crate) mod process_info;
 mod run;

@@ -42,6 +42,7 @@ struct RawSample {
     exec_vm: u64,
     trace_id: [u8; 16],
     span_id: [u8; 8],
+    go_labels: u64,
     python: [RawPython; MAX_PYTHON_FRAMES],
 }
 
@@ -58,7 +59,7 @@ pub(super) const RAW_PYTHON_SIZE: usize = 16;
 const _: () = assert!(size_of::<RawPython>() == RAW_PYTHON_SIZE);
 /// The record up to its Python frames: every record is this long plus
 /// `python_len` frames.
-pub(crate) const RAW_SAMPLE_BASE_SIZE: usize = 112 + 8 * (MAX_KERNEL_FRAMES + MAX_USER_FRAMES);
+pub(crate) const RAW_SAMPLE_BASE_SIZE: usize = 120 + 8 * (MAX_KERNEL_FRAMES + MAX_USER_FRAMES);
 pub(crate) const RAW_SAMPLE_SIZE: usize =
     RAW_SAMPLE_BASE_SIZE + RAW_PYTHON_SIZE * MAX_PYTHON_FRAMES;
 const _: () = assert!(size_of::<RawSample>() == RAW_SAMPLE_SIZE);
@@ -129,6 +130,9 @@ pub struct Sample {
     pub exec_vm: u64,
     /// The trace the thread was serving (OTEP 4947 thread context).
     pub trace: Option<TraceContext>,
+    /// Go: where the goroutine's pprof label set is in the process (0:
+    /// none), read by [`crate::go::GoTracker`].
+    pub go_labels: u64,
 }
 
 /// A trace and span id pair, as published by the thread (big-endian bytes,
@@ -198,6 +202,7 @@ impl TryFrom<&[u8]> for Sample {
                 trace_id: raw.trace_id,
                 span_id: raw.span_id,
             }),
+            go_labels: raw.go_labels,
         })
     }
 }
@@ -251,6 +256,7 @@ pub(crate) mod tests {
             exec_vm: 0,
             trace_id: [0; 16],
             span_id: [0; 8],
+            go_labels: 0,
             python: [RawPython::default(); MAX_PYTHON_FRAMES],
         };
         raw.comm[..4].copy_from_slice(b"prog");
@@ -267,7 +273,7 @@ pub(crate) mod tests {
     }
 
     /// Where `python_len` is in a record.
-    const PYTHON_LEN_AT: usize = RAW_SAMPLE_BASE_SIZE - 40;
+    const PYTHON_LEN_AT: usize = RAW_SAMPLE_BASE_SIZE - 48;
 
     #[test]
     fn decodes_a_record() {
@@ -285,8 +291,8 @@ pub(crate) mod tests {
     #[test]
     fn decodes_a_trace_context_only_with_its_flag() {
         let mut bytes = encode(10, &[], &[], 0);
-        let ids_at = RAW_SAMPLE_BASE_SIZE - 24;
-        for (i, b) in bytes[ids_at..RAW_SAMPLE_BASE_SIZE].iter_mut().enumerate() {
+        let ids_at = RAW_SAMPLE_BASE_SIZE - 32;
+        for (i, b) in bytes[ids_at..ids_at + 24].iter_mut().enumerate() {
             *b = i as u8 + 1;
         }
         assert_eq!(Sample::try_from(bytes.as_slice()).unwrap().trace, None);

@@ -151,6 +151,10 @@ pub struct SamplerStats {
     pub off_cpu_python_events_full: u64,
     /// Sleeps of Python threads waiting for the GIL.
     pub off_cpu_gil_waits: u64,
+    /// Samples of goroutines that carry pprof labels.
+    pub go_labels: u64,
+    /// Goroutine label reads that failed (the sample carries none).
+    pub go_label_errors: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,8 +211,10 @@ const STAT_OFFCPU_PYTHON_FULL: u32 = 22;
 const STAT_OFFCPU_PYTHON_COLLISION: u32 = 23;
 const STAT_OFFCPU_GIL_WAITS: u32 = 24;
 const STAT_OFFCPU_PYTHON_EVENTS_FULL: u32 = 25;
+const STAT_GO_LABELS: u32 = 26;
+const STAT_GO_LABEL_ERRORS: u32 = 27;
 #[cfg(test)]
-const STAT_COUNT: u32 = 26;
+const STAT_COUNT: u32 = 28;
 
 /// What records each process's executable file mappings: the binary at
 /// exec (tp_btf), libraries at mmap(2) (the syscall's own tracepoints, which
@@ -299,6 +305,8 @@ pub struct Sampler {
     python: Option<BpfPythonStore>,
     /// `trace_processes`, until the caller takes it.
     trace_processes: Option<Map>,
+    /// `go_processes`, until the caller takes it.
+    go_processes: Option<Map>,
     config: SamplerConfig,
     decode_errors: u64,
     decode_error_reported: bool,
@@ -394,6 +402,9 @@ impl Sampler {
         let trace_processes = ebpf
             .take_map("trace_processes")
             .ok_or(LoadError::Missing("trace_processes"))?;
+        let go_processes = ebpf
+            .take_map("go_processes")
+            .ok_or(LoadError::Missing("go_processes"))?;
         if config.on_cpu {
             let perf: &mut PerfEvent = program(&mut ebpf, "sample_cpu")?;
             perf.load().map_err(|source| LoadError::Program {
@@ -434,6 +445,7 @@ impl Sampler {
             unwind,
             python: Some(python),
             trace_processes: Some(trace_processes),
+            go_processes: Some(go_processes),
             config,
             decode_errors: 0,
             decode_error_reported: false,
@@ -489,6 +501,12 @@ impl Sampler {
     /// [`crate::trace_context::TraceContextTracker`]).
     pub fn take_trace_processes(&mut self) -> Option<Map> {
         self.trace_processes.take()
+    }
+
+    /// The `go_processes` map (once: the caller keeps it in its
+    /// [`crate::go::GoTracker`]).
+    pub fn take_go_processes(&mut self) -> Option<Map> {
+        self.go_processes.take()
     }
 
     pub fn unwind_stats(&self) -> Option<UnwindStats> {
@@ -624,6 +642,8 @@ impl Sampler {
                     sum(STAT_OFFCPU_PYTHON_FULL) + sum(STAT_OFFCPU_PYTHON_COLLISION);
                 stats.off_cpu_python_events_full = sum(STAT_OFFCPU_PYTHON_EVENTS_FULL);
                 stats.off_cpu_gil_waits = sum(STAT_OFFCPU_GIL_WAITS);
+                stats.go_labels = sum(STAT_GO_LABELS);
+                stats.go_label_errors = sum(STAT_GO_LABEL_ERRORS);
             }
         }
         if self._stats_fd.is_some() {
@@ -832,6 +852,12 @@ mod tests {
             (trace.key_size(), trace.value_size() as usize),
             (4, std::mem::size_of::<crate::trace_context::SlotEntry>()),
             "tgid -> smolder_trace_process"
+        );
+        let go = map("go_processes");
+        assert_eq!(
+            (go.key_size(), go.value_size() as usize),
+            (4, std::mem::size_of::<crate::go::GoProcessEntry>()),
+            "tgid -> smolder_go_process"
         );
         let scratch = map("sample_scratch");
         assert_eq!(

@@ -181,6 +181,16 @@ pub(crate) fn to_proto(profile: &Profile, labels: SampleLabels) -> proto::Profil
                     sample_labels.push(label(keys[5], &trace.trace_id_hex(), &mut strings));
                 }
             }
+            // A goroutine's pprof labels; a `span_id` among them (Grafana's
+            // otel-profiling-go) counts when the thread published no trace.
+            for (key, value) in s.labels.iter().flat_map(|set| set.iter()) {
+                let reserved = ["pid", "tid", "comm", "thread_name", "trace_id", "gil"];
+                if reserved.contains(&&**key) || (&**key == "span_id" && s.trace.is_some()) {
+                    continue;
+                }
+                let key = strings.get(key);
+                sample_labels.push(label(key, value, &mut strings));
+            }
             proto::Sample {
                 location_id: s.locations.iter().map(|&l| l as u64 + 1).collect(),
                 value: vec![s.count as i64, s.nanos as i64],

@@ -196,3 +196,54 @@ fn stripped_go_top_functions_match_runtime_pprof() {
         );
     }
 }
+
+/// testdata/golabels: (function its goroutines run, the `worker` label
+/// they carry).
+const LABELLED: [(&str, Option<&str>); 3] = [
+    ("main.alpha", Some("alpha")),
+    ("main.beta", Some("beta")),
+    ("main.plain", None),
+];
+
+#[test]
+fn goroutine_labels_for_every_go_version() {
+    if !is_root() {
+        return;
+    }
+    let mut report = Vec::new();
+    let mut failed = false;
+    for toolchain in TOOLCHAINS {
+        let binary = go_workload_with("golabels", toolchain, "");
+        let stacks = record_go(&binary, &["4"], &[]);
+        for (function, want) in LABELLED {
+            let (mut total, mut right, mut wrong) = (0, 0, 0);
+            for s in stacks
+                .iter()
+                .filter(|s| s.frames.iter().any(|f| f == function))
+            {
+                total += s.count;
+                let worker = s.label("worker");
+                // alpha's goroutines carry a second label.
+                let whole = want != Some("alpha") || s.label("tier") == Some("gold");
+                if worker == want && whole {
+                    right += s.count;
+                } else if worker.is_some() {
+                    wrong += s.count;
+                }
+            }
+            let share = right as f64 / total.max(1) as f64;
+            let ok = total >= 30 && share >= 0.95 && wrong == 0;
+            failed |= !ok;
+            report.push(format!(
+                "{:<10} {function:<11} {total:>4} samples, {:.1}% labelled {}, {wrong} wrong{}",
+                toolchain.unwrap_or("local"),
+                share * 100.0,
+                want.map_or("none".to_owned(), |w| format!("worker={w}")),
+                if ok { "" } else { "  <- FAILED" }
+            ));
+        }
+    }
+    let report = report.join("\n");
+    eprintln!("{report}");
+    assert!(!failed, "goroutine labels:\n{report}");
+}

@@ -146,9 +146,19 @@ pub struct Stack {
     pub span_id: String,
     /// `gil` label: "wait" for off-CPU time spent waiting for the GIL.
     pub gil: String,
+    /// Every string label, sorted by key (Go's pprof labels among them).
+    pub labels: Vec<(String, String)>,
 }
 
 impl Stack {
+    /// The value of string label `key`, if the sample has it.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Whether `chain` appears in the stack, contiguous and in order.
     pub fn contains(&self, chain: &[&str]) -> bool {
         self.frames
@@ -319,6 +329,16 @@ pub fn read_pprof(path: &Path) -> (pprof_proto::Profile, Vec<Stack>) {
                 trace_id: label("trace_id"),
                 span_id: label("span_id"),
                 gil: label("gil"),
+                labels: {
+                    let mut all: Vec<(String, String)> = sample
+                        .label
+                        .iter()
+                        .filter(|l| l.str != 0)
+                        .map(|l| (s(l.key), s(l.str)))
+                        .collect();
+                    all.sort();
+                    all
+                },
             }
         })
         .collect();

@@ -1,0 +1,3 @@
+module smolder.test/golabels
+
+go 1.18
