@@ -7,7 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    free_port, is_root, machine_python, python_trace_sdk, workload,
+    free_port, go_workload_with, is_root, machine_python, python_trace_sdk, workload,
     workload_without_frame_pointers, Running, TestCa,
 };
 use crate::pyroscope::{now_ms, Pyroscope};
@@ -1123,5 +1123,81 @@ service = "^smolder-test-"
         py_share.1 / 1_000_000,
         c_graph.heaviest(|s| in_chain(s) && !whole(s), 8),
         py_graph.heaviest(|s| in_interpreter(s) && !walked(s), 8),
+    );
+}
+
+/// Go span profiles with no smolder SDK: Grafana's otel-profiling-go sets
+/// the goroutine labels `span_id` and `span_name` for each root span; the
+/// agent reads them, pushes `span_id` per sample and `span_name` as the
+/// series label the config allows, and `SelectMergeSpanProfile` returns
+/// each request's function for its spans.
+#[test]
+fn go_span_profiles_from_otel_profiling_go_reach_pyroscope() {
+    if !is_root() {
+        return;
+    }
+    let server = Pyroscope::start();
+    let begin = now_ms() - 1000;
+    let binary = go_workload_with("gospans", None, "");
+    let (_requests, lines) = Running::until_line_with_output(
+        Command::new(&binary).arg("120").stderr(Stdio::null()),
+        "ready",
+    );
+    let name = "smolder-test-gospans";
+    let config = one_service_config(
+        &format!("url = \"{}\"", server.url()),
+        "window = \"3s\"\ngo_labels = [\"span_name\"]",
+        name,
+        r#"cmdline = "gospans""#,
+    );
+    let agent = Agent::start(&config);
+    agent.wait_metric("smolder_go_processes", Duration::from_secs(10), |v| {
+        v >= 1.0
+    });
+    agent.wait_metric(
+        "smolder_go_label_samples_total",
+        Duration::from_secs(20),
+        |v| v >= 100.0,
+    );
+    agent.wait_metric("smolder_pushes_ok_total", Duration::from_secs(20), |v| {
+        v >= 2.0
+    });
+    let (status, _) = agent.stop();
+    assert!(status.success(), "agent exit: {status}");
+    let mut spans: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for line in lines.try_iter() {
+        if let Some((kind, id)) = line.split_once(' ') {
+            spans
+                .entry(kind.to_owned())
+                .or_default()
+                .push(id.to_owned());
+        }
+    }
+    let range = (begin, now_ms() + 1000);
+    let selector = format!("{{service_name=\"{name}\"}}");
+    for (own, other) in [("checkout", "search"), ("search", "checkout")] {
+        let ids = &spans[own];
+        let recent: Vec<&str> = ids.iter().rev().take(300).map(String::as_str).collect();
+        let graph = server.span_stacks(CPU_TYPE, &selector, &recent, range);
+        let function = format!("main.{own}");
+        let share = graph.share_with(&[&function]);
+        assert!(
+            graph.total > 0 && share >= 0.95,
+            "{own} spans: {:.1}% in {function}: {graph:?}",
+            share * 100.0
+        );
+        for absent in [format!("main.{other}"), "main.betweenRequests".to_owned()] {
+            assert!(
+                !graph.has_function(&absent),
+                "{own} spans have {absent}: {graph:?}"
+            );
+        }
+    }
+    let mut names = server.label_values("span_name", range);
+    names.sort();
+    assert_eq!(names, ["checkout", "search"], "span_name series");
+    assert!(
+        !server.label_names(range).iter().any(|n| n == "span_id"),
+        "span_id must not be a series label"
     );
 }
