@@ -1,5 +1,7 @@
 // Recurses DEPTH frames deep, then spins in a frameless leaf for SECONDS:
-// Go stacks of a known depth, for the unwinder's cost per frame.
+// Go stacks of a known depth, for the unwinder's cost per frame. Each
+// frame holds 256 bytes, so that the goroutine's stack grows (and the
+// runtime copies it elsewhere) several times on the way down.
 // `godeep DEPTH SECONDS`.
 package main
 
@@ -20,8 +22,10 @@ func spin(n int) {
 
 //go:noinline
 func recurse(depth int, end time.Time) int {
+	var pad [256]byte
+	pad[depth%len(pad)] = byte(depth)
 	if depth > 0 {
-		return recurse(depth-1, end) + 1
+		return recurse(depth-1, end) + int(pad[depth%len(pad)])
 	}
 	for time.Now().Before(end) {
 		spin(100000)

@@ -20,9 +20,17 @@ const TOOLCHAINS: [Option<&str>; 5] = [
     None,
 ];
 
-/// testdata/gochain's chain: `spin` is a frameless leaf (a loop over a
-/// global), so frame pointers alone lose `c`.
-const CHAIN: [&str; 5] = ["main.main", "main.a", "main.b", "main.c", "main.spin"];
+/// testdata/gochain's chain from the goroutine's first frame: `spin` is a
+/// frameless leaf (a loop over a global), so frame pointers alone lose `c`.
+const CHAIN: [&str; 7] = [
+    "runtime.goexit",
+    "runtime.main",
+    "main.main",
+    "main.a",
+    "main.b",
+    "main.c",
+    "main.spin",
+];
 
 /// testdata/gocgo's chain from Go into C.
 const CGO_CHAIN: [&str; 4] = [
@@ -33,14 +41,17 @@ const CGO_CHAIN: [&str; 4] = [
 ];
 
 /// Of the samples whose user leaf `leaf` accepts: how many, and the share
-/// that contain `chain`.
+/// that contain `chain` (starting at the root when `chain` starts at
+/// `runtime.goexit`: no `[unwind error]` before it).
 fn chain_share(stacks: &[Stack], leaf: impl Fn(&str) -> bool, chain: &[&str]) -> (u64, f64) {
     let mut total = 0;
     let mut whole = 0;
     for s in stacks {
         if s.user_leaf.as_deref().is_some_and(&leaf) {
             total += s.count;
-            if s.contains(chain) {
+            let rooted = chain[0] != "runtime.goexit"
+                || s.user_frames.first().map(String::as_str) == Some(chain[0]);
+            if s.contains(chain) && rooted {
                 whole += s.count;
             }
         }
@@ -246,4 +257,38 @@ fn goroutine_labels_for_every_go_version() {
     let report = report.join("\n");
     eprintln!("{report}");
     assert!(!failed, "goroutine labels:\n{report}");
+}
+
+/// A goroutine whose stack the runtime grew (and so moved) several times on
+/// the way down is walked whole: rows depend on the stack pointer, not on
+/// addresses saved in the stack.
+#[test]
+fn grown_goroutine_stacks_are_whole() {
+    if !is_root() {
+        return;
+    }
+    let depth = 100;
+    let binary = go_workload_with("godeep", None, "");
+    let stacks = record_go(&binary, &[&depth.to_string(), "4"], &[]);
+    let (mut total, mut whole) = (0, 0);
+    for s in stacks
+        .iter()
+        .filter(|s| s.user_leaf.as_deref() == Some("main.spin"))
+    {
+        total += s.count;
+        let recursion = s
+            .user_frames
+            .iter()
+            .filter(|f| *f == "main.recurse")
+            .count();
+        if recursion == depth + 1
+            && s.user_frames.first().map(String::as_str) == Some("runtime.goexit")
+        {
+            whole += s.count;
+        }
+    }
+    assert!(
+        total >= 50 && whole as f64 >= 0.99 * total as f64,
+        "{whole} of {total} samples whole through {depth} grown frames"
+    );
 }
