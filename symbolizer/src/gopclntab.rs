@@ -403,34 +403,31 @@ impl GoTable {
     pub fn sp_deltas(&self, span: &GoSpan, out: &mut Vec<(u64, i32)>) -> Option<()> {
         out.clear();
         let func = self.func_at(span.index)?;
-        let mut at = self.pctab.checked_add(func.field(self, 4)? as usize)?;
-        let mut value: i32 = -1;
-        let mut pc = span.start;
-        let mut first = true;
-        while pc < span.end {
+        for step in self.pc_steps(func.field(self, 4)?, span.start) {
+            let (pc, value, next) = step?;
             // Each step covers at least one quantum: a hostile table cannot
             // make more steps than the function has bytes.
             if out.len() as u64 > span.end - span.start {
                 return None;
             }
-            let (uvdelta, n) = read_varint(&self.data, at)?;
-            at += n;
-            if uvdelta == 0 && !first {
+            out.push((pc, value));
+            if next >= span.end {
                 break;
             }
-            first = false;
-            let vdelta = if uvdelta & 1 != 0 {
-                !(uvdelta >> 1)
-            } else {
-                uvdelta >> 1
-            } as i32;
-            let (pcdelta, n) = read_varint(&self.data, at)?;
-            at += n;
-            value = value.wrapping_add(vdelta);
-            out.push((pc, value));
-            pc = pc.checked_add(u64::from(pcdelta).checked_mul(self.quantum)?)?;
         }
         Some(())
+    }
+
+    /// The steps of a pc-value table from `entry` (debug/gosym's pcvalue):
+    /// (start pc, value, end pc) each, None where the table is malformed.
+    fn pc_steps(&self, table: u32, entry: u64) -> PcSteps<'_> {
+        PcSteps {
+            table: self,
+            at: self.pctab.checked_add(table as usize),
+            pc: entry,
+            value: -1,
+            first: true,
+        }
     }
 
     /// Function `index` of the function table.
@@ -538,34 +535,59 @@ impl GoTable {
         read_cstr(&self.data, self.filetab.checked_add(file_off as usize)?)
     }
 
-    /// The value a pc-value table gives at `target` (debug/gosym's pcvalue).
+    /// The value a pc-value table gives at `target`.
     fn pc_value(&self, table: u32, entry: u64, target: u64) -> Option<i32> {
-        let mut at = self.pctab.checked_add(table as usize)?;
-        let mut value: i32 = -1;
-        let mut pc = entry;
-        let mut first = true;
-        // A real table ends well before this many steps; a hostile one must not loop forever.
-        for _ in 0..1_000_000 {
-            let (uvdelta, n) = read_varint(&self.data, at)?;
-            at += n;
-            if uvdelta == 0 && !first {
-                return None;
+        // A real table ends well before this many steps; a hostile one must
+        // not loop forever.
+        for step in self.pc_steps(table, entry).take(1_000_000) {
+            let (_, value, next) = step?;
+            if target < next {
+                return Some(value);
             }
-            first = false;
+        }
+        None
+    }
+}
+
+/// Walks a pc-value table: varint pairs of (value delta, pc delta in
+/// quanta), ending at a zero value delta after the first.
+struct PcSteps<'t> {
+    table: &'t GoTable,
+    /// Where the next pair is; None once the walk ended or failed.
+    at: Option<usize>,
+    pc: u64,
+    value: i32,
+    first: bool,
+}
+
+impl Iterator for PcSteps<'_> {
+    type Item = Option<(u64, i32, u64)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let at = self.at.take()?;
+        let step = (|| {
+            let (uvdelta, n) = read_varint(&self.table.data, at)?;
+            if uvdelta == 0 && !self.first {
+                return Some(None);
+            }
+            self.first = false;
             let vdelta = if uvdelta & 1 != 0 {
                 !(uvdelta >> 1)
             } else {
                 uvdelta >> 1
             } as i32;
-            let (pcdelta, n) = read_varint(&self.data, at)?;
-            at += n;
-            pc = pc.checked_add(u64::from(pcdelta).checked_mul(self.quantum)?)?;
-            value = value.wrapping_add(vdelta);
-            if target < pc {
-                return Some(value);
-            }
+            let (pcdelta, m) = read_varint(&self.table.data, at + n)?;
+            let start = self.pc;
+            self.pc = start.checked_add(u64::from(pcdelta).checked_mul(self.table.quantum)?)?;
+            self.value = self.value.wrapping_add(vdelta);
+            self.at = Some(at + n + m);
+            Some(Some((start, self.value, self.pc)))
+        })();
+        match step {
+            Some(Some(step)) => Some(Some(step)),
+            Some(None) => None, // the table's end
+            None => Some(None), // malformed
         }
-        None
     }
 }
 

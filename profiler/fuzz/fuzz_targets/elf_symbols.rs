@@ -1,28 +1,7 @@
 //! libFuzzer target: `symbolizer::fuzzing::elf_symbols`, the input written
-//! to one temporary file (the index reads files, not memory).
+//! to a temporary file (the index reads files, not memory).
 #![no_main]
 
-use std::io::{Seek, Write};
-use std::sync::Mutex;
-
-static FILE: Mutex<Option<std::fs::File>> = Mutex::new(None);
-
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let mut slot = FILE.lock().unwrap();
-    let file = slot.get_or_insert_with(|| {
-        let path = std::env::temp_dir().join(format!("smolder-fuzz-elf-{}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        let _ = std::fs::remove_file(&path);
-        file
-    });
-    file.set_len(0).unwrap();
-    file.rewind().unwrap();
-    file.write_all(data).unwrap();
-    symbolizer::fuzzing::elf_symbols(file);
+    smolder_fuzz::with_file(data, symbolizer::fuzzing::elf_symbols);
 });

@@ -85,8 +85,14 @@ pub(crate) fn process_cpu_ms(pid: u32) -> Result<f64> {
 
 /// (VmRSS, VmHWM) in MiB.
 pub(crate) fn rss_mib(pid: u32) -> Result<(f64, f64)> {
+    let [rss, peak] = status_mib(pid, ["VmRSS:", "VmHWM:"])?;
+    Ok((rss, peak))
+}
+
+/// Fields of `/proc/PID/status` given in kB, in MiB (0 where absent).
+pub(crate) fn status_mib<const N: usize>(pid: u32, names: [&str; N]) -> Result<[f64; N]> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> f64 {
+    Ok(names.map(|name| {
         status
             .lines()
             .find_map(|l| {
@@ -99,8 +105,7 @@ pub(crate) fn rss_mib(pid: u32) -> Result<(f64, f64)> {
             })
             .unwrap_or(0.0)
             / 1024.0
-    };
-    Ok((field("VmRSS:"), field("VmHWM:")))
+    }))
 }
 
 /// Run time of every BPF program on the machine (kernel BPF stats must be

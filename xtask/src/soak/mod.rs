@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::agent::{bpf_ms, process_cpu_ms, rss_mib, stop, BpfStats};
+use crate::bench::agent::{bpf_ms, process_cpu_ms, rss_mib, status_mib, stop, BpfStats};
 use crate::pyroscope::Server;
 use crate::util::{cargo, catch_interrupts, die_with_parent, workspace_root, INTERRUPTED};
 use churn::Workloads;
@@ -165,22 +165,8 @@ fn stored_windows(server: &Server, service: &str, start: u64, end: u64) -> Resul
 /// binaries and debug files mapped while tables and symbols are built,
 /// which the kernel may reclaim; anonymous memory is the agent's own.
 fn memory_mib(pid: u32) -> Result<(f64, f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> f64 {
-        status
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(name)?
-                    .trim()
-                    .strip_suffix(" kB")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    Ok((field("VmRSS:"), field("RssAnon:"), field("RssFile:")))
+    let [rss, anon, file] = status_mib(pid, ["VmRSS:", "RssAnon:", "RssFile:"])?;
+    Ok((rss, anon, file))
 }
 
 /// RSS, CPU and maps at one moment of the run.
