@@ -26,15 +26,16 @@ pub fn cgroup(text: &str) {
     let _ = crate::agent::process_info::container_of(&path);
 }
 
-/// What the agent reads of a process (`cmdline` bytes, `cgroup` text and
-/// the executable's path, separated by 0xff bytes), then the service named
-/// from it.
+/// What the agent reads of a process (`cmdline` bytes, `cgroup` text, the
+/// executable's path and `environ` bytes, separated by 0xff bytes), then
+/// the service named from it.
 pub fn process_info(data: &[u8]) {
     use crate::agent::process_info::{cgroup_path, container_of, parse_cmdline, ProcessInfo};
-    let mut parts = data.splitn(3, |&b| b == 0xff);
+    let mut parts = data.splitn(4, |&b| b == 0xff);
     let cmdline = parse_cmdline(parts.next().unwrap_or_default());
     let cgroup = cgroup_path(&String::from_utf8_lossy(parts.next().unwrap_or_default()));
     let exe = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+    let otel = crate::agent::otel_resource::from_environ(parts.next().unwrap_or_default());
     let info = ProcessInfo {
         pid: 1,
         comm: exe.rsplit('/').next().unwrap_or_default().to_owned(),
@@ -43,6 +44,7 @@ pub fn process_info(data: &[u8]) {
         container: container_of(&cgroup),
         cgroup,
         kubernetes: None,
+        otel,
     };
     let _ = crate::agent::infer_service(&info);
 }

@@ -223,7 +223,8 @@ fn seeds(target: &str) -> Result<PathBuf> {
 }
 
 /// This process's cmdline, cgroup and executable, and an interpreter's
-/// under Kubernetes, as the target reads them (separated by 0xff).
+/// under Kubernetes with OpenTelemetry variables in its environment, as
+/// the target reads them (separated by 0xff).
 fn process_info_seeds(dir: &Path) -> Result<()> {
     let mut own = std::fs::read("/proc/self/cmdline")?;
     own.push(0xff);
@@ -235,7 +236,7 @@ fn process_info_seeds(dir: &Path) -> Result<()> {
             .as_bytes(),
     );
     std::fs::write(dir.join("self"), own)?;
-    let pod = b"python3\0-X\0dev\0/srv/app/serve.py\0--port\08000\0\xff0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_5f6a_7b8c_9d0e_1f2a3b4c5d6e.slice/cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope\n\xff/usr/bin/python3.11";
+    let pod = b"python3\0-X\0dev\0/srv/app/serve.py\0--port\08000\0\xff0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_5f6a_7b8c_9d0e_1f2a3b4c5d6e.slice/cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope\n\xff/usr/bin/python3.11\xffHOME=/root\0OTEL_SERVICE_NAME=inference-api\0OTEL_RESOURCE_ATTRIBUTES=service.version=1.2.3,vcs.repository.url.full=https%3A%2F%2Fgithub.com%2Facme%2Fapi,vcs.ref.head.revision=abc123\0";
     std::fs::write(dir.join("pod"), pod)?;
     Ok(())
 }

@@ -135,6 +135,8 @@ pub struct Matcher {
 pub struct ServiceRule {
     pub name: String,
     pub matcher: Matcher,
+    /// Series labels the rule sets (`service_repository`, ...).
+    pub labels: Vec<(&'static str, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -515,9 +517,18 @@ impl Builder {
             container: rule.container.clone(),
             service: None,
         };
+        let labels = [
+            ("service_repository", &rule.repository),
+            ("service_git_ref", &rule.git_ref),
+            ("service_root_path", &rule.root_path),
+        ]
+        .into_iter()
+        .filter_map(|(label, value)| Some((label, value.clone()?)))
+        .collect();
         Ok(ServiceRule {
             name,
             matcher: self.matcher(&key, &section)?,
+            labels,
         })
     }
 

@@ -93,6 +93,11 @@ pub struct ServiceRuleSection {
     pub cmdline: Option<String>,
     pub cgroup: Option<String>,
     pub container: Option<String>,
+    /// Source links for Pyroscope (`service_repository`, `service_git_ref`,
+    /// `service_root_path`); they win over the process's own.
+    pub repository: Option<String>,
+    pub git_ref: Option<String>,
+    pub root_path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,6 +8,7 @@ mod delivery;
 mod file;
 mod go_labels;
 mod metrics;
+pub(crate) mod otel_resource;
 pub(crate) mod process_info;
 mod run;
 mod service_cache;

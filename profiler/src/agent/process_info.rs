@@ -5,8 +5,13 @@
 use std::io::Read;
 use std::path::Path;
 
+use super::otel_resource::{self, OtelResource};
+
 /// Caps on what is read from one process.
 const MAX_CMDLINE: u64 = 16 << 10;
+/// Of the environment, only OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
+/// are kept; variables past this many bytes are not seen.
+const MAX_ENVIRON: u64 = 128 << 10;
 const MAX_CGROUP: u64 = 8 << 10;
 const MAX_SMALL_FILE: u64 = 256;
 
@@ -39,6 +44,8 @@ pub struct ProcessInfo {
     pub cgroup: String,
     pub container: Option<Container>,
     pub kubernetes: Option<KubernetesNames>,
+    /// What the process says it is (OpenTelemetry variables).
+    pub otel: OtelResource,
 }
 
 impl ProcessInfo {
@@ -62,6 +69,9 @@ impl ProcessInfo {
             .map(|b| cgroup_path(&String::from_utf8_lossy(&b)))
             .unwrap_or_default();
         let container = container_of(&cgroup);
+        let otel = read_capped(&dir.join("environ"), MAX_ENVIRON)
+            .map(|bytes| otel_resource::from_environ(&bytes))
+            .unwrap_or_default();
         let kubernetes = container
             .as_ref()
             .filter(|c| c.pod_uid.is_some())
@@ -78,6 +88,7 @@ impl ProcessInfo {
             cgroup,
             container,
             kubernetes,
+            otel,
         }
     }
 

@@ -37,10 +37,16 @@ pub fn infer(info: &ProcessInfo, rules: &[ServiceRule]) -> Service {
             }
         }
     }
-    let name = rules
-        .iter()
-        .find(|rule| matches(&rule.matcher, info, None))
+    for (label, value) in &info.otel.labels {
+        labels.insert((*label).to_owned(), value.clone());
+    }
+    let rule = rules.iter().find(|rule| matches(&rule.matcher, info, None));
+    for (label, value) in rule.iter().flat_map(|r| r.labels.iter()) {
+        labels.insert((*label).to_owned(), value.clone());
+    }
+    let name = rule
         .map(|rule| rule.name.clone())
+        .or_else(|| info.otel.service_name.clone())
         .or_else(|| k8s.and_then(kubernetes_service))
         .or_else(|| systemd_unit(&info.cgroup))
         .or_else(|| interpreted_program(info))
@@ -236,6 +242,7 @@ mod tests {
             cgroup: cgroup.into(),
             container: None,
             kubernetes: None,
+            otel: Default::default(),
         }
     }
 
@@ -369,6 +376,7 @@ mod tests {
                 cmdline: Some(regex::Regex::new("tok[a-z]+\\.py").unwrap()),
                 ..Matcher::default()
             },
+            labels: Vec::new(),
         };
         let p = process(
             "/usr/bin/python3",

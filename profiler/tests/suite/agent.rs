@@ -1201,3 +1201,70 @@ fn go_span_profiles_from_otel_profiling_go_reach_pyroscope() {
         "span_id must not be a series label"
     );
 }
+
+/// Service identity from the application: a process started with
+/// `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` lands in Pyroscope
+/// under that name with its version, environment and source-link labels,
+/// and a secret in its environment goes nowhere.
+#[test]
+fn otel_service_names_and_resource_labels_reach_pyroscope_and_secrets_do_not() {
+    if !is_root() {
+        return;
+    }
+    const SECRET: &str = "tok-SECRET-7f3a9c";
+    let server = Pyroscope::start();
+    let begin = now_ms() - 1000;
+    let _app = Running::spawn(
+        Command::new(machine_python())
+            .args(["-c", "while True: sum(range(10000))"])
+            .env("OTEL_SERVICE_NAME", "smolder-test-otel-api")
+            .env(
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.name=ignored,service.version=1.2.3,deployment.environment.name=staging,\
+                 vcs.repository.url.full=https%3A%2F%2Fgithub.com%2Facme%2Fapi,\
+                 vcs.ref.head.revision=abc123",
+            )
+            .env("API_TOKEN", SECRET)
+            .stdout(Stdio::null()),
+        Duration::from_millis(200),
+    );
+    let config = format!(
+        "[server]\nurl = \"{}\"\n\n[profiling]\nwindow = \"3s\"\n\n[[processes.include]]\nservice = \"^smolder-test-\"\n",
+        server.url()
+    );
+    let agent = Agent::start(&config);
+    agent.wait_metric("smolder_pushes_ok_total", Duration::from_secs(30), |v| {
+        v >= 2.0
+    });
+    let (status, log) = agent.stop();
+    assert!(status.success(), "agent exit: {status}");
+    let range = (begin, now_ms() + 1000);
+    assert!(
+        server
+            .label_values("service_name", range)
+            .iter()
+            .any(|s| s == "smolder-test-otel-api"),
+        "service names: {:?}",
+        server.label_values("service_name", range)
+    );
+    for (label, value) in [
+        ("service_version", "1.2.3"),
+        ("deployment_environment", "staging"),
+        ("service_repository", "https://github.com/acme/api"),
+        ("service_git_ref", "abc123"),
+    ] {
+        assert_eq!(server.label_values(label, range), [value], "{label}");
+    }
+    for name in server.label_names(range) {
+        for value in server.label_values(&name, range) {
+            assert!(!value.contains(SECRET), "{name}={value} leaks the secret");
+        }
+    }
+    let graph = server.stacks(CPU_TYPE, r#"{service_name="smolder-test-otel-api"}"#, range);
+    assert!(graph.total > 0, "no profile stored");
+    assert!(
+        !graph.names.iter().any(|n| n.contains(SECRET)),
+        "a profile's strings leak the secret"
+    );
+    assert!(!log.contains(SECRET), "the agent log leaks the secret");
+}
