@@ -5,6 +5,7 @@
 
 mod bench;
 mod fuzz;
+mod image;
 mod otel;
 mod pyroscope;
 mod python_roots;
@@ -30,6 +31,7 @@ commands:
            (see docs/benchmarks.md); options: --seconds N (capture length, default 30),
            --runs N (default 3), --only symbolizer|overhead|offcpu|agent|unwind|...
   fuzz     the parsers of outside input under libFuzzer (`cargo xtask fuzz --help`)
+  image    the agent's container image with podman (docs/deploy/Containerfile)
   soak     the release agent for 30 min against Pyroscope behind injected faults while
            processes churn; RSS, CPU, map occupancy, windows lost (`cargo xtask soak --help`)";
 
@@ -47,6 +49,7 @@ fn main() -> Result<()> {
         "bench" => bench::run(rest),
         "fuzz" => fuzz::run_command(rest),
         "soak" => soak::run(rest),
+        "image" => image::run_command(rest),
         "pyroscope" => {
             println!("{}", pyroscope::ensure()?.display());
             Ok(())
@@ -192,6 +195,8 @@ fn test() -> Result<()> {
     std::env::set_var("SMOLDER_TORCH", wheels::ensure_torch()?);
     // The Python version tests run Debian's interpreters in minimal roots.
     std::env::set_var("SMOLDER_PYTHON_ROOTS", python_roots::ensure()?);
+    // The deployment test runs the agent's image as the DaemonSet does.
+    std::env::set_var("SMOLDER_IMAGE", image::build()?);
     // One test at a time: the BPF tests compare CPU and off-CPU times with
     // the workloads' own clocks, and tests competing for two cores would
     // blur those numbers.

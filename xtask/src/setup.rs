@@ -29,6 +29,8 @@ const NEEDS: &[(Check, &str)] = &[
     (Check::File("/usr/sbin/debootstrap"), "debootstrap"),
     // The CA and certificates of the TLS test.
     (Check::Program("openssl"), "openssl"),
+    // The agent's image, built and run in a test as the DaemonSet runs it.
+    (Check::Program("podman"), "podman"),
     // Debian's own CPython build (next to the machine's pyenv one), and
     // headers for the C extension the Python tests build.
     (Check::File("/usr/bin/python3.11"), "python3.11"),

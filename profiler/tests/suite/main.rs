@@ -3,6 +3,7 @@
 
 mod agent;
 mod debuginfod;
+mod deploy;
 mod go;
 mod ground_truth;
 mod harness;
