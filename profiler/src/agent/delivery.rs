@@ -174,6 +174,8 @@ pub struct Pusher {
 enum Attempt {
     /// Nothing left to send.
     Done,
+    /// Sent as many as asked; more are waiting.
+    More,
     /// The server failed: try again at `next_attempt`.
     Later,
 }
@@ -222,8 +224,12 @@ impl Pusher {
                     Some(batch) => self.enqueue(&batch),
                     None => break,
                 },
+                // One request at a time, so that new windows are taken in
+                // between however slow the server answers.
                 () = tokio::time::sleep_until(self.next_attempt), if pending => {
-                    let _ = self.attempt().await;
+                    if let Attempt::More = self.attempt(1).await {
+                        self.next_attempt = Instant::now();
+                    }
                 }
             }
         }
@@ -239,7 +245,12 @@ impl Pusher {
             self.memory.push_back(request);
         }
         if self.failing {
-            self.spill();
+            self.spill(usize::MAX);
+        }
+        // A server that answers slower than windows come: the oldest wait
+        // on disk rather than in memory (dropped only without a spool).
+        if self.memory.len() > MEMORY_QUEUE_MAX {
+            self.spill(self.memory.len() - MEMORY_QUEUE_MAX);
         }
         while self.memory.len() > MEMORY_QUEUE_MAX {
             self.memory.pop_front();
@@ -247,12 +258,13 @@ impl Pusher {
         }
     }
 
-    /// Moves what is in memory to the spool, oldest first.
-    fn spill(&mut self) {
+    /// Moves up to `count` requests from memory to the spool, oldest first.
+    fn spill(&mut self, count: usize) {
         let Some(spool) = self.spool.as_mut() else {
             return;
         };
-        while let Some(request) = self.memory.front() {
+        let mut moved = 0;
+        while let Some(request) = self.memory.front().filter(|_| moved < count) {
             match spool.add(&request.name, &request.body) {
                 Ok(evicted) => {
                     add(&self.metrics.spool_dropped, evicted);
@@ -260,6 +272,7 @@ impl Pusher {
                         tracing::warn!("spool full: dropped the {evicted} oldest requests");
                     }
                     self.memory.pop_front();
+                    moved += 1;
                 }
                 Err(e) => {
                     add(&self.metrics.write_errors, 1);
@@ -311,9 +324,15 @@ impl Pusher {
         }
     }
 
-    /// Sends requests in order until none is left or the server fails.
-    async fn attempt(&mut self) -> Attempt {
+    /// Sends up to `limit` requests in order, until none is left or the
+    /// server fails.
+    async fn attempt(&mut self, limit: usize) -> Attempt {
+        let mut sent = 0;
         while let Some((from_spool, name, body)) = self.next_request() {
+            if sent == limit {
+                return Attempt::More;
+            }
+            sent += 1;
             if from_spool {
                 let checked = if body.is_empty() {
                     Err("unreadable".to_owned())
@@ -376,7 +395,7 @@ impl Pusher {
                             delay.as_secs_f64()
                         );
                     }
-                    self.spill();
+                    self.spill(usize::MAX);
                     self.next_attempt = Instant::now() + delay;
                     return Attempt::Later;
                 }
@@ -389,14 +408,14 @@ impl Pusher {
     /// the spool for the next run.
     async fn flush(&mut self) {
         if self.pending() && !self.failing {
-            match tokio::time::timeout(FLUSH_DEADLINE, self.attempt()).await {
+            match tokio::time::timeout(FLUSH_DEADLINE, self.attempt(usize::MAX)).await {
                 Ok(Attempt::Done) => {}
-                Ok(Attempt::Later) | Err(_) => {
+                Ok(Attempt::Later | Attempt::More) | Err(_) => {
                     tracing::warn!("could not push everything before exiting")
                 }
             }
         }
-        self.spill();
+        self.spill(usize::MAX);
         if let Some(spool) = &self.spool {
             if !spool.is_empty() {
                 tracing::info!(

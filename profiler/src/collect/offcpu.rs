@@ -342,20 +342,31 @@ pub(super) fn read_totals(
     Ok(entries)
 }
 
-/// Removes the totals entries `read` came from, and the stacks nothing refers
-/// to any more (no remaining entry, no thread asleep on them).
+/// Stacks no entry referred to at the last sweep (by map): removed at the
+/// next one if still unreferenced. Two sweeps, so that a stack the BPF side
+/// stored a moment before writing the entry that refers to it is never
+/// taken.
+#[derive(Debug, Default)]
+pub(super) struct Orphans {
+    kernel: HashSet<u32>,
+    user: HashSet<i32>,
+    python: HashSet<i32>,
+}
+
+/// Removes the totals entries `read` came from, and every stack nothing has
+/// referred to for two sweeps: those of blocks shorter than the minimum
+/// (stored at switch-out, never totalled) and of threads that exited
+/// asleep would otherwise fill the stack maps for good (found by the soak:
+/// `offcpu_user_stacks` full after 15 minutes of process churn).
 pub(super) fn remove_read(
     ebpf: &mut Ebpf,
     read: &[(RawKey, OffCpuEntry)],
+    orphans: &mut Orphans,
 ) -> Result<(), LoadError> {
-    let mut read_ids: HashSet<i32> = HashSet::new();
-    let mut read_python: HashSet<i32> = HashSet::new();
     {
         let mut totals: BpfHashMap<_, RawKey, RawValue> =
             open_mut(ebpf, "offcpu_totals", BpfHashMap::try_from)?;
         for (key, _) in read {
-            read_ids.extend(key.stack_ids());
-            read_python.insert(key.python_stack);
             // Gone already only if the map was changed under us: harmless.
             let _ = totals.remove(key);
         }
@@ -376,29 +387,51 @@ pub(super) fn remove_read(
             python_in_use.insert(key.python_stack);
         }
     }
-    let unused: Vec<i32> = read_ids.difference(&in_use).copied().collect();
     {
         let mut stacks = open_mut(ebpf, "offcpu_stacks", StackTraceMap::try_from)?;
-        for id in unused.iter().filter(|id| !is_dwarf_id(**id)) {
-            if let Ok(id) = u32::try_from(*id) {
-                let _ = stacks.remove(&id);
-            }
-        }
+        let ids: Vec<u32> = stacks.stack_ids().flatten().collect();
+        let unused = ids
+            .into_iter()
+            .filter(|&id| i32::try_from(id).is_ok_and(|i| !in_use.contains(&i)));
+        sweep(&mut orphans.kernel, unused, |id| {
+            let _ = stacks.remove(id);
+        });
     }
-    let mut user_stacks: BpfHashMap<_, i32, RawUserStack> =
-        open_mut(ebpf, "offcpu_user_stacks", BpfHashMap::try_from)?;
-    for id in unused.iter().filter(|id| is_dwarf_id(**id)) {
-        let _ = user_stacks.remove(id);
+    {
+        let mut user_stacks: BpfHashMap<_, i32, RawUserStack> =
+            open_mut(ebpf, "offcpu_user_stacks", BpfHashMap::try_from)?;
+        let ids: Vec<i32> = user_stacks.keys().flatten().collect();
+        let unused = ids.into_iter().filter(|id| !in_use.contains(id));
+        sweep(&mut orphans.user, unused, |id| {
+            let _ = user_stacks.remove(id);
+        });
     }
     let mut python_stacks: BpfHashMap<_, i32, RawPythonStack> =
         open_mut(ebpf, "offcpu_python_stacks", BpfHashMap::try_from)?;
-    for id in read_python
-        .difference(&python_in_use)
-        .filter(|id| **id >= 0)
-    {
+    let ids: Vec<i32> = python_stacks.keys().flatten().collect();
+    let unused = ids.into_iter().filter(|id| !python_in_use.contains(id));
+    sweep(&mut orphans.python, unused, |id| {
         let _ = python_stacks.remove(id);
-    }
+    });
     Ok(())
+}
+
+/// Removes the ids of `unused` that were unused at the last sweep too; the
+/// others wait for the next.
+fn sweep<T: std::hash::Hash + Eq + Copy>(
+    last: &mut HashSet<T>,
+    unused: impl Iterator<Item = T>,
+    mut remove: impl FnMut(&T),
+) {
+    let mut next = HashSet::new();
+    for id in unused {
+        if last.contains(&id) {
+            remove(&id);
+        } else {
+            next.insert(id);
+        }
+    }
+    *last = next;
 }
 
 fn open<'a, T>(
@@ -428,6 +461,22 @@ impl RawKey {
 impl RawStart {
     pub(super) fn stack_ids(&self) -> [i32; 2] {
         [self.kernel_stack, self.user_stack]
+    }
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::*;
+
+    #[test]
+    fn stacks_go_after_two_sweeps_unused() {
+        let mut last = HashSet::new();
+        let mut removed = Vec::new();
+        sweep(&mut last, [1, 2].into_iter(), |id| removed.push(*id));
+        assert!(removed.is_empty(), "one sweep is not enough");
+        sweep(&mut last, [2, 3].into_iter(), |id| removed.push(*id));
+        assert_eq!(removed, [2]);
+        assert_eq!(last, HashSet::from([3]));
     }
 }
 

@@ -10,7 +10,7 @@ use aya::programs::{BtfTracePoint, PerfEvent, ProgramError, RawTracePoint, Trace
 use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 
 use super::offcpu::{
-    read_totals, remove_read, OffCpuConfig, OffCpuEntry, OffCpuPython, ThreadSeen,
+    read_totals, remove_read, OffCpuConfig, OffCpuEntry, OffCpuPython, Orphans, ThreadSeen,
 };
 use super::programs::{key_was_missing, program};
 use super::record::Sample;
@@ -307,6 +307,8 @@ pub struct Sampler {
     trace_processes: Option<Map>,
     /// `go_processes`, until the caller takes it.
     go_processes: Option<Map>,
+    /// Off-CPU stacks unreferenced at the last sweep.
+    off_cpu_orphans: Orphans,
     config: SamplerConfig,
     decode_errors: u64,
     decode_error_reported: bool,
@@ -446,6 +448,7 @@ impl Sampler {
             python: Some(python),
             trace_processes: Some(trace_processes),
             go_processes: Some(go_processes),
+            off_cpu_orphans: Orphans::default(),
             config,
             decode_errors: 0,
             decode_error_reported: false,
@@ -591,7 +594,7 @@ impl Sampler {
             return Ok(Vec::new());
         };
         let read = read_totals(&self.ebpf, u64::from(config.sample_every.get()))?;
-        remove_read(&mut self.ebpf, &read)?;
+        remove_read(&mut self.ebpf, &read, &mut self.off_cpu_orphans)?;
         Ok(read.into_iter().map(|(_, entry)| entry).collect())
     }
 
