@@ -470,9 +470,9 @@ impl std::fmt::Display for Report {
         );
         let _ = writeln!(
             out,
-            "| minute | RSS MiB | windows | pushes ok | spool files |"
+            "| minute | RSS MiB | anonymous | file-backed | windows | pushes ok | spool files |"
         );
-        let _ = writeln!(out, "|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|");
         for mark in &self.marks {
             let get = |k: &str| mark.metrics.get(k).copied().unwrap_or(0.0);
             let _ = writeln!(
