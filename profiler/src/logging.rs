@@ -33,3 +33,20 @@ pub fn init(format: LogFormat, default_level: &str, timestamps: bool) {
         (LogFormat::Text, false) => builder.without_time().try_init(),
     };
 }
+
+/// Warns once per kind of message: the text without its digits (pids,
+/// addresses) is the kind, so one broken process of a thousand alike says
+/// so once.
+#[derive(Debug, Default)]
+pub struct WarnOnce {
+    said: std::collections::HashSet<String>,
+}
+
+impl WarnOnce {
+    pub fn warn(&mut self, message: String) {
+        let kind: String = message.chars().filter(|c| !c.is_ascii_digit()).collect();
+        if self.said.insert(kind) {
+            tracing::warn!("{message}");
+        }
+    }
+}

@@ -53,6 +53,10 @@ pub enum SampleLabels {
     Pyroscope,
 }
 
+/// Labels smolder sets itself: a goroutine label of the same key is left
+/// out rather than doubled.
+const RESERVED_LABELS: [&str; 6] = ["pid", "tid", "comm", "thread_name", "trace_id", "gil"];
+
 /// Builds the pprof message (not yet serialized).
 pub(crate) fn to_proto(profile: &Profile, labels: SampleLabels) -> proto::Profile {
     let mut strings = Strings::new();
@@ -184,8 +188,7 @@ pub(crate) fn to_proto(profile: &Profile, labels: SampleLabels) -> proto::Profil
             // A goroutine's pprof labels; a `span_id` among them (Grafana's
             // otel-profiling-go) counts when the thread published no trace.
             for (key, value) in s.labels.iter().flat_map(|set| set.iter()) {
-                let reserved = ["pid", "tid", "comm", "thread_name", "trace_id", "gil"];
-                if reserved.contains(&&**key) || (&**key == "span_id" && s.trace.is_some()) {
+                if RESERVED_LABELS.contains(&&**key) || (&**key == "span_id" && s.trace.is_some()) {
                     continue;
                 }
                 let key = strings.get(key);

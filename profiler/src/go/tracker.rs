@@ -14,6 +14,7 @@ use symbolizer::ProcessMemory;
 use super::detect::{detect, GoRuntime, LabelLayout};
 use super::labels::{read_labels, LabelSet};
 use crate::collect::{key_was_missing, Sample};
+use crate::logging::WarnOnce;
 use crate::unwind::Seen;
 
 /// Label sets remembered at most (per window): a process making a new set
@@ -50,7 +51,7 @@ pub struct GoTracker {
     /// binary smolder reads.
     binaries: HashMap<(u64, u64), Option<GoRuntime>>,
     sets: HashMap<(u32, u64), Option<LabelSet>>,
-    reported: HashSet<String>,
+    reported: WarnOnce,
     stats: GoTrackerStats,
 }
 
@@ -62,7 +63,7 @@ impl GoTracker {
             readers: HashMap::new(),
             binaries: HashMap::new(),
             sets: HashMap::new(),
-            reported: HashSet::new(),
+            reported: WarnOnce::default(),
             stats: GoTrackerStats::default(),
         })
     }
@@ -105,7 +106,8 @@ impl GoTracker {
             Ok(runtime) => runtime,
             Err(e) => {
                 self.stats.unsupported += 1;
-                self.report(format!("goroutine labels of pid {pid} are not read: {e}"));
+                self.reported
+                    .warn(format!("goroutine labels of pid {pid} are not read: {e}"));
                 None
             }
         };
@@ -134,7 +136,7 @@ impl GoTracker {
             }
             Err(e) => {
                 self.stats.unsupported += 1;
-                self.report(format!(
+                self.reported.warn(format!(
                     "cannot register pid {pid} with the goroutine label reader: {e}"
                 ));
             }
@@ -194,14 +196,6 @@ impl GoTracker {
             }
         }
         self.sets.retain(|&(pid, _), _| alive(pid));
-    }
-
-    /// Logs a message once per kind (the text without digits is the key).
-    fn report(&mut self, message: String) {
-        let key: String = message.chars().filter(|c| !c.is_ascii_digit()).collect();
-        if self.reported.insert(key) {
-            tracing::warn!("{message}");
-        }
     }
 
     pub fn stats(&self) -> GoTrackerStats {

@@ -15,6 +15,7 @@ use symbolizer::{ProcessMaps, RegionKind};
 use super::layout::ProcessEntry;
 use super::store::PythonStore;
 use crate::collect::{OffCpuPython, Sample};
+use crate::logging::WarnOnce;
 use crate::processes::ProcessTracker;
 use crate::unwind::Seen;
 
@@ -108,7 +109,7 @@ pub struct PythonTracker<S: PythonStore> {
     /// `threading` names by pid.
     thread_names: HashMap<u32, ThreadNames>,
     /// Messages already logged (each failure kind is reported once).
-    reported: HashSet<String>,
+    reported: WarnOnce,
     registered: u64,
     failed: u64,
 }
@@ -122,7 +123,7 @@ impl<S: PythonStore> PythonTracker<S> {
             modules: HashMap::new(),
             off_cpu: HashMap::new(),
             thread_names: HashMap::new(),
-            reported: HashSet::new(),
+            reported: WarnOnce::default(),
             registered: 0,
             failed: 0,
         }
@@ -200,7 +201,7 @@ impl<S: PythonStore> PythonTracker<S> {
                     State::Registered
                 }
                 Err(message) => {
-                    self.report(message);
+                    self.reported.warn(message);
                     self.failed += 1;
                     State::Failed
                 }
@@ -213,7 +214,8 @@ impl<S: PythonStore> PythonTracker<S> {
             },
             Err(e) => {
                 if !matches!(e, symbolizer::python::DetectError::Proc { .. }) {
-                    self.report(format!("Python stacks of pid {pid} are not walked: {e}"));
+                    self.reported
+                        .warn(format!("Python stacks of pid {pid} are not walked: {e}"));
                     self.failed += 1;
                 }
                 State::Failed
@@ -228,15 +230,6 @@ impl<S: PythonStore> PythonTracker<S> {
         self.store
             .set(process.pid, &entry)
             .map_err(|e| format!("cannot register Python processes with the BPF walker: {e}"))
-    }
-
-    /// Logs a message once (the first pid that hit it is in the text; the
-    /// text without digits is the key).
-    fn report(&mut self, message: String) {
-        let key: String = message.chars().filter(|c| !c.is_ascii_digit()).collect();
-        if self.reported.insert(key) {
-            tracing::warn!("{message}");
-        }
     }
 
     /// The sample's Python frames, named (empty for other processes).

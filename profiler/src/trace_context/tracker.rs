@@ -4,7 +4,7 @@
 //! Python extension does), with a growing wait between looks. Found
 //! processes go into `trace_processes`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError};
@@ -13,6 +13,7 @@ use symbolizer::Symbolizer;
 
 use super::entry::SlotEntry;
 use crate::collect::key_was_missing;
+use crate::logging::WarnOnce;
 use crate::processes::ProcessTracker;
 use crate::unwind::Seen;
 
@@ -50,7 +51,7 @@ pub struct TraceContextTracker {
     slots: BpfHashMap<MapData, u32, SlotEntry>,
     finder: ContextFinder,
     states: HashMap<(u32, u64), State>,
-    reported: HashSet<String>,
+    reported: WarnOnce,
     stats: TraceTrackerStats,
 }
 
@@ -60,7 +61,7 @@ impl TraceContextTracker {
             slots: BpfHashMap::try_from(map)?,
             finder: ContextFinder::default(),
             states: HashMap::new(),
-            reported: HashSet::new(),
+            reported: WarnOnce::default(),
             stats: TraceTrackerStats::default(),
         })
     }
@@ -109,7 +110,8 @@ impl TraceContextTracker {
             Ok(Some(location)) => Some(self.register(pid, mm_id, &location)),
             Err(e) if e.is_transient() => None,
             Err(e) => {
-                self.report(format!("trace context of pid {pid} is not read: {e}"));
+                self.reported
+                    .warn(format!("trace context of pid {pid} is not read: {e}"));
                 self.stats.failed += 1;
                 Some(State::Failed)
             }
@@ -136,20 +138,12 @@ impl TraceContextTracker {
                 State::Registered
             }
             Err(e) => {
-                self.report(format!(
+                self.reported.warn(format!(
                     "cannot register pid {pid} with the trace context reader: {e}"
                 ));
                 self.stats.failed += 1;
                 State::Failed
             }
-        }
-    }
-
-    /// Logs a message once per kind (the text without digits is the key).
-    fn report(&mut self, message: String) {
-        let key: String = message.chars().filter(|c| !c.is_ascii_digit()).collect();
-        if self.reported.insert(key) {
-            tracing::warn!("{message}");
         }
     }
 
