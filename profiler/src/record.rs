@@ -199,7 +199,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         let loaded = unwind::preload(tables, &mut symbolizer, running);
         // The first samples should be walked with tables: wait a little
         // for them (each is built once; a 1 GiB library takes about 1 s).
-        tables.finish_pending(Duration::from_secs(5));
+        tables.finish_pending(unwind::PRELOAD_WAIT);
         tracing::debug!("unwind tables: {loaded} processes preloaded");
     }
     clock.lap("unwind tables");

@@ -17,7 +17,7 @@ use super::metrics::{add, set, Metrics};
 use super::service_cache::ServiceCache;
 use super::services::Service;
 use crate::aggregate::Aggregate;
-use crate::collect::{Sampler, DRAIN_INTERVAL};
+use crate::collect::{LoadError, Sampler, DRAIN_INTERVAL};
 use crate::encode::{encode_pprof_labelled, SampleLabels};
 use crate::go::GoTracker;
 use crate::processes::{process_alive, ProcessTracker};
@@ -71,6 +71,9 @@ impl Collector {
         let period_ns = 1_000_000_000 / u64::from(config.frequency.get());
         if let Some(tables) = sampler.unwind_tables() {
             let loaded = unwind::preload(tables, &mut symbolizer, unwind::all_pids());
+            // Sampling starts after this ([`Collector::start`]): the first
+            // samples of running processes are walked with their tables.
+            tables.finish_pending(unwind::PRELOAD_WAIT);
             tracing::info!("unwind tables loaded for {loaded} running processes");
         }
         let mut python = sampler.take_python_store().map(PythonTracker::new);
@@ -107,6 +110,12 @@ impl Collector {
             lost_before: 0,
             off_cpu_lost_before: 0,
         }
+    }
+
+    /// Attaches the sampler: nothing is sampled before the tables of the
+    /// processes that run already are in.
+    pub fn start(&mut self) -> Result<(), LoadError> {
+        self.sampler.start()
     }
 
     /// Runs windows until SIGINT/SIGTERM, then finishes the current window

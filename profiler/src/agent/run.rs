@@ -77,13 +77,20 @@ pub fn run(config: AgentConfig) -> Result<(), AgentError> {
         let metrics = metrics.clone();
         std::thread::Builder::new()
             .name("smolder-collect".into())
-            .spawn(move || match start_sampler(&config) {
-                Ok(sampler) => {
-                    let _ = started_tx.send(Ok(()));
-                    Collector::new(sampler, symbolizer(), config, metrics).run(tx);
-                }
-                Err(e) => {
-                    let _ = started_tx.send(Err(e));
+            .spawn(move || {
+                let collector = load_sampler(&config).and_then(|sampler| {
+                    let mut collector = Collector::new(sampler, symbolizer(), config, metrics);
+                    collector.start()?;
+                    Ok(collector)
+                });
+                match collector {
+                    Ok(collector) => {
+                        let _ = started_tx.send(Ok(()));
+                        collector.run(tx);
+                    }
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e));
+                    }
                 }
             })
             .map_err(AgentError::Runtime)?
@@ -170,8 +177,9 @@ fn open_sink(config: &AgentConfig, metrics: &Arc<Metrics>) -> Result<OpenSink, A
     }
 }
 
-fn start_sampler(config: &AgentConfig) -> Result<Sampler, AgentError> {
-    let mut sampler = Sampler::load(
+/// Loads the BPF programs; [`Collector::start`] attaches them.
+fn load_sampler(config: &AgentConfig) -> Result<Sampler, AgentError> {
+    let sampler = Sampler::load(
         SamplerConfig {
             on_cpu: true,
             off_cpu: config.off_cpu,
@@ -182,7 +190,6 @@ fn start_sampler(config: &AgentConfig) -> Result<Sampler, AgentError> {
         },
         false,
     )?;
-    sampler.start()?;
     Ok(sampler)
 }
 

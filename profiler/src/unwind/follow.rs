@@ -12,6 +12,10 @@ use super::tables::UnwindTables;
 use crate::collect::{Sample, ThreadSeen};
 use crate::processes::ProcessTracker;
 
+/// How long a capture's start waits for the tables [`preload`] asked for
+/// (each is built once; a 1 GiB library takes about 1 s).
+pub const PRELOAD_WAIT: Duration = Duration::from_secs(5);
+
 /// Loads the tables of processes that run already, so that their first
 /// samples are unwound with tables too. Returns how many were loaded.
 pub fn preload<S: TableStore>(

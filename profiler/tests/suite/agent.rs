@@ -158,6 +158,16 @@ impl Workload {
         self.0.id()
     }
 
+    /// Waits until the workload has used `cpu` (it is past its dynamic
+    /// loader and in its own code), for at most 20 s.
+    fn wait_for_cpu(&self, cpu: Duration) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.cpu() < cpu {
+            assert!(Instant::now() < deadline, "the workload did not run");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// CPU time used so far (utime + stime from /proc/PID/stat).
     fn cpu(&self) -> Duration {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
@@ -876,7 +886,9 @@ fn stacks_without_frame_pointers_reach_pyroscope_whole() {
     let server = Pyroscope::start();
     let begin = now_ms() - 1000;
     let chain = Workload::spawn(&workload_without_frame_pointers("nofp_chain"), &["120"]);
-    std::thread::sleep(Duration::from_millis(300));
+    // Running its chain with its libraries mapped when the agent starts:
+    // the agent has its tables before its first sample.
+    chain.wait_for_cpu(Duration::from_millis(50));
     let agent = agent_for_one_service(&server, "smolder-test-nofp", r#"exe = "/nofp_chain$""#);
     // Host-wide counters: every process is sampled.
     let dwarf = agent.metric("smolder_unwind_stacks_dwarf_total");
