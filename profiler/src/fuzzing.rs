@@ -49,9 +49,11 @@ pub fn process_info(data: &[u8]) {
     let _ = crate::agent::infer_service(&info);
 }
 
-/// A push request read back from the spool, checked before replay.
+/// A request read back from the spool (Pyroscope push or OTLP), checked
+/// before replay.
 pub fn spool_request(data: &[u8]) {
     let _ = crate::export::push_proto::check_spooled(data);
+    let _ = crate::export::otlp::check_spooled(data);
 }
 
 /// Replays every input the fuzz targets once crashed on (kept in

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use symbolizer::Symbolizer;
 use tokio::sync::mpsc;
 
-use super::config::AgentConfig;
+use super::config::{AgentConfig, Protocol, Sink};
 use super::go_labels::LabelFilter;
 use super::metrics::{add, set, Metrics};
 use super::service_cache::ServiceCache;
@@ -109,6 +109,17 @@ impl Collector {
             off_cpu: Aggregate::new(0),
             lost_before: 0,
             off_cpu_lost_before: 0,
+        }
+    }
+
+    /// How samples are labelled for the sink: OTLP takes whole trace
+    /// contexts (a link per sample), Pyroscope's push API only span ids.
+    fn sample_labels(&self) -> SampleLabels {
+        match &self.config.sink {
+            Sink::Server { server, .. } if server.protocol == Protocol::Otlp => {
+                SampleLabels::Strings
+            }
+            _ => SampleLabels::Pyroscope,
         }
     }
 
@@ -283,7 +294,7 @@ impl Collector {
                     window,
                 );
                 cap_thread_names(&mut profile, self.config.max_thread_names);
-                match encode_pprof_labelled(&profile, SampleLabels::Pyroscope) {
+                match encode_pprof_labelled(&profile, self.sample_labels()) {
                     Ok(pprof_gz) => profiles.push(WindowProfile {
                         service,
                         kind,

@@ -15,6 +15,7 @@ use regex::Regex;
 use super::file::{FileConfig, MatchSection, ServerSection};
 use crate::collect::{OffCpuConfig, UnwindConfig, UnwindMode};
 use crate::config::parse_duration;
+pub use crate::export::push_client::Protocol;
 use crate::logging::LogFormat;
 
 /// Always-on default: peers (Alloy, the OpenTelemetry profiler) use 19-20 Hz.
@@ -92,8 +93,9 @@ pub enum Auth {
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Base URL; the push path is appended.
+    /// Base URL; the protocol's path is appended.
     pub url: reqwest::Url,
+    pub protocol: Protocol,
     pub tenant: Option<String>,
     pub auth: Auth,
     /// PEM certificates trusted in addition to the built-in roots.
@@ -106,7 +108,7 @@ pub struct ServerConfig {
 pub enum Sink {
     /// Pushed to Pyroscope, spooled to `spool` while it is unreachable.
     Server {
-        server: ServerConfig,
+        server: Box<ServerConfig>,
         spool: BoundedDir,
     },
     /// The embedded default: pprof files in a local directory.
@@ -172,6 +174,7 @@ impl Overrides {
 /// Environment variables and the key each one sets.
 pub const ENV_KEYS: &[(&str, &str)] = &[
     ("SMOLDER_SERVER_URL", "server.url"),
+    ("SMOLDER_SERVER_PROTOCOL", "server.protocol"),
     ("SMOLDER_TENANT", "server.tenant"),
     ("SMOLDER_BASIC_AUTH_USER", "server.basic_auth_user"),
     (
@@ -282,6 +285,7 @@ impl Builder {
         let path = Some(PathBuf::from(value));
         match key {
             "server.url" => server(&mut self.file).url = text,
+            "server.protocol" => server(&mut self.file).protocol = text,
             "server.tenant" => server(&mut self.file).tenant = text,
             "server.basic_auth_user" => server(&mut self.file).basic_auth_user = text,
             "server.basic_auth_password_file" => {
@@ -579,7 +583,7 @@ impl Builder {
             )?,
         };
         Ok(Sink::Server {
-            server: self.server(server)?,
+            server: Box::new(self.server(server)?),
             spool,
         })
     }
@@ -678,12 +682,23 @@ impl Builder {
                 Ok(pem)
             })
             .transpose()?;
+        let protocol = match section.protocol.as_deref() {
+            None | Some("pyroscope") => Protocol::Pyroscope,
+            Some("otlp") => Protocol::Otlp,
+            Some(other) => {
+                return Err(self.invalid(
+                    "server.protocol",
+                    format!("`{other}`: use pyroscope (its push API) or otlp (OTLP/HTTP profiles)"),
+                ))
+            }
+        };
         let timeout = match &section.timeout {
             Some(text) => parse_duration(text).map_err(|e| self.invalid("server.timeout", e))?,
             None => Duration::from_secs(10),
         };
         Ok(ServerConfig {
             url,
+            protocol,
             tenant: section.tenant.clone().filter(|t| !t.is_empty()),
             auth,
             ca_pem,
@@ -787,8 +802,16 @@ impl fmt::Display for AgentConfig {
                 };
                 writeln!(
                     f,
-                    "  push to:    {} (tenant {}, auth {auth}{}, timeout {:?})",
+                    "  push to:    {} ({}, tenant {}, auth {auth}{}, timeout {:?})",
                     server.url,
+                    match server.protocol {
+                        Protocol::Pyroscope => "Pyroscope push API".to_owned(),
+                        Protocol::Otlp => format!(
+                            "OTLP/HTTP profiles {} at /{}",
+                            crate::export::otlp_proto::PROTO_VERSION,
+                            server.protocol.path()
+                        ),
+                    },
                     server.tenant.as_deref().unwrap_or("-"),
                     if server.ca_pem.is_some() {
                         ", custom CA"

@@ -1,7 +1,7 @@
 //! The agent's delivery side (async): takes finished windows and either
-//! writes them to the local directory, or pushes them to Pyroscope with
-//! retries, spooling to disk while the server is unreachable and replaying
-//! the spool, oldest first, when it is back.
+//! writes them to the local directory, or sends them to Pyroscope (push
+//! API) or an OTLP endpoint with retries, spooling to disk while the server
+//! is unreachable and replaying the spool, oldest first, when it is back.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -14,8 +14,10 @@ use super::collector::{WindowBatch, WindowProfile};
 use super::metrics::{add, set, Metrics};
 use crate::export::bounded_dir::BoundedDir;
 use crate::export::directory::ProfileDir;
-use crate::export::push_proto::check_spooled;
-use crate::export::pyroscope::{encode_request, PushClient, PushError, Series};
+use crate::export::otlp;
+use crate::export::push_client::{Protocol, PushClient, PushError};
+use crate::export::push_proto;
+use crate::export::pyroscope::{encode_request, Series};
 use crate::profile::ProfileKind;
 
 /// Backoff between attempts while the server fails: doubling from the
@@ -29,7 +31,21 @@ const FLUSH_DEADLINE: Duration = Duration::from_secs(10);
 /// Requests held in memory when the spool cannot be written.
 const MEMORY_QUEUE_MAX: usize = 64;
 
-const SPOOL_SUFFIX: &str = ".push";
+/// Spooled requests of each protocol: a spool left by a run that spoke the
+/// other one is not replayed to the wrong server.
+fn spool_suffix(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Pyroscope => ".push",
+        Protocol::Otlp => ".otlp",
+    }
+}
+
+fn check_spooled(protocol: Protocol, body: &[u8]) -> Result<(), String> {
+    match protocol {
+        Protocol::Pyroscope => push_proto::check_spooled(body).map_err(|e| e.to_string()),
+        Protocol::Otlp => otlp::check_spooled(body).map_err(|e| e.to_string()),
+    }
+}
 
 fn kind_name(kind: ProfileKind) -> (&'static str, &'static str) {
     // (series __name__, file infix)
@@ -72,8 +88,14 @@ struct Request {
     body: Vec<u8>,
 }
 
-/// The push requests of one window: one per service, its kinds as series.
-fn requests(batch: &WindowBatch, labels: &BTreeMap<String, String>, seq: &mut u64) -> Vec<Request> {
+/// The requests of one window: one per service, its kinds as series (push
+/// API) or as profiles of one resource (OTLP).
+fn requests(
+    protocol: Protocol,
+    batch: &WindowBatch,
+    labels: &BTreeMap<String, String>,
+    seq: &mut u64,
+) -> Vec<Request> {
     let mut by_service: BTreeMap<&str, Vec<&WindowProfile>> = BTreeMap::new();
     for profile in &batch.profiles {
         by_service
@@ -86,23 +108,41 @@ fn requests(batch: &WindowBatch, labels: &BTreeMap<String, String>, seq: &mut u6
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     by_service
-        .into_values()
-        .map(|profiles| {
+        .into_iter()
+        .filter_map(|(service, profiles)| {
             let label_sets: Vec<Vec<(String, String)>> =
                 profiles.iter().map(|p| series_labels(p, labels)).collect();
-            let series = profiles
-                .iter()
-                .zip(&label_sets)
-                .map(|(p, labels)| Series {
-                    labels,
-                    pprof_gz: p.pprof_gz.clone(),
-                })
-                .collect();
+            let body = match protocol {
+                Protocol::Pyroscope => encode_request(
+                    profiles
+                        .iter()
+                        .zip(&label_sets)
+                        .map(|(p, labels)| Series {
+                            labels,
+                            pprof_gz: p.pprof_gz.clone(),
+                        })
+                        .collect(),
+                ),
+                Protocol::Otlp => {
+                    let resource = otlp::resource(service, &label_sets[0]);
+                    let kinds: Vec<(ProfileKind, &[u8])> = profiles
+                        .iter()
+                        .map(|p| (p.kind, p.pprof_gz.as_slice()))
+                        .collect();
+                    match otlp::encode_request(&resource, &kinds) {
+                        Ok(body) => body,
+                        Err(e) => {
+                            tracing::warn!("cannot encode the OTLP request of {service}: {e}");
+                            return None;
+                        }
+                    }
+                }
+            };
             *seq += 1;
-            Request {
-                name: format!("{millis:013}-{seq:08}{SPOOL_SUFFIX}"),
-                body: encode_request(series),
-            }
+            Some(Request {
+                name: format!("{millis:013}-{seq:08}{}", spool_suffix(protocol)),
+                body,
+            })
         })
         .collect()
 }
@@ -156,6 +196,7 @@ impl Backoff {
 
 pub struct Pusher {
     client: PushClient,
+    protocol: Protocol,
     spool: Option<BoundedDir>,
     /// Requests not yet on disk: new ones while the server is healthy, or
     /// all of them when the spool cannot be written.
@@ -183,12 +224,14 @@ enum Attempt {
 impl Pusher {
     pub fn new(
         client: PushClient,
+        protocol: Protocol,
         spool: Option<BoundedDir>,
         labels: BTreeMap<String, String>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let pusher = Self {
             client,
+            protocol,
             spool,
             memory: VecDeque::new(),
             labels,
@@ -236,12 +279,16 @@ impl Pusher {
         self.flush().await;
     }
 
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
     fn pending(&self) -> bool {
         !self.memory.is_empty() || self.spool.as_ref().is_some_and(|s| !s.is_empty())
     }
 
     fn enqueue(&mut self, batch: &WindowBatch) {
-        for request in requests(batch, &self.labels, &mut self.seq) {
+        for request in requests(self.protocol, batch, &self.labels, &mut self.seq) {
             self.memory.push_back(request);
         }
         if self.failing {
@@ -337,7 +384,7 @@ impl Pusher {
                 let checked = if body.is_empty() {
                     Err("unreadable".to_owned())
                 } else {
-                    check_spooled(&body).map_err(|e| e.to_string())
+                    check_spooled(self.protocol, &body)
                 };
                 if let Err(why) = checked {
                     add(&self.metrics.spool_corrupt, 1);
@@ -360,17 +407,21 @@ impl Pusher {
                     if self.failing {
                         self.failing = false;
                         tracing::info!(
-                            "Pyroscope accepts pushes again; replaying what was spooled"
+                            "the server accepts pushes again; replaying what was spooled"
                         );
                     }
                     self.backoff.reset();
                     self.done_with(from_spool, &name);
                 }
-                Err(PushError::Rejected { status, message }) => {
+                Err(e @ (PushError::Rejected { .. } | PushError::PartlyRejected { .. })) => {
                     add(&self.metrics.pushes_rejected, 1);
-                    if self.rejected_statuses.insert(status.as_u16()) {
+                    let status = match &e {
+                        PushError::Rejected { status, .. } => status.as_u16(),
+                        _ => 200,
+                    };
+                    if self.rejected_statuses.insert(status) {
                         tracing::error!(
-                            "Pyroscope rejected a push with {status}: {message} (not retried; further {status} rejections are only counted)"
+                            "the server refused a push: {e} (not retried; further ones like it are only counted)"
                         );
                     }
                     self.done_with(from_spool, &name);
@@ -438,8 +489,10 @@ impl Pusher {
 pub fn open_spool(
     path: &std::path::Path,
     max_bytes: u64,
+    protocol: Protocol,
 ) -> Result<BoundedDir, crate::export::bounded_dir::DirError> {
-    BoundedDir::open(path, max_bytes, |name| name.ends_with(SPOOL_SUFFIX))
+    let suffix = spool_suffix(protocol);
+    BoundedDir::open(path, max_bytes, |name| name.ends_with(suffix))
 }
 
 #[cfg(test)]
@@ -487,7 +540,7 @@ mod tests {
             ("service_name".to_owned(), "x".to_owned()),
         ]);
         let mut seq = 0;
-        let reqs = requests(&batch, &statics, &mut seq);
+        let reqs = requests(Protocol::Pyroscope, &batch, &statics, &mut seq);
         assert_eq!(reqs.len(), 2);
         assert_eq!(reqs[0].name, "0000000001500-00000001.push");
         let labels = series_labels(&batch.profiles[2], &statics);
@@ -498,5 +551,48 @@ mod tests {
         );
         assert_eq!(labels[0].1, "offcpu");
         assert_eq!(labels[3].1, "a");
+    }
+
+    #[test]
+    fn otlp_requests_hold_one_resource_per_service_and_spool_apart() {
+        use crate::export::otlp_proto::ExportProfilesServiceRequest;
+        use prost::Message;
+        let service = Arc::new(Service {
+            name: "api".into(),
+            labels: BTreeMap::from([("service_version".to_owned(), "1.2".to_owned())]),
+        });
+        let pprof =
+            crate::encode::encode_pprof(&crate::profile::fixtures::small_profile()).unwrap();
+        let profile = |kind| WindowProfile {
+            service: service.clone(),
+            kind,
+            pprof_gz: pprof.clone(),
+        };
+        let batch = WindowBatch {
+            start: UNIX_EPOCH + Duration::from_millis(1500),
+            profiles: vec![
+                profile(ProfileKind::OnCpu { frequency_hz: 19 }),
+                profile(ProfileKind::OffCpu),
+            ],
+        };
+        let statics = BTreeMap::from([("host_name".to_owned(), "h".to_owned())]);
+        let mut seq = 0;
+        let reqs = requests(Protocol::Otlp, &batch, &statics, &mut seq);
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].name, "0000000001500-00000001.otlp");
+        check_spooled(Protocol::Otlp, &reqs[0].body).unwrap();
+        assert!(check_spooled(Protocol::Pyroscope, &reqs[0].body).is_err());
+        let request = ExportProfilesServiceRequest::decode(reqs[0].body.as_slice()).unwrap();
+        let resource = &request.resource_profiles[0];
+        let keys: Vec<&str> = resource
+            .resource
+            .as_ref()
+            .unwrap()
+            .attributes
+            .iter()
+            .map(|a| a.key.as_str())
+            .collect();
+        assert_eq!(keys, ["host.name", "service.name", "service.version"]);
+        assert_eq!(resource.scope_profiles[0].profiles.len(), 2);
     }
 }

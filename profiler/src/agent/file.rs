@@ -35,6 +35,8 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     pub url: Option<String>,
+    /// `pyroscope` (default) or `otlp`.
+    pub protocol: Option<String>,
     /// `X-Scope-OrgID`.
     pub tenant: Option<String>,
     pub basic_auth_user: Option<String>,

@@ -17,7 +17,7 @@ use crate::collect::{
 use crate::debuginfod::{Debuginfod, DebuginfodConfig};
 use crate::export::bounded_dir::DirError;
 use crate::export::directory::ProfileDir;
-use crate::export::pyroscope::{ClientConfig, ClientError, PushClient};
+use crate::export::push_client::{ClientConfig, ClientError, Protocol, PushClient};
 use crate::preflight::{self, PreflightError};
 use crate::signals;
 
@@ -134,7 +134,10 @@ impl OpenSink {
     fn describe(&self) -> String {
         match self {
             OpenSink::Directory(dir) => format!("directory {}", dir.path().display()),
-            OpenSink::Push(_) => "Pyroscope".to_owned(),
+            OpenSink::Push(pusher) => match pusher.protocol() {
+                Protocol::Pyroscope => "Pyroscope".to_owned(),
+                Protocol::Otlp => "OTLP".to_owned(),
+            },
         }
     }
 }
@@ -154,14 +157,15 @@ fn open_sink(config: &AgentConfig, metrics: &Arc<Metrics>) -> Result<OpenSink, A
             };
             let client = PushClient::new(&ClientConfig {
                 base_url: server.url.clone(),
+                protocol: server.protocol,
                 tenant: server.tenant.clone(),
                 basic_auth,
                 bearer_token,
                 ca_pem: server.ca_pem.clone(),
                 timeout: server.timeout,
             })?;
-            let spool =
-                delivery::open_spool(&spool.path, spool.max_bytes).map_err(AgentError::Spool)?;
+            let spool = delivery::open_spool(&spool.path, spool.max_bytes, server.protocol)
+                .map_err(AgentError::Spool)?;
             tracing::info!(
                 "pushing to {} (spool {})",
                 server.url,
@@ -169,6 +173,7 @@ fn open_sink(config: &AgentConfig, metrics: &Arc<Metrics>) -> Result<OpenSink, A
             );
             Ok(OpenSink::Push(Box::new(Pusher::new(
                 client,
+                server.protocol,
                 Some(spool),
                 config.labels.clone(),
                 metrics.clone(),

@@ -14,13 +14,13 @@ use crate::pyroscope::{now_ms, Pyroscope};
 use crate::tls_front::TlsFront;
 use crate::trace_context::{CHECKOUT, SEARCH};
 
-const CPU_TYPE: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
-const OFF_CPU_TYPE: &str = "offcpu:offcpu:nanoseconds:offcpu:nanoseconds";
+pub(crate) const CPU_TYPE: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
+pub(crate) const OFF_CPU_TYPE: &str = "offcpu:offcpu:nanoseconds:offcpu:nanoseconds";
 /// `[profiling]` of the off-CPU tests.
 const OFF_CPU_PROFILING: &str = "window = \"2s\"\noff_cpu = true";
 
 /// A running agent, its log in a file, its metrics on a loopback port.
-struct Agent {
+pub(crate) struct Agent {
     child: Child,
     metrics_port: u16,
     log: PathBuf,
@@ -31,7 +31,7 @@ impl Agent {
     /// Starts `smolder agent --config` with `config` (TOML) plus the
     /// metrics listener and a spool in a temporary directory, and waits
     /// until it samples.
-    fn start(config: &str) -> Agent {
+    pub(crate) fn start(config: &str) -> Agent {
         Self::start_with_spool(config, &[])
     }
 
@@ -70,7 +70,7 @@ impl Agent {
         agent
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -86,7 +86,7 @@ impl Agent {
     }
 
     /// One metric's value from `/metrics`.
-    fn metric(&self, name: &str) -> f64 {
+    pub(crate) fn metric(&self, name: &str) -> f64 {
         let text =
             reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
                 .and_then(|r| r.text())
@@ -97,7 +97,12 @@ impl Agent {
     }
 
     /// Waits until `cond` holds on a metric.
-    fn wait_metric(&self, name: &str, limit: Duration, cond: impl Fn(f64) -> bool) -> f64 {
+    pub(crate) fn wait_metric(
+        &self,
+        name: &str,
+        limit: Duration,
+        cond: impl Fn(f64) -> bool,
+    ) -> f64 {
         let deadline = Instant::now() + limit;
         loop {
             let value = self.metric(name);
@@ -114,7 +119,7 @@ impl Agent {
     }
 
     /// SIGTERM, then the exit status and the whole log.
-    fn stop(mut self) -> (ExitStatus, String) {
+    pub(crate) fn stop(mut self) -> (ExitStatus, String) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -141,7 +146,7 @@ impl Drop for Agent {
 }
 
 /// A workload process, killed when dropped.
-struct Workload(Child);
+pub(crate) struct Workload(Child);
 
 impl Workload {
     fn spawn(path: &Path, args: &[&str]) -> Workload {
@@ -207,7 +212,7 @@ fn agent_for_one_service(server: &Pyroscope, name: &str, rule: &str) -> Agent {
 
 /// Config pushing one test service (`name`, matched by `rule`) and nothing
 /// else; `server` and `profiling` are the lines of those sections.
-fn one_service_config(server: &str, profiling: &str, name: &str, rule: &str) -> String {
+pub(crate) fn one_service_config(server: &str, profiling: &str, name: &str, rule: &str) -> String {
     format!(
         r#"
 [server]

@@ -9,6 +9,7 @@ mod ground_truth;
 mod harness;
 mod kernel_symbols;
 mod offcpu;
+mod otlp;
 mod pyroscope;
 mod python;
 mod python_offcpu;

@@ -55,7 +55,27 @@ fn server_rules() {
         panic!("not a server sink")
     };
     assert_eq!(server.tenant.as_deref(), Some("t"));
+    assert_eq!(server.protocol, Protocol::Pyroscope);
     assert_eq!(spool.path, Path::new(DEFAULT_SPOOL_DIR));
+    let c = from(
+        "[server]\nurl = \"http://127.0.0.1:4318\"\nprotocol = \"otlp\"\n",
+        &[],
+    )
+    .unwrap();
+    let Sink::Server { server, .. } = c.sink else {
+        panic!("not a server sink")
+    };
+    assert_eq!(server.protocol, Protocol::Otlp);
+    let err = from(
+        "[server]\nurl = \"http://127.0.0.1:4318\"\nprotocol = \"grpc\"\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("server.protocol") && err.contains("`grpc`"),
+        "{err}"
+    );
     assert!(from("[server]\nurl = \"http://[::1]:4040\"\n", &[]).is_ok());
     assert!(from(
         "[server]\nurl = \"http://remote:4040\"\ninsecure_http = true\n",
