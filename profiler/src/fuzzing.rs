@@ -45,8 +45,23 @@ pub fn process_info(data: &[u8]) {
         cgroup,
         kubernetes: None,
         otel,
+        process_context: false,
     };
     let _ = crate::agent::infer_service(&info);
+    // The same bytes as another process's memory holding an OTEL_CTX
+    // mapping at 0x1000, and as its maps.
+    let _ = crate::agent::process_context::find_mapping(&String::from_utf8_lossy(data));
+    let memory = |at: u64, buf: &mut [u8]| {
+        let start = at.wrapping_sub(0x1000) as usize;
+        match data.get(start..start.saturating_add(buf.len())) {
+            Some(bytes) if bytes.len() == buf.len() => {
+                buf.copy_from_slice(bytes);
+                true
+            }
+            _ => false,
+        }
+    };
+    let _ = crate::agent::process_context::read_at(memory, 0x1000);
 }
 
 /// A request read back from the spool (Pyroscope push or OTLP), checked

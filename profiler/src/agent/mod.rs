@@ -9,6 +9,7 @@ mod file;
 mod go_labels;
 mod metrics;
 pub(crate) mod otel_resource;
+pub(crate) mod process_context;
 pub(crate) mod process_info;
 mod run;
 mod service_cache;

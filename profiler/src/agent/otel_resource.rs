@@ -45,20 +45,47 @@ pub fn from_environ(environ: &[u8]) -> OtelResource {
             attributes = Some(value);
         }
     }
+    let mut resource = from_attributes(attributes.map(parse_attributes).unwrap_or_default());
+    if service_name.is_some() {
+        resource.service_name = service_name;
+    }
+    resource
+}
+
+/// The service name and the kept attributes of a resource's attributes
+/// (`MAX_ATTRIBUTES` at most; values cleaned as [`text`] does).
+pub fn from_attributes(attributes: impl IntoIterator<Item = (String, String)>) -> OtelResource {
     let mut resource = OtelResource::default();
-    let mut from_attributes = None;
-    for (key, value) in attributes.map(parse_attributes).unwrap_or_default() {
+    for (key, value) in attributes.into_iter().take(MAX_ATTRIBUTES) {
+        let Some(value) = text(value.as_bytes()) else {
+            continue;
+        };
         if key == "service.name" {
-            from_attributes = Some(value);
+            resource.service_name.get_or_insert(value);
         } else if let Some(&(_, label)) = ATTRIBUTES.iter().find(|(k, _)| *k == key) {
             if !resource.labels.iter().any(|(l, _)| *l == label) {
                 resource.labels.push((label, value));
             }
         }
     }
-    resource.service_name = service_name.or(from_attributes);
     resource.labels.sort();
     resource
+}
+
+impl OtelResource {
+    /// This resource, completed by `below` where it says nothing.
+    pub fn over(mut self, below: OtelResource) -> OtelResource {
+        if self.service_name.is_none() {
+            self.service_name = below.service_name;
+        }
+        for (label, value) in below.labels {
+            if !self.labels.iter().any(|(l, _)| *l == label) {
+                self.labels.push((label, value));
+            }
+        }
+        self.labels.sort();
+        self
+    }
 }
 
 /// `key=value` pairs separated by commas, percent-encoded (the W3C

@@ -6,6 +6,7 @@ use std::io::Read;
 use std::path::Path;
 
 use super::otel_resource::{self, OtelResource};
+use super::process_context;
 
 /// Caps on what is read from one process.
 const MAX_CMDLINE: u64 = 16 << 10;
@@ -44,8 +45,11 @@ pub struct ProcessInfo {
     pub cgroup: String,
     pub container: Option<Container>,
     pub kubernetes: Option<KubernetesNames>,
-    /// What the process says it is (OpenTelemetry variables).
+    /// What the process says it is: its OpenTelemetry process context over
+    /// its OpenTelemetry variables.
     pub otel: OtelResource,
+    /// Whether it published a process context (OTEP 4719).
+    pub process_context: bool,
 }
 
 impl ProcessInfo {
@@ -69,9 +73,15 @@ impl ProcessInfo {
             .map(|b| cgroup_path(&String::from_utf8_lossy(&b)))
             .unwrap_or_default();
         let container = container_of(&cgroup);
-        let otel = read_capped(&dir.join("environ"), MAX_ENVIRON)
+        let environment = read_capped(&dir.join("environ"), MAX_ENVIRON)
             .map(|bytes| otel_resource::from_environ(&bytes))
             .unwrap_or_default();
+        let context = process_context::read(&dir, pid);
+        let process_context = context.is_some();
+        let otel = match context {
+            Some(context) => context.over(environment),
+            None => environment,
+        };
         let kubernetes = container
             .as_ref()
             .filter(|c| c.pod_uid.is_some())
@@ -89,6 +99,7 @@ impl ProcessInfo {
             container,
             kubernetes,
             otel,
+            process_context,
         }
     }
 

@@ -1,22 +1,34 @@
 //! The service of every process seen, decided once per address space (a
 //! process that execs is decided again) and forgotten when the process has
-//! not been seen for a few windows.
+//! not been seen for a few windows. A process without an OpenTelemetry
+//! process context is looked at again, once a window, for its first
+//! minute: SDKs publish theirs while the application starts, often after
+//! its first samples.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::config::AgentConfig;
+use super::process_context;
 use super::process_info::ProcessInfo;
 use super::services::{self, Service};
 
 /// Windows a process may go unseen before its entry is dropped.
 const KEEP_WINDOWS: u64 = 4;
+/// How long after it is first seen a process may still publish a process
+/// context that names it.
+const CONTEXT_WAIT: Duration = Duration::from_secs(60);
 
 struct Entry {
     /// `None`: excluded by the include/exclude rules.
     service: Option<Arc<Service>>,
     last_window: u64,
+    /// Until when, if it has no process context yet, it is looked at again.
+    context_until: Option<Instant>,
+    /// The window it was last looked at in.
+    read_window: u64,
 }
 
 pub struct ServiceCache {
@@ -47,7 +59,17 @@ impl ServiceCache {
         let window = self.window;
         if let Some(entry) = self.entries.get_mut(&(pid, mm_id)) {
             entry.last_window = window;
-            return entry.service.clone();
+            let look_again = entry.read_window < window
+                && entry
+                    .context_until
+                    .is_some_and(|until| Instant::now() < until);
+            if !look_again {
+                return entry.service.clone();
+            }
+            entry.read_window = window;
+            if !process_context::published(Path::new("/proc"), pid) {
+                return entry.service.clone();
+            }
         }
         let info = ProcessInfo::read(Path::new("/proc"), pid, comm);
         let mut service = services::infer(&info, &config.services);
@@ -66,11 +88,19 @@ impl ServiceCache {
                 .or_insert_with(|| Arc::new(service))
                 .clone()
         });
+        let context_until = (!info.process_context && mm_id != 0).then(|| {
+            self.entries
+                .get(&(pid, mm_id))
+                .and_then(|e| e.context_until)
+                .unwrap_or_else(|| Instant::now() + CONTEXT_WAIT)
+        });
         self.entries.insert(
             (pid, mm_id),
             Entry {
                 service: service.clone(),
                 last_window: window,
+                context_until,
+                read_window: window,
             },
         );
         service

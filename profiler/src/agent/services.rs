@@ -243,6 +243,7 @@ mod tests {
             container: None,
             kubernetes: None,
             otel: Default::default(),
+            process_context: false,
         }
     }
 

@@ -10,6 +10,7 @@ mod harness;
 mod kernel_symbols;
 mod offcpu;
 mod otlp;
+mod process_context;
 mod pyroscope;
 mod python;
 mod python_offcpu;
