@@ -20,3 +20,18 @@ pub fn configure() {
 
 #[cfg(not(target_env = "gnu"))]
 pub fn configure() {}
+
+/// Bytes the allocator has handed out and not yet had back (heap chunks
+/// in use plus blocks from mmap): what the program holds, without the
+/// free memory the allocator keeps, which RSS counts too.
+#[cfg(target_env = "gnu")]
+pub fn heap_in_use() -> u64 {
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    let info = unsafe { libc::mallinfo2() };
+    (info.uordblks + info.hblkhd) as u64
+}
+
+#[cfg(not(target_env = "gnu"))]
+pub fn heap_in_use() -> u64 {
+    0
+}

@@ -384,6 +384,7 @@ impl Collector {
         set(&m.symbol_lookups, sym.lookups);
         set(&m.symbol_unknown, sym.unknown);
         set(&m.symbol_cached_addresses, sym.cached_addresses);
+        set(&m.heap_bytes, crate::allocator::heap_in_use());
         set(&m.symbol_parsed_files, sym.parsed_files);
         set(&m.symbol_parsed_file_releases, sym.parsed_file_releases);
         set(&m.processes_missed, self.processes.missed);

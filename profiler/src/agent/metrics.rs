@@ -43,6 +43,7 @@ pub struct Metrics {
     pub symbol_lookups: AtomicU64,
     pub symbol_unknown: AtomicU64,
     pub symbol_cached_addresses: AtomicU64,
+    pub heap_bytes: AtomicU64,
     pub symbol_parsed_files: AtomicU64,
     pub symbol_parsed_file_releases: AtomicU64,
     pub processes_missed: AtomicU64,
@@ -363,6 +364,12 @@ impl Metrics {
             "gauge",
             "Symbolized addresses held in the symbolizer's cache.",
             get(&self.symbol_cached_addresses),
+        );
+        metric(
+            "smolder_heap_bytes",
+            "gauge",
+            "Heap memory the agent holds (allocated, not freed), at the end of the last window.",
+            get(&self.heap_bytes),
         );
         metric(
             "smolder_symbol_parsed_files",

@@ -180,6 +180,8 @@ struct Mark {
 pub struct Report {
     minutes: f64,
     rss: Vec<(f64, (f64, f64, f64))>,
+    /// (minute, MiB) of heap the agent holds (its `smolder_heap_bytes`).
+    heap: Vec<(f64, f64)>,
     marks: Vec<Mark>,
     peak_rss_mib: f64,
     cpu_percent: f64,
@@ -241,7 +243,17 @@ fn soak(length: Duration) -> Result<Report> {
     let minute = |t: Duration| t.as_secs_f64() / 60.0;
     let total = minute(length);
     let at = |thirtieths: u32| length.mul_f64(f64::from(thirtieths) / 30.0);
-    let mark_times = [length / 6, length / 2];
+    // The minutes docs/benchmarks.md reports, else a sixth and a half.
+    let mark_times: Vec<Duration> = if length >= Duration::from_secs(30 * 60) {
+        [5, 15, 30]
+            .into_iter()
+            .map(|m| Duration::from_secs(m * 60))
+            .filter(|&t| t < length)
+            .collect()
+    } else {
+        vec![length / 6, length / 2]
+    };
+    let mut heap = Vec::new();
     let mut marks = Vec::new();
     let mut rss = Vec::new();
     let mut faults = Vec::new();
@@ -300,6 +312,13 @@ fn soak(length: Duration) -> Result<Report> {
         }
         let resident = memory_mib(pid)?;
         rss.push((minute(now), resident));
+        if let Some(bytes) = scrape(metrics_port)
+            .ok()
+            .and_then(|m| m.get("smolder_heap_bytes").copied())
+            .filter(|&b| b > 0.0)
+        {
+            heap.push((minute(now), bytes / 1048576.0));
+        }
         if marks.len() < mark_times.len() && now >= mark_times[marks.len()] {
             marks.push(Mark {
                 minute: minute(now),
@@ -358,6 +377,7 @@ fn soak(length: Duration) -> Result<Report> {
     Ok(Report {
         minutes: total,
         rss,
+        heap,
         marks,
         peak_rss_mib: peak,
         cpu_percent: (cpu1 - cpu0) / 10.0 / seconds,
@@ -426,6 +446,15 @@ impl Report {
             .collect()
     }
 
+    /// Heap points after warm-up.
+    fn settled_heap(&self) -> Vec<(f64, f64)> {
+        self.heap
+            .iter()
+            .filter(|(m, _)| *m >= self.minutes / 6.0)
+            .copied()
+            .collect()
+    }
+
     fn metric(&self, name: &str) -> f64 {
         self.final_metrics.get(name).copied().unwrap_or(0.0)
     }
@@ -470,18 +499,19 @@ impl std::fmt::Display for Report {
         );
         let _ = writeln!(
             out,
-            "| minute | RSS MiB | anonymous | file-backed | windows | pushes ok | spool files |"
+            "| minute | RSS MiB | anonymous | file-backed | heap in use | windows | pushes ok | spool files |"
         );
-        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|");
         for mark in &self.marks {
             let get = |k: &str| mark.metrics.get(k).copied().unwrap_or(0.0);
             let _ = writeln!(
                 out,
-                "| {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
+                "| {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
                 mark.minute,
                 mark.rss_mib.0,
                 mark.rss_mib.1,
                 mark.rss_mib.2,
+                get("smolder_heap_bytes") / 1048576.0,
                 get("smolder_windows_total"),
                 get("smolder_pushes_ok_total"),
                 get("smolder_spool_files"),
@@ -499,6 +529,15 @@ impl std::fmt::Display for Report {
                 out,
                 "\n{what} after warm-up: {low:.1}–{high:.1} MiB, slope {:+.2} MiB/hour.",
                 slope_per_hour(&settled)
+            );
+        }
+        let heap = self.settled_heap();
+        if let Some(high) = heap.iter().map(|p| p.1).reduce(f64::max) {
+            let low = heap.iter().map(|p| p.1).fold(f64::MAX, f64::min);
+            let _ = writeln!(
+                out,
+                "\nHeap in use after warm-up: {low:.1}–{high:.1} MiB, slope {:+.2} MiB/hour.",
+                slope_per_hour(&heap)
             );
         }
         let _ = writeln!(
