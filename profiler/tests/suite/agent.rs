@@ -517,7 +517,7 @@ fn a_rejected_push_is_reported_once_and_not_retried() {
     let (status, log) = agent.stop();
     assert!(status.success());
     assert_eq!(
-        log.matches("rejected a push").count(),
+        log.matches("the server refused a push").count(),
         1,
         "reported once:\n{log}"
     );
