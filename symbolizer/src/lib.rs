@@ -44,7 +44,7 @@ pub use kernel::{
 pub use memory::ProcessMemory;
 pub use module::{BuildId, FileId, Module};
 pub use perf_map::{PerfMap, PerfMapSymbol};
-pub use proc_maps::{MapEntry, MapPath, Perms};
+pub use proc_maps::{parse_maps, MapEntry, MapPath, Perms};
 pub use process::{ExecRegion, ProcessMaps, RegionKind};
 pub use symbolizer::{Symbolizer, SymbolizerConfig, SymbolizerStats, UserLocation};
 pub use vdso::VdsoSymbols;

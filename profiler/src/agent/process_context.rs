@@ -17,7 +17,7 @@ use std::io::Read;
 use std::path::Path;
 
 use prost::Message;
-use symbolizer::ProcessMemory;
+use symbolizer::{parse_maps, MapPath, ProcessMemory};
 
 use super::otel_resource::{self, OtelResource};
 use crate::export::otlp_proto::KeyValue;
@@ -82,26 +82,29 @@ pub fn published(proc_root: &Path, pid: u32) -> bool {
     read_maps(&proc_root.join(pid.to_string())).is_some_and(|maps| find_mapping(&maps).is_some())
 }
 
+/// The maps file, bytes that are not UTF-8 replaced (a path may hold any).
 fn read_maps(dir: &Path) -> Option<String> {
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     std::fs::File::open(dir.join("maps"))
         .ok()?
         .take(MAX_MAPS)
-        .read_to_string(&mut text)
+        .read_to_end(&mut bytes)
         .ok()?;
-    Some(text)
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// The start address of the context's mapping.
 pub fn find_mapping(maps: &str) -> Option<u64> {
-    maps.lines().find_map(|line| {
-        // start-end perms offset dev inode name
-        let name = line.split_whitespace().nth(5)?;
-        if !MAPPING_NAMES.iter().any(|n| name.starts_with(n)) {
-            return None;
-        }
-        let start = line.split('-').next()?;
-        u64::from_str_radix(start, 16).ok()
+    parse_maps(maps).0.into_iter().find_map(|entry| {
+        let name = match &entry.path {
+            MapPath::File { path, .. } => path.to_str()?.to_owned(),
+            MapPath::Pseudo(name) => name.clone(),
+            MapPath::Anonymous => return None,
+        };
+        MAPPING_NAMES
+            .iter()
+            .any(|n| name.starts_with(n))
+            .then_some(entry.start)
     })
 }
 
