@@ -13,6 +13,7 @@
 /* smolder_offcpu_start.flags and smolder_offcpu_key.flags */
 #define OFFCPU_GIL_WAIT (1u << 0)      /* a Python thread waiting for the GIL */
 #define OFFCPU_TRACE_CONTEXT (1u << 1) /* trace_id and span_id are set */
+#define OFFCPU_GPU_WAIT (1u << 2)      /* blocked inside a CUDA sync call */
 
 /* Where and when a thread went to sleep (per thread, until it wakes). */
 struct smolder_offcpu_start {

@@ -41,7 +41,12 @@ enum smolder_stat {
 	STAT_OFFCPU_PYTHON_EVENTS_FULL = 25, /* new Python stack event lost: ring buffer full */
 	STAT_GO_LABELS = 26,		     /* samples of goroutines with pprof labels */
 	STAT_GO_LABEL_ERRORS = 27,	     /* goroutine label reads that failed */
-	STAT_COUNT = 28,
+	STAT_CUDA_LAUNCHES = 28,	     /* CUDA launches counted */
+	STAT_CUDA_WAITS = 29,		     /* CUDA sync calls timed */
+	STAT_CUDA_EVENTS = 30,		     /* launches and waits sampled with their stacks */
+	STAT_CUDA_EVENTS_FULL = 31,	     /* ... lost: ring buffer full */
+	STAT_CUDA_COUNTS_FULL = 32,	     /* CUDA calls not counted: cuda_counts full */
+	STAT_COUNT = 33,
 };
 
 /* sample.flags */
@@ -51,6 +56,7 @@ enum smolder_stat {
 /* bit 3 unused (stacks walked by the kernel are counted in STAT_UNWIND_NO_PROCESS) */
 #define SAMPLE_USER_UNMAPPED (1u << 4) /* an address outside the known mappings */
 #define SAMPLE_TRACE_CONTEXT (1u << 5) /* trace_id and span_id are set */
+#define SAMPLE_GPU_WAIT (1u << 6)      /* taken inside a CUDA sync call */
 
 /* One on-CPU sample. Frame arrays hold `*_len` valid entries; a negative
  * length is the kernel's error code from bpf_get_stack. The record is cut

@@ -112,6 +112,33 @@ struct {
 	__type(value, struct mmap_call);
 } mmap_calls SEC(".maps");
 
+/* Set by the loader: announce CUDA libraries as targets map them. */
+const volatile __u8 cuda_watch = 0;
+
+/* Pids of target processes that just mapped a library named libcuda*
+ * (libcudart.so.*, libcuda.so.*): user space attaches the CUDA probes to
+ * it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} cuda_libraries SEC(".maps");
+
+static __always_inline void announce_cuda_library(struct file *file)
+{
+	if (!cuda_watch)
+		return;
+	__u32 tgid = (__u32)(bpf_get_current_pid_tgid() >> 32);
+	if (!is_target(tgid))
+		return;
+	char name[8] = {};
+	const unsigned char *dname = BPF_CORE_READ(file, f_path.dentry, d_name.name);
+	if (bpf_probe_read_kernel_str(name, sizeof(name), dname) < 0)
+		return;
+	if (__builtin_memcmp(name, "libcuda", 7) != 0)
+		return;
+	bpf_ringbuf_output(&cuda_libraries, &tgid, sizeof(tgid), 0);
+}
+
 /* Libraries: ld.so and dlopen() map them with mmap(2). The syscall's own
  * tracepoints run for mmap only, not for every system call. */
 SEC("tracepoint/syscalls/sys_enter_mmap")
@@ -149,6 +176,7 @@ int record_mmap_exit(struct trace_event_raw_sys_exit *ctx)
 	__u64 start = (__u64)ret;
 	__u64 len = (call.len + 4095) & ~4095ULL;
 	record_mapping((__u64)task->mm, start, start + len, call.off >> 12, file);
+	announce_cuda_library(file);
 	return 0;
 }
 

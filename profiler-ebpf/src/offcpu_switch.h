@@ -238,6 +238,8 @@ static __always_inline void switch_out(void *ctx, struct task_struct *prev, __u6
 		}
 		if (trace_context_read(tgid, prev, start.trace_id, start.span_id))
 			start.flags |= OFFCPU_TRACE_CONTEXT;
+		if (in_gpu_wait(tid))
+			start.flags |= OFFCPU_GPU_WAIT;
 	}
 	if (start.kernel_stack < 0 || (mm && start.user_stack < 0))
 		count(STAT_OFFCPU_STACK_ERROR);

@@ -54,12 +54,22 @@ static __always_inline void count(__u32 stat)
 	count_n(stat, 1);
 }
 
+static __always_inline int is_target(__u32 tgid)
+{
+	if (tgid == 0 || tgid == self_tgid)
+		return 0; /* idle task, or smolder */
+	if (!filter_targets)
+		return 1;
+	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
+}
+
 #include "unwind_user.h"
 /* Defines `sample_scratch`, where each sample is built before it is copied
  * into the ring buffer (the walkers fill it from bpf_loop callbacks). */
 #include "python_user.h"
 #include "trace_context_user.h"
 #include "go_labels_user.h"
+#include "cuda_probes.h"
 
 /* The user stack with the kernel's frame-pointer walk. */
 static __always_inline void frame_pointer_stack(struct bpf_perf_event_data *ctx,
@@ -106,15 +116,6 @@ static __always_inline void count_python(__u32 status)
 		count(STAT_PYTHON_ERRORS);
 	else if (status == PY_STATUS_TRUNCATED)
 		count(STAT_PYTHON_TRUNCATED);
-}
-
-static __always_inline int is_target(__u32 tgid)
-{
-	if (tgid == 0 || tgid == self_tgid)
-		return 0; /* idle task, or smolder */
-	if (!filter_targets)
-		return 1;
-	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
 }
 
 SEC("perf_event")
@@ -165,6 +166,8 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 		trace_context(s, task);
 		go_labels(s, task);
 	}
+	if (in_gpu_wait(s->tid))
+		s->flags |= SAMPLE_GPU_WAIT;
 
 	/* Only the Python frames in use are sent. User space drains the buffer
 	 * on a timer: no wakeup per sample. */

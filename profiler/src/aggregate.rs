@@ -4,8 +4,33 @@ use std::collections::{HashMap, HashSet};
 
 use symbolizer::python::PythonFrame;
 
-use crate::collect::{OffCpuEntry, Sample, TraceContext, MAX_STACK_FRAMES};
+use crate::collect::{CudaApi, OffCpuEntry, Sample, TraceContext, MAX_STACK_FRAMES};
 use crate::go::LabelSet;
+use crate::profile::GpuWait;
+
+/// What a stack has to do with the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GpuMark {
+    /// A CUDA launch of `func` (leaf `[cuda] NAME`).
+    Launch { api: &'static CudaApi, func: u64 },
+    /// Time in a sync call (leaf `[gpu wait] API`, label `gpu_wait`).
+    Wait {
+        api: &'static CudaApi,
+        part: GpuWait,
+    },
+    /// A CPU or off-CPU sample taken inside a sync call (label only).
+    Inside(GpuWait),
+}
+
+impl GpuMark {
+    /// The `gpu_wait` label of the stack.
+    pub fn wait(self) -> Option<GpuWait> {
+        match self {
+            GpuMark::Launch { .. } => None,
+            GpuMark::Wait { part, .. } | GpuMark::Inside(part) => Some(part),
+        }
+    }
+}
 
 /// A raw stack of one thread. Addresses are in the sampled process's address
 /// space (user) or the kernel's (kernel), innermost first.
@@ -30,6 +55,8 @@ pub struct StackKey {
     pub gil_wait: bool,
     /// Go: the goroutine's pprof labels.
     pub labels: Option<LabelSet>,
+    /// CUDA: the launch or wait this stack made, or the wait it was in.
+    pub gpu: Option<GpuMark>,
 }
 
 /// Names of a thread, as last seen.
@@ -107,8 +134,9 @@ impl Aggregate {
             truncated: sample.kernel_truncated || sample.user_truncated,
             unwind_error: sample.user_unwind_error,
             python,
-            trace: sample.trace,
             gil_wait: false,
+            gpu: sample.in_gpu_wait.then_some(GpuMark::Inside(GpuWait::Spin)),
+            trace: sample.trace,
             labels,
         };
         let period_ns = self.period_ns;
@@ -140,6 +168,7 @@ impl Aggregate {
             trace: entry.trace,
             gil_wait: entry.gil_wait,
             labels: None,
+            gpu: entry.gpu_wait.then_some(GpuMark::Inside(GpuWait::Blocked)),
         };
         let weight = Weight {
             count: entry.count,
@@ -196,6 +225,7 @@ mod tests {
             trace: None,
             gil_wait: false,
             labels: None,
+            gpu: None,
         }
     }
 

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::collect::{OffCpuConfig, UnwindConfig, UnwindMode, DEFAULT_UNWIND_TABLE_MIB};
+use crate::collect::{
+    CudaConfig, OffCpuConfig, UnwindConfig, UnwindMode, DEFAULT_CUDA_STACKS_PER_SECOND,
+    DEFAULT_UNWIND_TABLE_MIB,
+};
 use crate::config::{parse_duration, OutputFormat, RecordConfig};
 use crate::target::TargetSpec;
 
@@ -151,9 +154,19 @@ pub struct RecordArgs {
     /// FILE.offcpu.EXT.
     #[arg(long)]
     pub off_cpu: bool,
-    /// Record on-CPU samples (the default unless --off-cpu is given).
+    /// Record on-CPU samples (the default unless --off-cpu or --cuda is given).
     #[arg(long)]
     pub on_cpu: bool,
+    /// Record CUDA launches (to FILE, or FILE.cuda.EXT beside a CPU profile)
+    /// and the time threads wait in CUDA sync calls (FILE.gpuwait.EXT), by
+    /// the stacks that made them. Probes libcudart and libcuda; needs no
+    /// restart and no GPU. See docs/gpu.md.
+    #[arg(long)]
+    pub cuda: bool,
+    /// CUDA: launches and sync calls sampled with their stacks, per process
+    /// and second (every call is counted whatever this is).
+    #[arg(long, default_value_t = DEFAULT_CUDA_STACKS_PER_SECOND, value_name = "N")]
+    pub cuda_stacks_per_second: u32,
     /// Off-CPU: ignore blocks shorter than this (1us, 1ms).
     #[arg(long, default_value = "1us", value_parser = parse_duration, value_name = "DURATION")]
     pub off_cpu_min: Duration,
@@ -210,7 +223,7 @@ impl RecordArgs {
             format,
             quiet: self.quiet,
             bpf_stats: self.bpf_stats,
-            on_cpu: self.on_cpu || !self.off_cpu,
+            on_cpu: self.on_cpu || !(self.off_cpu || self.cuda),
             off_cpu: self.off_cpu.then_some(OffCpuConfig {
                 min_block: self.off_cpu_min,
                 sample_every: self.off_cpu_sample_every,
@@ -219,6 +232,9 @@ impl RecordArgs {
                 mode: self.unwind,
                 table_bytes: u64::from(self.unwind_table_mib.get()) << 20,
             },
+            cuda: self.cuda.then_some(CudaConfig {
+                stacks_per_second: self.cuda_stacks_per_second,
+            }),
         })
     }
 }

@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::collect::{OffCpuConfig, UnwindConfig};
+use crate::collect::{CudaConfig, OffCpuConfig, UnwindConfig};
 use crate::target::TargetSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -55,6 +55,8 @@ pub struct RecordConfig {
     pub off_cpu: Option<OffCpuConfig>,
     /// How user stacks are walked.
     pub unwind: UnwindConfig,
+    /// Probe CUDA launches and sync calls.
+    pub cuda: Option<CudaConfig>,
 }
 
 impl RecordConfig {
@@ -66,6 +68,22 @@ impl RecordConfig {
         } else {
             self.output.clone()
         }
+    }
+
+    /// Where the CUDA launch profile goes: `output` when no CPU profile is
+    /// recorded, else `output` with `.cuda` before its extension.
+    pub fn cuda_output(&self) -> PathBuf {
+        if self.on_cpu || self.off_cpu.is_some() {
+            with_infix(&self.output, "cuda")
+        } else {
+            self.output.clone()
+        }
+    }
+
+    /// Where the GPU wait profile goes: beside the others, `.gpuwait`
+    /// before the extension.
+    pub fn gpu_wait_output(&self) -> PathBuf {
+        with_infix(&self.output, "gpuwait")
     }
 }
 

@@ -19,6 +19,7 @@ pub mod export;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 pub mod go;
+pub mod gpu_calls;
 pub mod logging;
 pub mod preflight;
 pub mod processes;

@@ -49,6 +49,28 @@ pub struct ProfileSample {
     pub gil_wait: bool,
     /// Go: the goroutine's pprof labels (the agent keeps those allowed).
     pub labels: Option<LabelSet>,
+    /// Time inside a CUDA sync call, or a sample taken in one (label
+    /// `gpu_wait`).
+    pub gpu_wait: Option<GpuWait>,
+}
+
+/// How a thread waited for the GPU inside a sync call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GpuWait {
+    /// On CPU: CUDA's default sync spins.
+    Spin,
+    /// Off CPU: asleep (blocking sync, or preempted).
+    Blocked,
+}
+
+impl GpuWait {
+    /// The value of the `gpu_wait` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            GpuWait::Spin => "spin",
+            GpuWait::Blocked => "blocked",
+        }
+    }
 }
 
 /// What a profile measures.
@@ -58,6 +80,10 @@ pub enum ProfileKind {
     OnCpu { frequency_hz: u32 },
     /// Time threads spent blocked, by the stack they blocked in.
     OffCpu,
+    /// CUDA launches, by the stack that made them (leaf `[cuda] NAME`).
+    CudaLaunch,
+    /// Time in CUDA sync calls (leaf `[gpu wait] API`).
+    GpuWait,
 }
 
 #[derive(Debug, Clone)]
@@ -76,7 +102,7 @@ impl Profile {
     pub fn period_ns(&self) -> u64 {
         match self.kind {
             ProfileKind::OnCpu { frequency_hz } => 1_000_000_000 / u64::from(frequency_hz.max(1)),
-            ProfileKind::OffCpu => 1,
+            ProfileKind::OffCpu | ProfileKind::CudaLaunch | ProfileKind::GpuWait => 1,
         }
     }
 
@@ -85,11 +111,11 @@ impl Profile {
     }
 
     /// What flame graphs and summaries rank by: samples on-CPU, microseconds
-    /// blocked off-CPU.
+    /// blocked off-CPU or waiting for the GPU, launches.
     pub fn weight(&self, sample: &ProfileSample) -> u64 {
         match self.kind {
-            ProfileKind::OnCpu { .. } => sample.count,
-            ProfileKind::OffCpu => sample.nanos / 1000,
+            ProfileKind::OnCpu { .. } | ProfileKind::CudaLaunch => sample.count,
+            ProfileKind::OffCpu | ProfileKind::GpuWait => sample.nanos / 1000,
         }
     }
 
@@ -97,7 +123,8 @@ impl Profile {
     pub fn weight_unit(&self) -> &'static str {
         match self.kind {
             ProfileKind::OnCpu { .. } => "samples",
-            ProfileKind::OffCpu => "us",
+            ProfileKind::CudaLaunch => "launches",
+            ProfileKind::OffCpu | ProfileKind::GpuWait => "us",
         }
     }
 
@@ -148,6 +175,7 @@ pub(crate) mod fixtures {
                 trace: None,
                 gil_wait: false,
                 labels: None,
+                gpu_wait: None,
             }],
             locations: vec![
                 Location {

@@ -10,12 +10,14 @@ use symbolizer::{Symbolizer, SymbolizerConfig, SymbolizerStats};
 
 use crate::aggregate::Aggregate;
 use crate::collect::{
-    BpfKernelSymbols, LoadError, Sampler, SamplerConfig, SamplerStats, UnwindMode, DRAIN_INTERVAL,
+    BpfKernelSymbols, CudaProbeStats, LoadError, Sampler, SamplerConfig, SamplerStats, UnwindMode,
+    DRAIN_INTERVAL,
 };
 use crate::config::{OutputFormat, RecordConfig};
 use crate::debuginfod::{Debuginfod, DebuginfodConfig, DebuginfodStats};
 use crate::encode::{collapsed_lines, write_pprof, write_svg, EncodeError};
 use crate::go::{GoTracker, GoTrackerStats};
+use crate::gpu_calls::{self, GpuCalls};
 use crate::preflight::{self, PreflightError};
 use crate::processes::{process_alive, ProcessTracker};
 use crate::profile::{Profile, ProfileKind};
@@ -74,6 +76,10 @@ impl PhaseClock {
 pub struct RecordOutcome {
     pub on_cpu: Option<Profile>,
     pub off_cpu: Option<Profile>,
+    pub cuda_launches: Option<Profile>,
+    pub gpu_waits: Option<Profile>,
+    /// The CUDA probes at the end.
+    pub cuda_probes: CudaProbeStats,
     pub sampler: SamplerStats,
     /// The unwind tables at the end (None with frame pointers only).
     pub unwind: Option<UnwindStats>,
@@ -127,6 +133,15 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         .off_cpu
         .map(|_| Output::open(config.off_cpu_output()))
         .transpose()?;
+    let cuda_outputs = config
+        .cuda
+        .map(|_| -> Result<_, RecordError> {
+            Ok((
+                Output::open(config.cuda_output())?,
+                Output::open(config.gpu_wait_output())?,
+            ))
+        })
+        .transpose()?;
     signals::install();
 
     let mut sampler = Sampler::load(
@@ -137,6 +152,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
             targets: config.targets.sampler_targets(),
             self_tgid: std::process::id(),
             unwind: config.unwind,
+            cuda: config.cuda,
         },
         config.bpf_stats,
     )?;
@@ -196,16 +212,20 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
     let mut followers = Followers { python, traces, go };
     followers.go.preload(running.iter().copied());
     if let Some(tables) = sampler.unwind_tables() {
-        let loaded = unwind::preload(tables, &mut symbolizer, running);
+        let loaded = unwind::preload(tables, &mut symbolizer, running.iter().copied());
         // The first samples should be walked with tables: wait a little
         // for them (each is built once; a 1 GiB library takes about 1 s).
         tables.finish_pending(unwind::PRELOAD_WAIT);
         tracing::debug!("unwind tables: {loaded} processes preloaded");
     }
+    if config.cuda.is_some() {
+        gpu_calls::attach_running(&mut sampler, &mut symbolizer, &running);
+    }
     clock.lap("unwind tables");
     let period_ns = 1_000_000_000 / u64::from(config.frequency.get());
     let mut on_cpu = Aggregate::new(period_ns);
     let mut off_cpu = Aggregate::new(0);
+    let mut gpu = GpuCalls::default();
     let mut progress = Progress::new(config.quiet);
 
     let start = SystemTime::now();
@@ -230,6 +250,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
             &mut followers,
             &mut on_cpu,
             &mut off_cpu,
+            &mut gpu,
         );
         if progress.due() {
             let lost = sampler.stats().ring_buffer_full;
@@ -257,6 +278,7 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
             followers.python.reap(process_alive);
             followers.traces.reap(process_alive);
             followers.go.reap(process_alive);
+            sampler.cuda_reap(process_alive);
             if let TargetSpec::Pids(pids) = &config.targets {
                 if pids.iter().all(|&pid| !process_alive(pid)) {
                     tracing::info!("every target process has exited");
@@ -276,7 +298,16 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         &mut followers,
         &mut on_cpu,
         &mut off_cpu,
+        &mut gpu,
     );
+    let mut cuda_launches = Aggregate::new(0);
+    let mut gpu_waits = Aggregate::new(0);
+    gpu.share_out(
+        sampler.take_cuda_totals()?,
+        &mut cuda_launches,
+        &mut gpu_waits,
+    );
+    let cuda_probes = sampler.cuda_probe_stats();
     for entry in sampler.off_cpu_totals()? {
         let frames = entry
             .python
@@ -300,6 +331,9 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
     let mut outcome = RecordOutcome {
         on_cpu: None,
         off_cpu: None,
+        cuda_launches: None,
+        gpu_waits: None,
+        cuda_probes,
         sampler: sampler_stats,
         unwind: unwind_stats,
         symbolizer: SymbolizerStats::default(),
@@ -334,6 +368,25 @@ pub fn record(config: &RecordConfig) -> Result<RecordOutcome, RecordError> {
         write_output(&profile, config.format, output)?;
         outcome.off_cpu = Some(profile);
     }
+    if let Some((launch_output, wait_output)) = cuda_outputs {
+        for (aggregate, kind, output) in [
+            (&cuda_launches, ProfileKind::CudaLaunch, launch_output),
+            (&gpu_waits, ProfileKind::GpuWait, wait_output),
+        ] {
+            let profile = symbolize(
+                aggregate,
+                &mut processes,
+                &mut symbolizer,
+                followers.python.modules(),
+                window(kind),
+            );
+            write_output(&profile, config.format, output)?;
+            match kind {
+                ProfileKind::CudaLaunch => outcome.cuda_launches = Some(profile),
+                _ => outcome.gpu_waits = Some(profile),
+            }
+        }
+    }
     clock.lap("symbolize and encode");
     outcome.symbolizer = symbolizer.stats();
     outcome.debuginfod = debuginfod_stats;
@@ -359,9 +412,21 @@ fn drain(
     followers: &mut Followers,
     on_cpu: &mut Aggregate,
     off_cpu: &mut Aggregate,
+    gpu: &mut GpuCalls,
 ) {
     let mut seen: Vec<Seen> = Vec::new();
     let Followers { python, traces, go } = followers;
+    gpu_calls::attach_announced(sampler, symbolizer);
+    sampler.drain_cuda(|mut event| {
+        processes.observe(event.sample.pid, event.sample.mm_id, symbolizer);
+        seen.push(Seen::from(&event.sample));
+        let frames = python.resolve(&event.sample);
+        if let Some(name) = python.thread_name(event.sample.pid, event.sample.tid) {
+            event.sample.thread_name = name.to_owned();
+        }
+        let labels = go.labels(&event.sample);
+        gpu.add(event, frames, labels);
+    });
     sampler.drain(|mut sample| {
         processes.observe(sample.pid, sample.mm_id, symbolizer);
         seen.push(Seen::from(&sample));
@@ -409,6 +474,8 @@ fn write_output(
     let title = match profile.kind {
         ProfileKind::OnCpu { .. } => "smolder record: on-CPU",
         ProfileKind::OffCpu => "smolder record: off-CPU (microseconds blocked)",
+        ProfileKind::CudaLaunch => "smolder record: CUDA launches",
+        ProfileKind::GpuWait => "smolder record: GPU waits (microseconds in sync calls)",
     };
     let Some(file) = output.file.take() else {
         return Ok(());
@@ -449,7 +516,33 @@ pub fn print_summary(outcome: &RecordOutcome, config: &RecordConfig) {
             config.off_cpu_output().display()
         );
     }
+    if let (Some(launches), Some(waits)) = (&outcome.cuda_launches, &outcome.gpu_waits) {
+        let waited: u64 = waits.samples.iter().map(|s| s.nanos).sum();
+        let probes = &outcome.cuda_probes;
+        eprintln!(
+            "Wrote {} CUDA launches from {} processes to {}, and {} sync calls ({:.3}s waiting) to {}; \
+             {} stacks sampled; probes on {} CUDA libraries ({} taken off as their processes exited)",
+            launches.total_samples(),
+            process_count(launches),
+            config.cuda_output().display(),
+            waits.total_samples(),
+            waited as f64 / 1e9,
+            config.gpu_wait_output().display(),
+            outcome.sampler.cuda_events,
+            probes.files + probes.taken_off,
+            probes.taken_off,
+        );
+        if probes.files + probes.taken_off == 0 {
+            eprintln!("note: no target process mapped libcudart or libcuda: nothing was probed");
+        }
+    }
     let s = &outcome.sampler;
+    if s.cuda_events_full + s.cuda_counts_full > 0 {
+        eprintln!(
+            "warning: CUDA data lost (sampled stacks, ring buffer full: {}; calls not counted, totals map full: {})",
+            s.cuda_events_full, s.cuda_counts_full
+        );
+    }
     if s.ring_buffer_full + s.decode_errors > 0 {
         eprintln!(
             "warning: {} samples lost (ring buffer full: {}, undecodable: {})",
@@ -580,10 +673,20 @@ fn started_line(config: &RecordConfig) -> String {
         }
         TargetSpec::Command(_) => "the command and its children".to_owned(),
     };
-    let what = match (config.on_cpu, config.off_cpu.is_some()) {
-        (true, true) => format!("on-CPU at {} Hz and off-CPU", config.frequency),
-        (true, false) => format!("at {} Hz", config.frequency),
-        (false, _) => "off-CPU".to_owned(),
+    let mut parts = Vec::new();
+    if config.on_cpu {
+        parts.push(format!("on-CPU at {} Hz", config.frequency));
+    }
+    if config.off_cpu.is_some() {
+        parts.push("off-CPU".to_owned());
+    }
+    if config.cuda.is_some() {
+        parts.push("CUDA launches and waits".to_owned());
+    }
+    let what = if parts.len() == 1 && config.on_cpu {
+        format!("at {} Hz", config.frequency)
+    } else {
+        parts.join(" and ")
     };
     let until = match config.duration {
         Some(d) => format!(" for {:.1?}", d),

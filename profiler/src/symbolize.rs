@@ -8,7 +8,8 @@ use symbolizer::{
     ExecRegion, FrameAddress, FunctionFrame, RegionKind, Resolution, Symbolizer, UserLocation,
 };
 
-use crate::aggregate::{Aggregate, StackKey, ThreadNames};
+use crate::aggregate::{Aggregate, GpuMark, StackKey, ThreadNames};
+use crate::collect::{CallKind, CudaApi, CudaLibrary};
 use crate::processes::ProcessTracker;
 use crate::profile::{Location, Mapping, Profile, ProfileKind, ProfileSample};
 use crate::python::{merge, Interpreter, Merged, NativeFrameKind};
@@ -62,6 +63,17 @@ enum LocationKey {
     Kernel(u64),
     Truncated,
     UnwindError,
+    /// A launch's leaf: the function (or graph) it launched.
+    CudaLaunch {
+        pid: u32,
+        mm_id: u64,
+        api: u16,
+        func: u64,
+    },
+    /// A sync call's leaf.
+    GpuWait(&'static str),
+    /// A CUDA call whose stack was not sampled.
+    NotSampled,
     Python {
         function: std::sync::Arc<str>,
         file: std::sync::Arc<str>,
@@ -123,6 +135,7 @@ pub fn symbolize(
                 trace: key.trace,
                 gil_wait: key.gil_wait,
                 labels: key.labels.clone(),
+                gpu_wait: key.gpu.and_then(GpuMark::wait),
             }
         })
         .collect();
@@ -171,7 +184,23 @@ fn refresh_stale_snapshots(
 impl Builder<'_> {
     /// Location ids of a stack, leaf first: kernel frames, then user frames.
     fn stack(&mut self, key: &StackKey, processes: &ProcessTracker) -> Vec<usize> {
-        let mut ids = Vec::with_capacity(key.kernel.len() + key.user.len() + 1);
+        let mut ids = Vec::with_capacity(key.kernel.len() + key.user.len() + 2);
+        match key.gpu {
+            Some(GpuMark::Launch { api, func }) => {
+                ids.push(self.launch_location(key, api, func, processes));
+            }
+            Some(GpuMark::Wait { api, .. }) => {
+                let name = format!("[gpu wait] {}", api.name);
+                ids.push(self.marker(LocationKey::GpuWait(api.name), &name));
+            }
+            Some(GpuMark::Inside(_)) | None => {}
+        }
+        let called = matches!(key.gpu, Some(GpuMark::Launch { .. } | GpuMark::Wait { .. }));
+        if called && key.kernel.is_empty() && key.user.is_empty() && key.python.is_empty() {
+            // Counted, but no stack of it was sampled.
+            ids.push(self.marker(LocationKey::NotSampled, "[stack not sampled]"));
+            return ids;
+        }
         self.kernel_frames(&key.kernel, &mut ids);
         if key.python.is_empty() {
             self.user_frames(key, processes, &mut ids);
@@ -241,6 +270,60 @@ impl Builder<'_> {
                 inlined: false,
             }],
         })
+    }
+
+    /// `[cuda] NAME`: the host function a runtime launch was given, named
+    /// as a frame of its process is; a driver launch's `CUfunction` and a
+    /// graph by their handles.
+    fn launch_location(
+        &mut self,
+        key: &StackKey,
+        api: &'static CudaApi,
+        func: u64,
+        processes: &ProcessTracker,
+    ) -> usize {
+        let location_key = LocationKey::CudaLaunch {
+            pid: key.pid,
+            mm_id: key.mm_id,
+            api: api.id,
+            func,
+        };
+        self.location(location_key, |b| {
+            let name = match (api.kind, api.library) {
+                (CallKind::GraphLaunch, _) => format!("graph 0x{func:x}"),
+                (_, CudaLibrary::Driver) => format!("function 0x{func:x}"),
+                _ => b.function_name(key, func, processes),
+            };
+            Location {
+                mapping: None,
+                address: 0,
+                frames: vec![FunctionFrame::named(&format!("[cuda] {name}"))],
+            }
+        })
+    }
+
+    /// The function at `address` in the process of `key` (its outermost
+    /// frame where inlined ones share the address), or `module+0xoffset`.
+    fn function_name(
+        &mut self,
+        key: &StackKey,
+        address: u64,
+        processes: &ProcessTracker,
+    ) -> String {
+        let Some(maps) = processes.maps(key.pid, key.mm_id) else {
+            return format!("[unknown]+0x{address:x}");
+        };
+        let resolved = self
+            .symbolizer
+            .symbolize_user(maps, &[FrameAddress::at_depth(address, 0)]);
+        match resolved.into_iter().next() {
+            Some(UserLocation {
+                resolution: Resolution::Symbols(frames),
+                ..
+            }) if !frames.is_empty() => frames[frames.len() - 1].name.clone(),
+            Some(location) => unknown_name(location.region.as_ref(), address),
+            None => format!("[unknown]+0x{address:x}"),
+        }
     }
 
     /// A location with no address, only a name.

@@ -52,6 +52,8 @@ fn kind_name(kind: ProfileKind) -> (&'static str, &'static str) {
     match kind {
         ProfileKind::OnCpu { .. } => ("process_cpu", "cpu"),
         ProfileKind::OffCpu => ("offcpu", "offcpu"),
+        ProfileKind::CudaLaunch => ("cuda_launch", "cuda"),
+        ProfileKind::GpuWait => ("gpu_wait", "gpuwait"),
     }
 }
 

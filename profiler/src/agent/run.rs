@@ -192,6 +192,7 @@ fn load_sampler(config: &AgentConfig) -> Result<Sampler, AgentError> {
             targets: SamplerTargets::All,
             self_tgid: std::process::id(),
             unwind: config.unwind,
+            cuda: None,
         },
         false,
     )?;

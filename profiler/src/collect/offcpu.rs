@@ -38,6 +38,7 @@ impl Default for OffCpuConfig {
 
 /// `OFFCPU_GIL_WAIT` and `OFFCPU_TRACE_CONTEXT` (offcpu.h).
 const FLAG_GIL_WAIT: u32 = 1 << 0;
+const FLAG_GPU_WAIT: u32 = 1 << 2;
 const FLAG_TRACE_CONTEXT: u32 = 1 << 1;
 
 #[repr(C)]
@@ -249,6 +250,8 @@ pub struct OffCpuEntry {
     pub python: Option<OffCpuPython>,
     /// The thread slept waiting for the GIL.
     pub gil_wait: bool,
+    /// The thread blocked inside a CUDA sync call.
+    pub gpu_wait: bool,
     /// The trace the thread was serving when it blocked.
     pub trace: Option<TraceContext>,
     /// Number of blocks (scaled by the sampling rate).
@@ -330,6 +333,7 @@ pub(super) fn read_totals(
                 user_unwind_error: flags & FLAG_USER_UNWIND_ERROR != 0,
                 python: python(key.python_stack),
                 gil_wait: key.flags & FLAG_GIL_WAIT != 0,
+                gpu_wait: key.flags & FLAG_GPU_WAIT != 0,
                 trace: (key.flags & FLAG_TRACE_CONTEXT != 0).then_some(TraceContext {
                     trace_id: key.trace_id,
                     span_id: key.span_id,

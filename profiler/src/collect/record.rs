@@ -20,6 +20,7 @@ pub(super) const FLAG_USER_TRUNCATED: u32 = 1 << 1;
 pub(super) const FLAG_USER_UNWIND_ERROR: u32 = 1 << 2;
 const FLAG_USER_UNMAPPED: u32 = 1 << 4;
 const FLAG_TRACE_CONTEXT: u32 = 1 << 5;
+const FLAG_GPU_WAIT: u32 = 1 << 6;
 
 /// Mirror of `struct smolder_sample` (profiler-ebpf/include/sampler.h).
 #[repr(C)]
@@ -133,6 +134,8 @@ pub struct Sample {
     /// Go: where the goroutine's pprof label set is in the process (0:
     /// none), read by [`crate::go::GoTracker`].
     pub go_labels: u64,
+    /// Taken while the thread was inside a CUDA sync call.
+    pub in_gpu_wait: bool,
 }
 
 /// A trace and span id pair, as published by the thread (big-endian bytes,
@@ -151,6 +154,8 @@ pub enum DecodeError {
     StackLength(i32),
     #[error("Python status {0} unknown")]
     PythonStatus(u32),
+    #[error("CUDA API {0} unknown, or not of the event's kind")]
+    CudaApi(u32),
 }
 
 impl TryFrom<&[u8]> for Sample {
@@ -203,6 +208,7 @@ impl TryFrom<&[u8]> for Sample {
                 span_id: raw.span_id,
             }),
             go_labels: raw.go_labels,
+            in_gpu_wait: raw.flags & FLAG_GPU_WAIT != 0,
         })
     }
 }

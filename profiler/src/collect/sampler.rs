@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
-use aya::programs::{BtfTracePoint, PerfEvent, ProgramError, RawTracePoint, TracePoint};
+use aya::programs::{BtfTracePoint, PerfEvent, ProgramError, RawTracePoint, TracePoint, UProbe};
 use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 
+use super::cuda::{CudaEvent, CudaKey, CudaTotal};
+use super::cuda_probes::{CudaProbeStats, CudaProbes, LAUNCH, WAIT_ENTER, WAIT_RETURN};
 use super::offcpu::{
     read_totals, remove_read, OffCpuConfig, OffCpuEntry, OffCpuPython, Orphans, ThreadSeen,
 };
@@ -19,6 +21,7 @@ use crate::unwind::{
     BpfMaps, BpfStore, Capacity, StoreError, UnwindStats, UnwindTables, MAX_RULES, PAGE_SIZE,
     ROW_PAIR_SIZE, RULE_SIZE,
 };
+use symbolizer::ProcessMaps;
 
 static SAMPLER_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sampler.bpf.o"));
@@ -93,7 +96,29 @@ pub struct SamplerConfig {
     /// Never sampled (smolder's own tgid).
     pub self_tgid: u32,
     pub unwind: UnwindConfig,
+    /// Probe CUDA launches and sync calls.
+    pub cuda: Option<CudaConfig>,
 }
+
+/// How the CUDA probes sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CudaConfig {
+    /// Launches and waits sampled with their stacks, per process and
+    /// second (every call is counted whatever this is; 0: counts only).
+    pub stacks_per_second: u32,
+}
+
+impl Default for CudaConfig {
+    fn default() -> Self {
+        Self {
+            stacks_per_second: DEFAULT_CUDA_STACKS_PER_SECOND,
+        }
+    }
+}
+
+/// Stacks a second per process: enough for every launch site of a decode
+/// step to show within a few windows, at about 1 ms of CPU a second.
+pub const DEFAULT_CUDA_STACKS_PER_SECOND: u32 = 100;
 
 /// Counters kept by the BPF program and by the decoder.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -155,6 +180,20 @@ pub struct SamplerStats {
     pub go_labels: u64,
     /// Goroutine label reads that failed (the sample carries none).
     pub go_label_errors: u64,
+    /// CUDA launches counted.
+    pub cuda_launches: u64,
+    /// CUDA sync calls timed.
+    pub cuda_waits: u64,
+    /// Launches and waits sampled with their stacks.
+    pub cuda_events: u64,
+    /// ... lost: ring buffer full.
+    pub cuda_events_full: u64,
+    /// CUDA calls not counted: the totals map was full.
+    pub cuda_counts_full: u64,
+    /// Total run time of the CUDA probe programs (with `bpf_stats`).
+    pub cuda_bpf_run_time: Option<Duration>,
+    /// ... and how many times they ran.
+    pub cuda_bpf_run_count: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -213,8 +252,13 @@ const STAT_OFFCPU_GIL_WAITS: u32 = 24;
 const STAT_OFFCPU_PYTHON_EVENTS_FULL: u32 = 25;
 const STAT_GO_LABELS: u32 = 26;
 const STAT_GO_LABEL_ERRORS: u32 = 27;
+const STAT_CUDA_LAUNCHES: u32 = 28;
+const STAT_CUDA_WAITS: u32 = 29;
+const STAT_CUDA_EVENTS: u32 = 30;
+const STAT_CUDA_EVENTS_FULL: u32 = 31;
+const STAT_CUDA_COUNTS_FULL: u32 = 32;
 #[cfg(test)]
-const STAT_COUNT: u32 = 28;
+const STAT_COUNT: u32 = 33;
 
 /// What records each process's executable file mappings: the binary at
 /// exec (tp_btf), libraries at mmap(2) (the syscall's own tracepoints, which
@@ -309,6 +353,14 @@ pub struct Sampler {
     go_processes: Option<Map>,
     /// Off-CPU stacks unreferenced at the last sweep.
     off_cpu_orphans: Orphans,
+    /// `cuda_events`, with CUDA probing on.
+    cuda_events: Option<RingBuf<MapData>>,
+    /// `cuda_libraries`: pids that just mapped a CUDA library.
+    cuda_libraries: Option<RingBuf<MapData>>,
+    /// The library files the CUDA probes are attached to.
+    cuda: CudaProbes,
+    /// The CUDA totals as last read, to hand out what was added since.
+    cuda_last: std::collections::HashMap<CudaKey, CudaTotal>,
     config: SamplerConfig,
     decode_errors: u64,
     decode_error_reported: bool,
@@ -340,6 +392,8 @@ impl Sampler {
         } else {
             Capacity { rows: 2, pages: 1 }
         };
+        let cuda_rate = config.cuda.map_or(0, |c| c.stacks_per_second);
+        let cuda_watch = u8::from(config.cuda.is_some());
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .map_max_entries("samples", ring_bytes)
@@ -352,6 +406,8 @@ impl Sampler {
             .override_global("follow_children", &follow, true)
             .override_global("offcpu_min_ns", &min_block_ns, true)
             .override_global("offcpu_sample_every", &sample_every, true)
+            .override_global("cuda_stacks_per_second", &cuda_rate, true)
+            .override_global("cuda_watch", &cuda_watch, true)
             .load(SAMPLER_OBJECT)
             .map_err(LoadError::Load)?;
         let ring = RingBuf::try_from(
@@ -415,9 +471,28 @@ impl Sampler {
                 source,
             })?;
         }
-        let records_mappings = dwarf && load_mapping_recorder(&mut ebpf, &btf);
+        // The recorder also announces CUDA libraries as they are mapped.
+        let records_mappings =
+            (dwarf || config.cuda.is_some()) && load_mapping_recorder(&mut ebpf, &btf);
         let off_cpu_program = match config.off_cpu {
             Some(_) => Some(load_off_cpu(&mut ebpf, &btf)?),
+            None => None,
+        };
+        let cuda_events = match config.cuda {
+            Some(_) => Some(load_cuda(&mut ebpf)?),
+            None => None,
+        };
+        let cuda_libraries = match config.cuda {
+            Some(_) => Some(
+                RingBuf::try_from(
+                    ebpf.take_map("cuda_libraries")
+                        .ok_or(LoadError::Missing("cuda_libraries"))?,
+                )
+                .map_err(|source| LoadError::Map {
+                    name: "cuda_libraries",
+                    source,
+                })?,
+            ),
             None => None,
         };
         if follow == 1 {
@@ -449,6 +524,10 @@ impl Sampler {
             trace_processes: Some(trace_processes),
             go_processes: Some(go_processes),
             off_cpu_orphans: Orphans::default(),
+            cuda_events,
+            cuda_libraries,
+            cuda: CudaProbes::default(),
+            cuda_last: std::collections::HashMap::new(),
             config,
             decode_errors: 0,
             decode_error_reported: false,
@@ -598,6 +677,101 @@ impl Sampler {
         Ok(read.into_iter().map(|(_, entry)| entry).collect())
     }
 
+    /// Attaches the CUDA probes to the CUDA libraries in `maps` (no-op with
+    /// CUDA probing off). Call with every process whose maps were read.
+    pub fn cuda_follow(&mut self, maps: &ProcessMaps) {
+        if self.cuda_events.is_some() {
+            self.cuda.follow(&mut self.ebpf, maps);
+        }
+    }
+
+    /// Takes the CUDA probes off libraries no living process maps, and
+    /// forgets the totals of processes that are gone.
+    pub fn cuda_reap(&mut self, alive: impl Fn(u32) -> bool) {
+        if self.cuda_events.is_none() {
+            return;
+        }
+        self.cuda.reap(&mut self.ebpf, &alive);
+        let dead: Vec<CudaKey> = self
+            .cuda_last
+            .keys()
+            .filter(|k| !alive(k.pid))
+            .copied()
+            .collect();
+        if dead.is_empty() {
+            return;
+        }
+        if let Some(map) = self.ebpf.map_mut("cuda_counts") {
+            if let Ok(mut counts) = BpfHashMap::<_, CudaKey, CudaTotal>::try_from(map) {
+                for key in &dead {
+                    let _ = counts.remove(key);
+                }
+            }
+        }
+        for key in dead {
+            self.cuda_last.remove(&key);
+        }
+    }
+
+    /// The pids of target processes that mapped a CUDA library since the
+    /// last call (their maps are to be read and handed to
+    /// [`Sampler::cuda_follow`]).
+    pub fn take_cuda_library_pids(&mut self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        if let Some(ring) = self.cuda_libraries.as_mut() {
+            while let Some(item) = ring.next() {
+                if let Ok(bytes) = <[u8; 4]>::try_from(&*item) {
+                    pids.push(u32::from_ne_bytes(bytes));
+                }
+            }
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    pub fn cuda_probe_stats(&self) -> CudaProbeStats {
+        self.cuda.stats()
+    }
+
+    /// Hands every sampled CUDA launch and wait to `sink`.
+    pub fn drain_cuda(&mut self, sink: impl FnMut(CudaEvent)) {
+        if let Some(ring) = self.cuda_events.as_mut() {
+            let errors = (&mut self.decode_errors, &mut self.decode_error_reported);
+            drain_ring(ring, "CUDA event", errors, sink);
+        }
+    }
+
+    /// The exact CUDA totals added since the last call, by process, API and
+    /// function. Read before the events of the same period are drained, a
+    /// total may count a call whose sampled event comes with the next.
+    pub fn take_cuda_totals(&mut self) -> Result<Vec<(CudaKey, CudaTotal)>, LoadError> {
+        if self.cuda_events.is_none() {
+            return Ok(Vec::new());
+        }
+        let map = self
+            .ebpf
+            .map("cuda_counts")
+            .ok_or(LoadError::Missing("cuda_counts"))?;
+        let counts = BpfHashMap::<_, CudaKey, CudaTotal>::try_from(map).map_err(|source| {
+            LoadError::Map {
+                name: "cuda_counts",
+                source,
+            }
+        })?;
+        let mut added = Vec::new();
+        for entry in counts.iter() {
+            let Ok((key, total)) = entry else { continue };
+            let earlier = self.cuda_last.get(&key).copied().unwrap_or_default();
+            let delta = total.since(&earlier);
+            self.cuda_last.insert(key, total);
+            if delta.calls > 0 {
+                added.push((key, delta));
+            }
+        }
+        Ok(added)
+    }
+
     /// Hands every buffered sample to `sink`; returns how many.
     pub fn drain(&mut self, mut sink: impl FnMut(Sample)) -> usize {
         let mut n = 0;
@@ -647,6 +821,11 @@ impl Sampler {
                 stats.off_cpu_gil_waits = sum(STAT_OFFCPU_GIL_WAITS);
                 stats.go_labels = sum(STAT_GO_LABELS);
                 stats.go_label_errors = sum(STAT_GO_LABEL_ERRORS);
+                stats.cuda_launches = sum(STAT_CUDA_LAUNCHES);
+                stats.cuda_waits = sum(STAT_CUDA_WAITS);
+                stats.cuda_events = sum(STAT_CUDA_EVENTS);
+                stats.cuda_events_full = sum(STAT_CUDA_EVENTS_FULL);
+                stats.cuda_counts_full = sum(STAT_CUDA_COUNTS_FULL);
             }
         }
         if self._stats_fd.is_some() {
@@ -660,6 +839,14 @@ impl Sampler {
                 if let Some(Ok(info)) = self.ebpf.program(name).map(|p| p.info()) {
                     stats.off_cpu_bpf_run_time = Some(info.run_time());
                 }
+            }
+            if self.cuda_events.is_some() {
+                let infos: Vec<_> = [LAUNCH, WAIT_ENTER, WAIT_RETURN]
+                    .iter()
+                    .filter_map(|name| self.ebpf.program(name)?.info().ok())
+                    .collect();
+                stats.cuda_bpf_run_time = Some(infos.iter().map(|i| i.run_time()).sum());
+                stats.cuda_bpf_run_count = Some(infos.iter().map(|i| i.run_count()).sum());
             }
         }
         stats
@@ -690,6 +877,26 @@ fn drain_ring<T>(
             }
         }
     }
+}
+
+/// Loads the CUDA probe programs (attached later, per library file) and
+/// takes their ring buffer.
+fn load_cuda(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, LoadError> {
+    for name in [LAUNCH, WAIT_ENTER, WAIT_RETURN] {
+        let probe: &mut UProbe = program(ebpf, name)?;
+        probe.load().map_err(|source| LoadError::Program {
+            name,
+            action: "load",
+            source,
+        })?;
+    }
+    let map = ebpf
+        .take_map("cuda_events")
+        .ok_or(LoadError::Missing("cuda_events"))?;
+    RingBuf::try_from(map).map_err(|source| LoadError::Map {
+        name: "cuda_events",
+        source,
+    })
 }
 
 /// Loads the sched_switch program: tp_btf where the kernel allows it, raw_tp

@@ -55,7 +55,15 @@ pub enum SampleLabels {
 
 /// Labels smolder sets itself: a goroutine label of the same key is left
 /// out rather than doubled.
-const RESERVED_LABELS: [&str; 6] = ["pid", "tid", "comm", "thread_name", "trace_id", "gil"];
+const RESERVED_LABELS: [&str; 7] = [
+    "pid",
+    "tid",
+    "comm",
+    "thread_name",
+    "trace_id",
+    "gil",
+    "gpu_wait",
+];
 
 /// Builds the pprof message (not yet serialized).
 pub(crate) fn to_proto(profile: &Profile, labels: SampleLabels) -> proto::Profile {
@@ -65,15 +73,17 @@ pub(crate) fn to_proto(profile: &Profile, labels: SampleLabels) -> proto::Profil
         unit: strings.get(u),
     };
     // (count type, time type): the time type is also the period type.
+    // Launches have a count only.
     let (count_type, time_type) = match profile.kind {
-        ProfileKind::OnCpu { .. } => (("samples", "count"), ("cpu", "nanoseconds")),
-        ProfileKind::OffCpu => (("blocks", "count"), ("offcpu", "nanoseconds")),
+        ProfileKind::OnCpu { .. } => (("samples", "count"), Some(("cpu", "nanoseconds"))),
+        ProfileKind::OffCpu => (("blocks", "count"), Some(("offcpu", "nanoseconds"))),
+        ProfileKind::CudaLaunch => (("launches", "count"), None),
+        ProfileKind::GpuWait => (("calls", "count"), Some(("gpu_wait", "nanoseconds"))),
     };
-    let sample_type = vec![
-        value_type(&mut strings, count_type.0, count_type.1),
-        value_type(&mut strings, time_type.0, time_type.1),
-    ];
-    let period_type = Some(value_type(&mut strings, time_type.0, time_type.1));
+    let mut sample_type = vec![value_type(&mut strings, count_type.0, count_type.1)];
+    sample_type.extend(time_type.map(|(t, u)| value_type(&mut strings, t, u)));
+    let (period_name, period_unit) = time_type.unwrap_or(count_type);
+    let period_type = Some(value_type(&mut strings, period_name, period_unit));
     let period = profile.period_ns() as i64;
 
     let mapping = profile
@@ -146,6 +156,7 @@ pub(crate) fn to_proto(profile: &Profile, labels: SampleLabels) -> proto::Profil
         strings.get("span_id"),
         strings.get("trace_id"),
         strings.get("gil"),
+        strings.get("gpu_wait"),
     ];
     let sample = profile
         .samples
@@ -179,6 +190,9 @@ pub(crate) fn to_proto(profile: &Profile, labels: SampleLabels) -> proto::Profil
             if s.gil_wait {
                 sample_labels.push(label(keys[6], "wait", &mut strings));
             }
+            if let Some(wait) = s.gpu_wait {
+                sample_labels.push(label(keys[7], wait.label(), &mut strings));
+            }
             if let Some(trace) = &s.trace {
                 sample_labels.push(label(keys[4], &trace.span_id_hex(), &mut strings));
                 if labels == SampleLabels::Strings {
@@ -196,7 +210,11 @@ pub(crate) fn to_proto(profile: &Profile, labels: SampleLabels) -> proto::Profil
             }
             proto::Sample {
                 location_id: s.locations.iter().map(|&l| l as u64 + 1).collect(),
-                value: vec![s.count as i64, s.nanos as i64],
+                value: if time_type.is_some() {
+                    vec![s.count as i64, s.nanos as i64]
+                } else {
+                    vec![s.count as i64]
+                },
                 label: sample_labels,
             }
         })

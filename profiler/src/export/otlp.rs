@@ -223,10 +223,14 @@ impl Dictionary {
         let (sample_type, period, value_index) = match kind {
             ProfileKind::OnCpu { .. } => (("samples", "count"), pprof.period, 0),
             ProfileKind::OffCpu => (("offcpu", "nanoseconds"), 1, 1),
+            ProfileKind::CudaLaunch => (("launches", "count"), 1, 0),
+            ProfileKind::GpuWait => (("gpu_wait", "nanoseconds"), 1, 1),
         };
         let period_kind = match kind {
             ProfileKind::OnCpu { .. } => ("cpu", "nanoseconds"),
             ProfileKind::OffCpu => ("offcpu", "nanoseconds"),
+            ProfileKind::CudaLaunch => ("launches", "count"),
+            ProfileKind::GpuWait => ("gpu_wait", "nanoseconds"),
         };
         let mappings: HashMap<u64, i32> = pprof
             .mapping

@@ -1,0 +1,292 @@
+//! Turns what the CUDA probes saw into the two aggregates smolder profiles:
+//! launches and time in sync calls. The probes count every call exactly and
+//! sample some with their stacks; each period's exact totals are shared out
+//! among the stacks sampled for the same process, API and function, so the
+//! profile's totals are the exact ones and the stacks are a sample.
+
+use std::collections::HashMap;
+
+use symbolizer::python::PythonFrame;
+use symbolizer::Symbolizer;
+
+use crate::aggregate::{Aggregate, GpuMark, StackKey, Weight};
+use crate::collect::{CallKind, CudaApi, CudaEvent, CudaKey, CudaTotal, Sampler};
+use crate::go::LabelSet;
+use crate::profile::GpuWait;
+
+/// Attaches the CUDA probes to the libraries of the processes in `pids`
+/// that map one (at start: they run already).
+pub fn attach_running(sampler: &mut Sampler, symbolizer: &mut Symbolizer, pids: &[u32]) {
+    for &pid in pids {
+        if maps_mention_cuda(pid) {
+            if let Ok(maps) = symbolizer.snapshot_process(pid) {
+                sampler.cuda_follow(&maps);
+            }
+        }
+    }
+}
+
+/// Attaches the CUDA probes to the libraries that target processes mapped
+/// since the last call (announced by the BPF mapping recorder).
+pub fn attach_announced(sampler: &mut Sampler, symbolizer: &mut Symbolizer) {
+    for pid in sampler.take_cuda_library_pids() {
+        if let Ok(maps) = symbolizer.snapshot_process(pid) {
+            sampler.cuda_follow(&maps);
+        }
+    }
+}
+
+/// Whether `/proc/PID/maps` names a CUDA library (a cheap text search
+/// before the maps are parsed).
+fn maps_mention_cuda(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/maps"))
+        .is_ok_and(|text| text.windows(8).any(|w| w == b"/libcuda"))
+}
+
+/// A sampled call, kept until its period's totals are read.
+#[derive(Debug, Clone)]
+struct SampledCall {
+    stack: StackKey,
+    comm: String,
+    thread_name: String,
+    /// Wait: the time this call took (spin, blocked).
+    spin_ns: u64,
+    blocked_ns: u64,
+}
+
+/// The most keys whose last stack is remembered (the BPF totals map holds
+/// as many).
+const MAX_REMEMBERED: usize = 16384;
+
+#[derive(Debug, Default)]
+pub struct GpuCalls {
+    /// Calls sampled since the last [`GpuCalls::share_out`], by key.
+    sampled: HashMap<CudaKey, Vec<SampledCall>>,
+    /// The last call sampled for each key: what a period without a sampled
+    /// stack of its own is attributed to.
+    last: HashMap<CudaKey, SampledCall>,
+    /// Totals attributed to a remembered stack rather than one of their
+    /// period (calls).
+    pub carried_over: u64,
+    /// ... to no stack at all (`[stack not sampled]`).
+    pub unsampled: u64,
+}
+
+impl GpuCalls {
+    /// Keeps a sampled call, its Python frames already named.
+    pub fn add(&mut self, event: CudaEvent, python: Box<[PythonFrame]>, labels: Option<LabelSet>) {
+        let sample = event.sample;
+        let key = CudaKey {
+            pid: sample.pid,
+            api: u32::from(event.api.id),
+            func: event.func,
+        };
+        let gpu = match event.api.kind {
+            CallKind::Launch | CallKind::GraphLaunch => GpuMark::Launch {
+                api: event.api,
+                func: event.func,
+            },
+            CallKind::Wait => GpuMark::Wait {
+                api: event.api,
+                part: GpuWait::Spin,
+            },
+        };
+        let stack = StackKey {
+            pid: sample.pid,
+            tid: sample.tid,
+            mm_id: sample.mm_id,
+            kernel: Box::new([]),
+            user: sample.user.into_boxed_slice(),
+            truncated: sample.user_truncated,
+            unwind_error: sample.user_unwind_error,
+            python,
+            trace: sample.trace,
+            gil_wait: false,
+            labels,
+            gpu: Some(gpu),
+        };
+        self.sampled.entry(key).or_default().push(SampledCall {
+            stack,
+            comm: sample.comm,
+            thread_name: sample.thread_name,
+            spin_ns: event.spin_ns,
+            blocked_ns: event.blocked_ns,
+        });
+    }
+
+    /// Shares out the exact `totals` of a period among the calls sampled in
+    /// it: launches into `launches`, sync calls into `waits`.
+    pub fn share_out(
+        &mut self,
+        totals: Vec<(CudaKey, CudaTotal)>,
+        launches: &mut Aggregate,
+        waits: &mut Aggregate,
+    ) {
+        let mut sampled = std::mem::take(&mut self.sampled);
+        for (key, total) in totals {
+            let Some(api) = CudaApi::by_id(key.api) else {
+                continue;
+            };
+            let calls = match sampled.remove(&key) {
+                Some(calls) if !calls.is_empty() => {
+                    self.remember(key, &calls[calls.len() - 1]);
+                    calls
+                }
+                _ => match self.last.get(&key) {
+                    Some(call) => {
+                        self.carried_over += total.calls;
+                        vec![call.clone()]
+                    }
+                    None => {
+                        self.unsampled += total.calls;
+                        vec![unsampled_call(key, api)]
+                    }
+                },
+            };
+            match api.kind {
+                CallKind::Launch | CallKind::GraphLaunch => share_launches(&calls, total, launches),
+                CallKind::Wait => share_waits(&calls, total, waits),
+            }
+        }
+        // Calls sampled but not in these totals (counted in the next
+        // period's) wait for them.
+        for (key, calls) in sampled {
+            if !calls.is_empty() {
+                self.sampled.insert(key, calls);
+            }
+        }
+    }
+
+    fn remember(&mut self, key: CudaKey, call: &SampledCall) {
+        if self.last.len() >= MAX_REMEMBERED && !self.last.contains_key(&key) {
+            return;
+        }
+        self.last.insert(key, call.clone());
+    }
+
+    /// Forgets the processes that are gone.
+    pub fn reap(&mut self, alive: impl Fn(u32) -> bool) {
+        self.last.retain(|k, _| alive(k.pid));
+        self.sampled.retain(|k, _| alive(k.pid));
+    }
+}
+
+fn unsampled_call(key: CudaKey, api: &'static CudaApi) -> SampledCall {
+    let gpu = match api.kind {
+        CallKind::Wait => GpuMark::Wait {
+            api,
+            part: GpuWait::Spin,
+        },
+        _ => GpuMark::Launch {
+            api,
+            func: key.func,
+        },
+    };
+    SampledCall {
+        stack: StackKey {
+            pid: key.pid,
+            tid: 0,
+            mm_id: 0,
+            kernel: Box::new([]),
+            user: Box::new([]),
+            truncated: false,
+            unwind_error: false,
+            python: Box::new([]),
+            trace: None,
+            gil_wait: false,
+            labels: None,
+            gpu: Some(gpu),
+        },
+        comm: String::new(),
+        thread_name: String::new(),
+        spin_ns: 0,
+        blocked_ns: 0,
+    }
+}
+
+/// `total` split in parts proportional to `weights` (evenly when they are
+/// all 0), summing to `total` exactly.
+fn shares(total: u64, weights: &[u64]) -> Vec<u64> {
+    let sum: u128 = weights.iter().map(|&w| u128::from(w)).sum();
+    let n = weights.len() as u128;
+    let mut cumulative: u128 = 0;
+    let mut given: u64 = 0;
+    weights
+        .iter()
+        .map(|&w| {
+            cumulative += if sum == 0 { 1 } else { u128::from(w) };
+            let whole = if sum == 0 { n } else { sum };
+            let upto = (u128::from(total) * cumulative / whole) as u64;
+            let share = upto - given;
+            given = upto;
+            share
+        })
+        .collect()
+}
+
+fn add(aggregate: &mut Aggregate, call: &SampledCall, stack: StackKey, weight: Weight) {
+    if stack.tid != 0 {
+        aggregate.name_thread(stack.tid, call.comm.clone(), call.thread_name.clone());
+    }
+    aggregate.add_weighted(stack, weight);
+}
+
+fn share_launches(calls: &[SampledCall], total: CudaTotal, launches: &mut Aggregate) {
+    let counts = shares(total.calls, &vec![1; calls.len()]);
+    for (call, count) in calls.iter().zip(counts) {
+        if count > 0 {
+            let weight = Weight { count, nanos: 0 };
+            add(launches, call, call.stack.clone(), weight);
+        }
+    }
+}
+
+/// Each sampled call gets its share of the calls, and of the time on and
+/// off CPU in proportion to its own; the calls are counted with the spin
+/// part.
+fn share_waits(calls: &[SampledCall], total: CudaTotal, waits: &mut Aggregate) {
+    let counts = shares(total.calls, &vec![1; calls.len()]);
+    let spins: Vec<u64> = calls.iter().map(|c| c.spin_ns).collect();
+    let blocks: Vec<u64> = calls.iter().map(|c| c.blocked_ns).collect();
+    let spin = shares(total.spin_ns, &spins);
+    let blocked = shares(total.blocked_ns, &blocks);
+    for (i, call) in calls.iter().enumerate() {
+        let Some(GpuMark::Wait { api, .. }) = call.stack.gpu else {
+            continue;
+        };
+        let part = |part| {
+            let mut stack = call.stack.clone();
+            stack.gpu = Some(GpuMark::Wait { api, part });
+            stack
+        };
+        if counts[i] > 0 || spin[i] > 0 {
+            let weight = Weight {
+                count: counts[i],
+                nanos: spin[i],
+            };
+            add(waits, call, part(GpuWait::Spin), weight);
+        }
+        if blocked[i] > 0 {
+            let weight = Weight {
+                count: 0,
+                nanos: blocked[i],
+            };
+            add(waits, call, part(GpuWait::Blocked), weight);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_sum_to_the_total() {
+        assert_eq!(shares(10, &[1, 1, 1]), vec![3, 3, 4]);
+        assert_eq!(shares(7, &[0, 0]), vec![3, 4]);
+        assert_eq!(shares(100, &[1, 3]), vec![25, 75]);
+        assert_eq!(shares(0, &[5]), vec![0]);
+        let many = shares(1_000_003, &[7, 11, 13, 0, 2]);
+        assert_eq!(many.iter().sum::<u64>(), 1_000_003);
+    }
+}
