@@ -66,7 +66,7 @@ pub fn entry_points(
 
 struct Attached {
     /// Keeps the file open: the probes were attached through its fd.
-    _module: Arc<Module>,
+    module: Arc<Module>,
     pids: HashSet<u32>,
     links: Vec<(&'static str, UProbeLinkId)>,
     entry_points: usize,
@@ -122,7 +122,7 @@ impl CudaProbes {
                     self.attached.insert(
                         module.id,
                         Attached {
-                            _module: module.clone(),
+                            module: module.clone(),
                             pids: HashSet::from([maps.pid]),
                             links,
                             entry_points,
@@ -171,7 +171,10 @@ impl CudaProbes {
                 }
             }
             self.taken_off += 1;
-            tracing::debug!("CUDA: probes taken off {id:?}: no process maps it");
+            tracing::info!(
+                "CUDA: probes taken off {}: no process maps it any more",
+                attached.module.path.display()
+            );
         }
     }
 

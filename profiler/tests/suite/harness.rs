@@ -4,6 +4,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use prost::Message;
 use smolder::encode::pprof_proto;
@@ -196,25 +197,32 @@ pub fn record_pid(pid: u32, seconds: u32, extra: &[&str]) -> (Vec<Stack>, String
 /// samples (it printed "Sampling ...") until `finish`.
 pub struct Recording {
     child: Option<std::process::Child>,
-    stderr: Option<std::thread::JoinHandle<String>>,
+    /// smolder's stderr, line by line, as it comes.
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Everything read from `lines` so far.
+    text: String,
     out: PathBuf,
     pid: u32,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Recording {
     pub fn start(pid: u32, seconds: u32, extra: &[&str]) -> Self {
+        let target = ["-p".to_owned(), pid.to_string()];
+        let duration = ["-d".to_owned(), format!("{seconds}s")];
+        let args: Vec<&str> = target.iter().chain(&duration).map(String::as_str).collect();
+        Self::start_with(&args, pid, extra)
+    }
+
+    /// `smolder record TARGET... -o DIR/out.pb.gz EXTRA...`; `finish` keeps
+    /// the stacks of `pid` (0: every process).
+    pub fn start_with(target: &[&str], pid: u32, extra: &[&str]) -> Self {
         use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.pb.gz");
         let mut child = Command::new(env!("CARGO_BIN_EXE_smolder"))
-            .args([
-                "record",
-                "-p",
-                &pid.to_string(),
-                "-d",
-                &format!("{seconds}s"),
-            ])
+            .arg("record")
+            .args(target)
             .arg("-o")
             .arg(&out)
             .args(extra)
@@ -222,49 +230,89 @@ impl Recording {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("running smolder");
-        let mut lines = std::io::BufReader::new(child.stderr.take().expect("piped"));
-        let mut text = String::new();
-        loop {
-            let mut line = String::new();
-            if lines.read_line(&mut line).expect("smolder's stderr") == 0 {
-                let status = child.wait().expect("smolder");
-                panic!("smolder record exited ({status}) before sampling:\n{text}");
+        let stderr = std::io::BufReader::new(child.stderr.take().expect("piped"));
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
             }
-            text.push_str(&line);
-            if line.starts_with("Sampling ") {
-                break;
-            }
-        }
-        let stderr = std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = lines.read_to_string(&mut rest);
-            text + &rest
         });
-        Self {
+        let mut recording = Self {
             child: Some(child),
-            stderr: Some(stderr),
+            lines,
+            text: String::new(),
             out,
             pid,
-            _dir: dir,
+            dir: Some(dir),
+        };
+        if !recording.wait_for_line(|l| l.starts_with("Sampling "), Duration::from_secs(120)) {
+            let status = recording.child.as_mut().expect("running").try_wait();
+            panic!(
+                "smolder record did not start sampling ({status:?}):\n{}",
+                recording.text
+            );
+        }
+        recording
+    }
+
+    /// Waits until smolder prints a line that `matches` (true), or for
+    /// `timeout`, or until it exits (false).
+    pub fn wait_for_line(&mut self, matches: impl Fn(&str) -> bool, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.text.push_str(&line);
+                    self.text.push('\n');
+                    if matches(&line) {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// What smolder printed so far.
+    pub fn stderr_so_far(&self) -> &str {
+        &self.text
+    }
+
+    /// Asks smolder to stop and write its profiles (Ctrl-C).
+    pub fn interrupt(&self) {
+        if let Some(child) = self.child.as_ref() {
+            // SAFETY: kill(2) with a pid we started and still hold.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         }
     }
 
     /// Waits for the capture to end: the target's stacks and smolder's stderr.
-    pub fn finish(mut self) -> (Vec<Stack>, String) {
+    pub fn finish(self) -> (Vec<Stack>, String) {
+        let (stacks, stderr, _) = self.finish_keeping_outputs();
+        (stacks, stderr)
+    }
+
+    /// Like `finish`, also handing over the directory with every output
+    /// (removed when dropped).
+    pub fn finish_keeping_outputs(mut self) -> (Vec<Stack>, String, tempfile::TempDir) {
         let status = self.child.take().expect("running").wait().expect("smolder");
-        let stderr = self
-            .stderr
-            .take()
-            .expect("read once")
-            .join()
-            .expect("stderr reader");
-        eprintln!("smolder record -p {}: {status}\n{stderr}", self.pid);
+        while let Ok(line) = self.lines.recv() {
+            self.text.push_str(&line);
+            self.text.push('\n');
+        }
+        let stderr = std::mem::take(&mut self.text);
+        eprintln!("smolder record (pid {}): {status}\n{stderr}", self.pid);
         assert!(status.success(), "smolder record failed");
         let (_, stacks) = read_pprof(&self.out);
         let pid = self.pid;
         (
-            stacks.into_iter().filter(|s| s.pid == pid).collect(),
+            stacks
+                .into_iter()
+                .filter(|s| pid == 0 || s.pid == pid)
+                .collect(),
             stderr,
+            self.dir.take().expect("kept until now"),
         )
     }
 }
@@ -322,7 +370,7 @@ pub fn read_pprof(path: &Path) -> (pprof_proto::Profile, Vec<Stack>) {
                 thread_name: label("thread_name"),
                 frames,
                 count: sample.value[0] as u64,
-                nanos: sample.value[1] as u64,
+                nanos: sample.value.get(1).map_or(0, |&v| v as u64),
                 user_leaf,
                 user_frames,
                 sources,
@@ -418,6 +466,16 @@ impl Running {
 
     pub fn pid(&self) -> u32 {
         self.0.as_ref().expect("running").id()
+    }
+
+    /// The workload's stdin, when it was spawned with `Stdio::piped()`.
+    pub fn take_stdin(&mut self) -> std::process::ChildStdin {
+        self.0
+            .as_mut()
+            .expect("running")
+            .stdin
+            .take()
+            .expect("stdin piped")
     }
 
     /// Waits for the workload to exit by itself and returns what it wrote.
@@ -688,4 +746,24 @@ fn openssl(args: &[&str]) {
         "openssl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The CUDA runtime from its PyPI wheel (fetched by `cargo xtask test`).
+pub fn libcudart() -> PathBuf {
+    let path = std::env::var_os("SMOLDER_CUDART")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let home = std::env::var_os("HOME")?;
+            Some(
+                Path::new(&home)
+                    .join(".cache/smolder/wheel-nvidia-cuda-runtime-cu12-12.9.79/libcudart.so.12"),
+            )
+        })
+        .expect("HOME");
+    assert!(
+        path.is_file(),
+        "no libcudart at {}: run `cargo xtask test` (it fetches it from PyPI) or set SMOLDER_CUDART",
+        path.display()
+    );
+    path
 }

@@ -2,6 +2,7 @@
 //! `testdata/`. They need root; in CI a missing root is a failure.
 
 mod agent;
+mod cuda;
 mod debuginfod;
 mod deploy;
 mod go;

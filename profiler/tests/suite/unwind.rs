@@ -2,38 +2,18 @@
 //! with a frameless leaf, glibc (qsort, memcpy, strlen), and the CUDA runtime
 //! from PyPI; checked against `perf record --call-graph dwarf`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::ground_truth::{agreement, perf_user_stacks, start_perf};
 use crate::harness::{
-    is_root, read_pprof, record_pid, share, smolder_ok, workload_without_frame_pointers, Running,
-    Stack,
+    is_root, libcudart, read_pprof, record_pid, share, smolder_ok, workload_without_frame_pointers,
+    Running, Stack,
 };
 
 const NOFP_CHAIN: &[&str] = &[
     "main", "chain1", "chain2", "chain3", "chain4", "chain5", "chain6", "chain7", "leaf",
 ];
-
-/// The CUDA runtime from its PyPI wheel (fetched by `cargo xtask test`).
-fn libcudart() -> PathBuf {
-    let path = std::env::var_os("SMOLDER_CUDART")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let home = std::env::var_os("HOME")?;
-            Some(
-                Path::new(&home)
-                    .join(".cache/smolder/wheel-nvidia-cuda-runtime-cu12-12.9.79/libcudart.so.12"),
-            )
-        })
-        .expect("HOME");
-    assert!(
-        path.is_file(),
-        "no libcudart at {}: run `cargo xtask test` (it fetches it from PyPI) or set SMOLDER_CUDART",
-        path.display()
-    );
-    path
-}
 
 /// Starts a native workload and lets it reach its loop.
 fn start(binary: &Path, args: &[&str]) -> Running {

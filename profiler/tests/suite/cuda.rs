@@ -1,0 +1,240 @@
+//! CUDA launches and waits, probed in NVIDIA's own libcudart (the PyPI
+//! wheel) with no GPU: the runtime loads without a driver and its calls fail
+//! at once, but the probes at their entry and return fire all the same. The
+//! workloads launch known host functions a known number of times from known
+//! chains (testdata/cuda_launches.c, testdata/python/cuda_launches.py).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::{
+    is_root, libcudart, machine_python, read_pprof, workload_without_frame_pointers, Recording,
+    Running, Stack,
+};
+
+const ALPHA: u64 = 3000;
+const BETA: u64 = 1500;
+const SYNCS: u64 = 100;
+
+/// Launches (or calls) counted under stacks whose leaf is `leaf`.
+fn count_at(stacks: &[Stack], leaf: &str) -> u64 {
+    stacks
+        .iter()
+        .filter(|s| s.frames.last().is_some_and(|f| f == leaf))
+        .map(|s| s.count)
+        .sum()
+}
+
+/// The share of the count at `leaf` whose stack holds `chain` (in order,
+/// contiguous).
+fn whole_share(stacks: &[Stack], leaf: &str, chain: &[&str]) -> f64 {
+    let at: Vec<&Stack> = stacks
+        .iter()
+        .filter(|s| s.frames.last().is_some_and(|f| f == leaf))
+        .collect();
+    let total: u64 = at.iter().map(|s| s.count).sum();
+    let whole: u64 = at
+        .iter()
+        .filter(|s| s.contains(chain))
+        .map(|s| s.count)
+        .sum();
+    whole as f64 / total.max(1) as f64
+}
+
+/// How many launches and waits smolder sampled with their stacks (from its
+/// summary line).
+fn stacks_sampled(stderr: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(" stacks sampled"))
+        .unwrap_or_else(|| panic!("no CUDA summary in:\n{stderr}"));
+    let before = &line[..line.find(" stacks sampled").unwrap()];
+    before
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line:?}"))
+}
+
+/// Starts `command` (it prints "ready" once libcudart is loaded, then waits
+/// for a line on stdin).
+fn start_workload(command: &mut Command) -> (Running, std::process::ChildStdin) {
+    let mut running = Running::until_line(command.stdin(Stdio::piped()), "ready");
+    let stdin = running.take_stdin();
+    (running, stdin)
+}
+
+fn cuda_launches_c(cudart: &Path) -> Command {
+    let mut command = Command::new(workload_without_frame_pointers("cuda_launches"));
+    command
+        .arg(cudart)
+        .args([ALPHA.to_string(), BETA.to_string(), SYNCS.to_string()]);
+    command
+}
+
+fn wait_profile(dir: &tempfile::TempDir) -> Vec<Stack> {
+    read_pprof(&dir.path().join("out.gpuwait.pb.gz")).1
+}
+
+#[test]
+fn c_launches_are_counted_exactly_under_whole_stacks() {
+    if !is_root() {
+        return;
+    }
+    let cudart = libcudart();
+    let (workload, mut go) = start_workload(&mut cuda_launches_c(&cudart));
+    let pid = workload.pid();
+    let recording = Recording::start_with(&["-p", &pid.to_string()], pid, &["--cuda"]);
+    writeln!(go, "go").unwrap();
+    let (launches, stderr, dir) = recording.finish_keeping_outputs();
+    let waits: Vec<Stack> = wait_profile(&dir)
+        .into_iter()
+        .filter(|s| s.pid == pid)
+        .collect();
+
+    // Every launch, counted: exact whatever was sampled.
+    let alpha = "[cuda] kernel_alpha";
+    let beta = "[cuda] kernel_beta";
+    assert_eq!(count_at(&launches, alpha), ALPHA, "{stderr}");
+    assert_eq!(count_at(&launches, beta), BETA, "{stderr}");
+    let total: u64 = launches.iter().map(|s| s.count).sum();
+    assert_eq!(total, ALPHA + BETA, "launches of something else?");
+    let sampled = stacks_sampled(&stderr);
+    assert!(sampled >= 100, "only {sampled} stacks sampled\n{stderr}");
+
+    // The stacks sampled are whole: from main down to the launch.
+    for (leaf, caller) in [(alpha, "launch_alpha"), (beta, "launch_beta")] {
+        let chain = ["main", "decode_step", caller, "cudaLaunchKernel", leaf];
+        let whole = whole_share(&launches, leaf, &chain);
+        assert!(
+            whole >= 0.95,
+            "{:.1}% of {leaf} under {chain:?}\n{launches:#?}",
+            whole * 100.0
+        );
+    }
+
+    // Sync calls and device-to-host copies, each counted once; the
+    // host-to-device copies are not waits.
+    let sync = "[gpu wait] cudaStreamSynchronize";
+    let copy = "[gpu wait] cudaMemcpy";
+    assert_eq!(count_at(&waits, sync), SYNCS, "{waits:#?}");
+    assert_eq!(count_at(&waits, copy), SYNCS, "{waits:#?}");
+    let chain = ["decode_step", "wait_for_gpu", "cudaStreamSynchronize", sync];
+    let whole = whole_share(&waits, sync, &chain);
+    assert!(whole >= 0.95, "{:.1}% of syncs whole", whole * 100.0);
+    let chain = ["decode_step", "copy_back", "cudaMemcpy", copy];
+    let whole = whole_share(&waits, copy, &chain);
+    assert!(whole >= 0.95, "{:.1}% of copies whole", whole * 100.0);
+    assert!(
+        waits
+            .iter()
+            .all(|s| matches!(s.label("gpu_wait"), Some("spin" | "blocked"))),
+        "every wait says whether it spun or blocked: {waits:#?}"
+    );
+    // The probes came off with the process.
+    assert!(stderr.contains("(1 taken off"), "{stderr}");
+    drop(workload);
+}
+
+#[test]
+fn python_launches_carry_their_python_stacks() {
+    if !is_root() {
+        return;
+    }
+    let cudart = libcudart();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/python/cuda_launches.py");
+    let mut command = Command::new(machine_python());
+    command.arg(&script).arg(&cudart).args([
+        ALPHA.to_string(),
+        BETA.to_string(),
+        SYNCS.to_string(),
+    ]);
+    let (workload, mut go) = start_workload(&mut command);
+    let pid = workload.pid();
+    let recording = Recording::start_with(&["-p", &pid.to_string()], pid, &["--cuda"]);
+    writeln!(go, "go").unwrap();
+    let (launches, stderr, dir) = recording.finish_keeping_outputs();
+    let waits = wait_profile(&dir);
+
+    // Host functions named as frames of the process are (libc's here).
+    let (alpha, beta) = ("[cuda] abs", "[cuda] labs");
+    assert_eq!(count_at(&launches, alpha), ALPHA, "{launches:#?}\n{stderr}");
+    assert_eq!(count_at(&launches, beta), BETA, "{launches:#?}");
+    assert!(stacks_sampled(&stderr) >= 100, "{stderr}");
+    for (leaf, function) in [(alpha, "launch_attention"), (beta, "launch_mlp")] {
+        // Python frames, then ctypes' native call, then the runtime.
+        let at: Vec<Stack> = launches
+            .iter()
+            .filter(|s| s.frames.last().is_some_and(|f| f == leaf))
+            .cloned()
+            .collect();
+        let total: u64 = at.iter().map(|s| s.count).sum();
+        let whole: u64 = at
+            .iter()
+            .filter(|s| {
+                let python = s.frames.iter().position(|f| f == function);
+                let runtime = s.frames.iter().position(|f| f == "cudaLaunchKernel");
+                s.contains(&["main", "decode_step", function])
+                    && matches!((python, runtime), (Some(p), Some(r)) if p < r)
+                    && s.frames[s.frames.len() - 2] == "cudaLaunchKernel"
+            })
+            .map(|s| s.count)
+            .sum();
+        let share = whole as f64 / total.max(1) as f64;
+        assert!(
+            share >= 0.95,
+            "{:.1}% of {leaf} under main > decode_step > {function} > ... > cudaLaunchKernel\n{at:#?}",
+            share * 100.0
+        );
+    }
+    let sync = "[gpu wait] cudaStreamSynchronize";
+    assert_eq!(count_at(&waits, sync), SYNCS, "{waits:#?}");
+    let whole = whole_share(&waits, sync, &["decode_step", "synchronize"]);
+    assert!(whole >= 0.95, "{:.1}% of syncs whole", whole * 100.0);
+    drop(workload);
+}
+
+/// With `--all`, a process that loads libcudart after smolder started gets
+/// probed (the BPF mapping recorder announces the library), and the probes
+/// come off when it exits.
+#[test]
+fn probes_follow_libraries_loaded_later_and_come_off_with_their_processes() {
+    if !is_root() {
+        return;
+    }
+    let cudart = libcudart();
+    let mut recording = Recording::start_with(&["-a"], 0, &["--cuda"]);
+    let (workload, mut go) = start_workload(&mut cuda_launches_c(&cudart));
+    let pid = workload.pid();
+    let probing = format!("(pid {pid})");
+    assert!(
+        recording.wait_for_line(
+            |l| l.contains("CUDA: probing") && l.contains(&probing),
+            Duration::from_secs(30)
+        ),
+        "libcudart of pid {pid} not probed:\n{}",
+        recording.stderr_so_far()
+    );
+    writeln!(go, "go").unwrap();
+    let output = workload.finish();
+    assert!(output.status.success(), "workload: {}", output.status);
+    assert!(
+        recording.wait_for_line(
+            |l| l.contains("CUDA: probes taken off") && l.contains("libcudart"),
+            Duration::from_secs(30)
+        ),
+        "probes not taken off after pid {pid} exited:\n{}",
+        recording.stderr_so_far()
+    );
+    recording.interrupt();
+    let (stacks, stderr) = recording.finish();
+    let launches: Vec<Stack> = stacks.into_iter().filter(|s| s.pid == pid).collect();
+    assert_eq!(
+        count_at(&launches, "[cuda] kernel_alpha"),
+        ALPHA,
+        "{stderr}"
+    );
+    assert_eq!(count_at(&launches, "[cuda] kernel_beta"), BETA);
+}
