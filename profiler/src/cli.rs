@@ -59,6 +59,10 @@ pub struct AgentArgs {
     /// Also profile off-CPU time (pushed as `offcpu`).
     #[arg(long)]
     pub off_cpu: bool,
+    /// Also probe CUDA launches and sync calls (pushed as `cuda_launch` and
+    /// `gpu_wait`; see docs/gpu.md).
+    #[arg(long)]
+    pub cuda: bool,
     /// Local directory for pprof files when no server is set.
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
@@ -84,7 +88,7 @@ impl AgentArgs {
     pub fn overrides(&self) -> crate::agent::Overrides {
         let mut o = crate::agent::Overrides::default();
         let path = |p: &PathBuf| p.to_string_lossy().into_owned();
-        let flags: [(&'static str, &str, Option<String>); 9] = [
+        let flags: [(&'static str, &str, Option<String>); 10] = [
             ("server.url", "--server", self.server.clone()),
             ("server.tenant", "--tenant", self.tenant.clone()),
             ("profiling.window", "--window", self.window.clone()),
@@ -93,6 +97,11 @@ impl AgentArgs {
                 "profiling.off_cpu",
                 "--off-cpu",
                 self.off_cpu.then(|| "true".to_owned()),
+            ),
+            (
+                "profiling.cuda",
+                "--cuda",
+                self.cuda.then(|| "true".to_owned()),
             ),
             (
                 "output.directory",

@@ -13,6 +13,7 @@ use crate::aggregate::{Aggregate, GpuMark, StackKey, Weight};
 use crate::collect::{CallKind, CudaApi, CudaEvent, CudaKey, CudaTotal, Sampler};
 use crate::go::LabelSet;
 use crate::profile::GpuWait;
+use crate::unwind;
 
 /// Attaches the CUDA probes to the libraries of the processes in `pids`
 /// that map one (at start: they run already).
@@ -27,12 +28,27 @@ pub fn attach_running(sampler: &mut Sampler, symbolizer: &mut Symbolizer, pids: 
 }
 
 /// Attaches the CUDA probes to the libraries that target processes mapped
-/// since the last call (announced by the BPF mapping recorder).
+/// since the last call (announced by the BPF mapping recorder), and loads
+/// those processes' unwind tables: their first launches are often the
+/// moment they are first seen, and a stack walked before its tables are in
+/// stops short.
 pub fn attach_announced(sampler: &mut Sampler, symbolizer: &mut Symbolizer) {
-    for pid in sampler.take_cuda_library_pids() {
-        if let Ok(maps) = symbolizer.snapshot_process(pid) {
-            sampler.cuda_follow(&maps);
+    let pids = sampler.take_cuda_library_pids();
+    if pids.is_empty() {
+        return;
+    }
+    let snapshots: Vec<_> = pids
+        .iter()
+        .filter_map(|&pid| symbolizer.snapshot_process(pid).ok())
+        .collect();
+    if let Some(tables) = sampler.unwind_tables() {
+        for maps in &snapshots {
+            tables.add_process(maps.pid, 0, maps);
         }
+        tables.finish_pending(unwind::NEW_TABLES_WAIT);
+    }
+    for maps in &snapshots {
+        sampler.cuda_follow(maps);
     }
 }
 
@@ -70,12 +86,17 @@ pub struct GpuCalls {
     pub carried_over: u64,
     /// ... to no stack at all (`[stack not sampled]`).
     pub unsampled: u64,
+    /// The address space of each process seen (for stacks not sampled).
+    mm_ids: HashMap<u32, u64>,
+    /// Processes found gone at the last [`GpuCalls::reap`].
+    gone: Vec<u32>,
 }
 
 impl GpuCalls {
     /// Keeps a sampled call, its Python frames already named.
     pub fn add(&mut self, event: CudaEvent, python: Box<[PythonFrame]>, labels: Option<LabelSet>) {
         let sample = event.sample;
+        self.mm_ids.insert(sample.pid, sample.mm_id);
         let key = CudaKey {
             pid: sample.pid,
             api: u32::from(event.api.id),
@@ -139,7 +160,8 @@ impl GpuCalls {
                     }
                     None => {
                         self.unsampled += total.calls;
-                        vec![unsampled_call(key, api)]
+                        let mm_id = self.mm_ids.get(&key.pid).copied().unwrap_or(0);
+                        vec![unsampled_call(key, mm_id, api)]
                     }
                 },
             };
@@ -164,14 +186,23 @@ impl GpuCalls {
         self.last.insert(key, call.clone());
     }
 
-    /// Forgets the processes that are gone.
+    /// Forgets the processes found gone at the previous call: the last
+    /// calls of a process that exits are counted with the next period's
+    /// totals, and share out among its stacks kept until then.
     pub fn reap(&mut self, alive: impl Fn(u32) -> bool) {
-        self.last.retain(|k, _| alive(k.pid));
-        self.sampled.retain(|k, _| alive(k.pid));
+        let gone = std::mem::take(&mut self.gone);
+        self.last.retain(|k, _| !gone.contains(&k.pid));
+        self.sampled.retain(|k, _| !gone.contains(&k.pid));
+        self.mm_ids.retain(|pid, _| !gone.contains(pid));
+        let mut pids: Vec<u32> = self.mm_ids.keys().copied().collect();
+        pids.extend(self.last.keys().map(|k| k.pid));
+        pids.sort_unstable();
+        pids.dedup();
+        self.gone = pids.into_iter().filter(|&pid| !alive(pid)).collect();
     }
 }
 
-fn unsampled_call(key: CudaKey, api: &'static CudaApi) -> SampledCall {
+fn unsampled_call(key: CudaKey, mm_id: u64, api: &'static CudaApi) -> SampledCall {
     let gpu = match api.kind {
         CallKind::Wait => GpuMark::Wait {
             api,
@@ -186,7 +217,7 @@ fn unsampled_call(key: CudaKey, api: &'static CudaApi) -> SampledCall {
         stack: StackKey {
             pid: key.pid,
             tid: 0,
-            mm_id: 0,
+            mm_id,
             kernel: Box::new([]),
             user: Box::new([]),
             truncated: false,

@@ -12,14 +12,17 @@ use symbolizer::Symbolizer;
 use tokio::sync::mpsc;
 
 use super::config::{AgentConfig, Protocol, Sink};
+use super::cuda_budget::LaunchBudget;
 use super::go_labels::LabelFilter;
 use super::metrics::{add, set, Metrics};
 use super::service_cache::ServiceCache;
 use super::services::Service;
 use crate::aggregate::Aggregate;
+use crate::collect::{CallKind, CudaApi};
 use crate::collect::{LoadError, Sampler, DRAIN_INTERVAL};
 use crate::encode::{encode_pprof_labelled, SampleLabels};
 use crate::go::GoTracker;
+use crate::gpu_calls::{self, GpuCalls};
 use crate::processes::{process_alive, ProcessTracker};
 use crate::profile::{Profile, ProfileKind};
 use crate::python::{BpfPythonStore, PythonTracker};
@@ -57,6 +60,11 @@ pub struct Collector {
     services: ServiceCache,
     on_cpu: Aggregate,
     off_cpu: Aggregate,
+    /// CUDA calls sampled this window, and the launch probes' budget.
+    gpu: GpuCalls,
+    launch_budget: Option<LaunchBudget>,
+    /// How long the launch probes were on this window, once they went off.
+    launches_probed_for: Option<Duration>,
     lost_before: u64,
     off_cpu_lost_before: u64,
 }
@@ -94,6 +102,10 @@ impl Collector {
             go.preload(unwind::all_pids());
         }
         let go_labels = LabelFilter::new(&config.go_labels, config.max_go_label_sets);
+        if config.cuda.is_some() {
+            gpu_calls::attach_running(&mut sampler, &mut symbolizer, &unwind::all_pids());
+        }
+        let launch_budget = config.cuda.map(|c| LaunchBudget::new(c.max_overhead));
         Self {
             sampler,
             symbolizer,
@@ -107,6 +119,9 @@ impl Collector {
             services: ServiceCache::new(),
             on_cpu: Aggregate::new(period_ns),
             off_cpu: Aggregate::new(0),
+            gpu: GpuCalls::default(),
+            launch_budget,
+            launches_probed_for: None,
             lost_before: 0,
             off_cpu_lost_before: 0,
         }
@@ -138,6 +153,7 @@ impl Collector {
         loop {
             std::thread::sleep(DRAIN_INTERVAL);
             self.drain();
+            self.keep_launch_budget(started.elapsed());
             let stopping = signals::stop_requested();
             if started.elapsed() < window && !stopping {
                 continue;
@@ -163,6 +179,20 @@ impl Collector {
         }
     }
 
+    /// Takes the launch probes off once the window's share of probing is
+    /// used up.
+    fn keep_launch_budget(&mut self, elapsed: Duration) {
+        let Some(budget) = self.launch_budget else {
+            return;
+        };
+        if self.launches_probed_for.is_none() && elapsed >= budget.on_for(self.config.window) {
+            if budget.duty() < 1.0 {
+                self.sampler.cuda_launch_probes(false);
+            }
+            self.launches_probed_for = Some(elapsed);
+        }
+    }
+
     /// Moves buffered samples into the window, reading the mappings and the
     /// service of every process the first time it is seen.
     fn drain(&mut self) {
@@ -178,9 +208,33 @@ impl Collector {
             services,
             on_cpu,
             off_cpu,
+            gpu,
             ..
         } = self;
         let mut seen: Vec<Seen> = Vec::new();
+        if config.cuda.is_some() {
+            gpu_calls::attach_announced(sampler, symbolizer);
+            sampler.drain_cuda(|mut event| {
+                let sample = &event.sample;
+                if services
+                    .resolve(sample.pid, sample.mm_id, &sample.comm, config)
+                    .is_none()
+                {
+                    return;
+                }
+                processes.observe(sample.pid, sample.mm_id, symbolizer);
+                seen.push(Seen::from(sample));
+                let mut frames = Box::default();
+                if let Some(python) = python.as_mut() {
+                    frames = python.resolve(&event.sample);
+                    if let Some(name) = python.thread_name(event.sample.pid, event.sample.tid) {
+                        event.sample.thread_name = name.to_owned();
+                    }
+                }
+                let labels = go.as_mut().and_then(|go| go.labels(&event.sample));
+                gpu.add(event, frames, go_labels.apply(labels));
+            });
+        }
         sampler.drain(|mut sample| {
             if services
                 .resolve(sample.pid, sample.mm_id, &sample.comm, config)
@@ -254,7 +308,7 @@ impl Collector {
         let off_cpu = std::mem::replace(&mut self.off_cpu, Aggregate::new(0));
         let mut profiles = Vec::new();
         let mut processes = on_cpu.process_count().max(off_cpu.process_count());
-        let kinds = [
+        let mut kinds = vec![
             (
                 on_cpu,
                 ProfileKind::OnCpu {
@@ -263,6 +317,10 @@ impl Collector {
             ),
             (off_cpu, ProfileKind::OffCpu),
         ];
+        if let Some((launches, waits)) = self.finish_cuda_window(duration) {
+            kinds.push((launches, ProfileKind::CudaLaunch));
+            kinds.push((waits, ProfileKind::GpuWait));
+        }
         let mut services = 0;
         let no_modules = std::collections::HashMap::new();
         for (aggregate, kind) in kinds {
@@ -319,11 +377,62 @@ impl Collector {
             go.reap(process_alive);
             go.new_window();
         }
+        if self.config.cuda.is_some() {
+            self.sampler.cuda_reap(process_alive);
+            self.gpu.reap(process_alive);
+        }
         self.go_labels.new_window();
         for (pid, mm_id) in self.services.end_window() {
             self.processes.forget(pid, mm_id);
         }
         WindowBatch { start, profiles }
+    }
+
+    /// The window's CUDA launches and waits: the exact totals (launches
+    /// scaled up when their probes were on for part of the window only),
+    /// shared out among the stacks sampled; then the launch probes' share
+    /// of the next window.
+    fn finish_cuda_window(&mut self, duration: Duration) -> Option<(Aggregate, Aggregate)> {
+        let budget = self.launch_budget.as_mut()?;
+        let totals = match self.sampler.take_cuda_totals() {
+            Ok(totals) => totals,
+            Err(e) => {
+                tracing::warn!("cannot read the CUDA totals: {e}");
+                Vec::new()
+            }
+        };
+        let is_launch = |api: u32| CudaApi::by_id(api).is_some_and(|a| a.kind != CallKind::Wait);
+        let mut counted = 0;
+        let totals: Vec<_> = totals
+            .into_iter()
+            .map(|(key, mut total)| {
+                if is_launch(key.api) {
+                    counted += total.calls;
+                    total.calls = budget.scale(total.calls);
+                }
+                (key, total)
+            })
+            .collect();
+        add(&self.metrics.cuda_launches, counted);
+        let probed = self.launches_probed_for.take().unwrap_or(duration);
+        let was = budget.duty();
+        let duty = budget.next_window(counted, probed.min(duration));
+        set(
+            &self.metrics.cuda_launch_duty_percent,
+            (duty * 100.0).round() as u64,
+        );
+        if duty < 1.0 && was >= 1.0 {
+            tracing::info!(
+                "CUDA: {counted} launches in {probed:.1?}: launch probes on for {:.0}% of each window to stay within the overhead budget (counts scaled up)",
+                duty * 100.0
+            );
+        }
+        // Each window starts with the launch probes on.
+        self.sampler.cuda_launch_probes(true);
+        let mut launches = Aggregate::new(0);
+        let mut waits = Aggregate::new(0);
+        self.gpu.share_out(totals, &mut launches, &mut waits);
+        Some((launches, waits))
     }
 
     fn update_metrics(&mut self, processes: usize, services: usize) {
@@ -370,6 +479,14 @@ impl Collector {
             );
         }
         set(&m.go_label_samples, stats.go_labels);
+        set(&m.cuda_waits, stats.cuda_waits);
+        set(&m.cuda_events, stats.cuda_events);
+        set(
+            &m.cuda_events_lost,
+            stats.cuda_events_full + stats.cuda_counts_full,
+        );
+        let probes = self.sampler.cuda_probe_stats();
+        set(&m.cuda_libraries, probes.files);
         set(&m.go_label_sets_dropped, self.go_labels.dropped());
         if let Some(u) = self.sampler.unwind_stats() {
             set(&m.unwind_tables, u.tables);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::file::{FileConfig, MatchSection, ServerSection};
-use crate::collect::{OffCpuConfig, UnwindConfig, UnwindMode};
+use crate::collect::{OffCpuConfig, UnwindConfig, UnwindMode, DEFAULT_CUDA_STACKS_PER_SECOND};
 use crate::config::parse_duration;
 pub use crate::export::push_client::Protocol;
 use crate::logging::LogFormat;
@@ -141,11 +141,26 @@ pub struct ServiceRule {
     pub labels: Vec<(&'static str, String)>,
 }
 
+/// CUDA probing in the agent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AgentCudaConfig {
+    /// Launches and waits sampled with their stacks, per process and second.
+    pub stacks_per_second: u32,
+    /// The most the launch probes may add to the launching threads, as a
+    /// fraction of one core on average (0.01: 1%).
+    pub max_overhead: f64,
+}
+
+/// The launch probes' default budget: 1% of a core.
+pub const DEFAULT_CUDA_MAX_OVERHEAD_PERCENT: f64 = 1.0;
+
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub window: Duration,
     pub frequency: NonZeroU32,
     pub off_cpu: Option<OffCpuConfig>,
+    /// Probe CUDA launches and sync calls.
+    pub cuda: Option<AgentCudaConfig>,
     pub unwind: UnwindConfig,
     pub sink: Sink,
     /// Static series labels, `host_name` included.
@@ -186,6 +201,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("SMOLDER_WINDOW", "profiling.window"),
     ("SMOLDER_FREQUENCY", "profiling.frequency"),
     ("SMOLDER_OFF_CPU", "profiling.off_cpu"),
+    ("SMOLDER_CUDA", "profiling.cuda"),
     ("SMOLDER_UNWIND", "profiling.unwind"),
     ("SMOLDER_OUTPUT_DIR", "output.directory"),
     ("SMOLDER_SPOOL_DIR", "spool.directory"),
@@ -309,6 +325,11 @@ impl Builder {
                     .ok_or_else(|| self.invalid(key, format!("`{value}` is not true or false")))?;
                 self.file.profiling.off_cpu = Some(on);
             }
+            "profiling.cuda" => {
+                let on = parse_bool(value)
+                    .ok_or_else(|| self.invalid(key, format!("`{value}` is not true or false")))?;
+                self.file.profiling.cuda = Some(on);
+            }
             "output.directory" => self.file.output.directory = path,
             "spool.directory" => self.file.spool.directory = path,
             "metrics.address" => self.file.metrics.address = text,
@@ -345,6 +366,10 @@ impl Builder {
             .ok_or_else(|| self.invalid("profiling.frequency", "use 1 to 1000 Hz"))?;
         let off_cpu = match profiling.off_cpu {
             Some(true) => Some(self.off_cpu()?),
+            _ => None,
+        };
+        let cuda = match profiling.cuda {
+            Some(true) => Some(self.cuda()?),
             _ => None,
         };
         let unwind = self.unwind()?;
@@ -397,6 +422,7 @@ impl Builder {
             window,
             frequency,
             off_cpu,
+            cuda,
             unwind,
             sink,
             labels,
@@ -428,6 +454,25 @@ impl Builder {
             })?;
         }
         Ok(config)
+    }
+
+    fn cuda(&self) -> Result<AgentCudaConfig, ConfigError> {
+        let profiling = &self.file.profiling;
+        let percent = profiling
+            .cuda_max_overhead_percent
+            .unwrap_or(DEFAULT_CUDA_MAX_OVERHEAD_PERCENT);
+        if !(percent > 0.0 && percent <= 100.0) {
+            return Err(self.invalid(
+                "profiling.cuda_max_overhead_percent",
+                format!("{percent}: use more than 0 and at most 100"),
+            ));
+        }
+        Ok(AgentCudaConfig {
+            stacks_per_second: profiling
+                .cuda_stacks_per_second
+                .unwrap_or(DEFAULT_CUDA_STACKS_PER_SECOND),
+            max_overhead: percent / 100.0,
+        })
     }
 
     fn unwind(&self) -> Result<UnwindConfig, ConfigError> {
@@ -845,6 +890,18 @@ impl fmt::Display for AgentConfig {
                 Some(o) => format!(
                     "on (blocks of {:?} or more, 1 in {})",
                     o.min_block, o.sample_every
+                ),
+                None => "off".to_owned(),
+            }
+        )?;
+        writeln!(
+            f,
+            "  CUDA:       {}",
+            match &self.cuda {
+                Some(c) => format!(
+                    "on ({} stacks/s per process, launch probes within {}% of a core)",
+                    c.stacks_per_second,
+                    c.max_overhead * 100.0
                 ),
                 None => "off".to_owned(),
             }

@@ -69,6 +69,15 @@ pub struct ProfilingSection {
     /// Go: distinct allowed label sets per window; samples past it keep only
     /// `span_id`.
     pub max_go_label_sets: Option<usize>,
+    /// Probe CUDA launches and sync calls (profiles `cuda_launch` and
+    /// `gpu_wait`).
+    pub cuda: Option<bool>,
+    /// CUDA: launches and waits sampled with their stacks, per process and
+    /// second.
+    pub cuda_stacks_per_second: Option<u32>,
+    /// CUDA: the most the launch probes may add to the launching threads,
+    /// in percent of one core, on average.
+    pub cuda_max_overhead_percent: Option<f64>,
 }
 
 /// Matches a process when every given pattern matches (regular expressions,

@@ -40,6 +40,12 @@ pub struct Metrics {
     pub go_label_samples: AtomicU64,
     pub go_label_read_errors: AtomicU64,
     pub go_label_sets_dropped: AtomicU64,
+    pub cuda_launches: AtomicU64,
+    pub cuda_waits: AtomicU64,
+    pub cuda_events: AtomicU64,
+    pub cuda_events_lost: AtomicU64,
+    pub cuda_libraries: AtomicU64,
+    pub cuda_launch_duty_percent: AtomicU64,
     pub symbol_lookups: AtomicU64,
     pub symbol_unknown: AtomicU64,
     pub symbol_cached_addresses: AtomicU64,
@@ -340,6 +346,42 @@ impl Metrics {
             "counter",
             "Samples whose allowed Go labels were dropped: more distinct sets in the window than profiling.max_go_label_sets.",
             get(&self.go_label_sets_dropped),
+        );
+        metric(
+            "smolder_cuda_launches_total",
+            "counter",
+            "CUDA launches the probes counted (while the launch probes were on).",
+            get(&self.cuda_launches),
+        );
+        metric(
+            "smolder_cuda_waits_total",
+            "counter",
+            "CUDA sync and device-to-host copy calls timed.",
+            get(&self.cuda_waits),
+        );
+        metric(
+            "smolder_cuda_stacks_total",
+            "counter",
+            "CUDA launches and waits sampled with their stacks.",
+            get(&self.cuda_events),
+        );
+        metric(
+            "smolder_cuda_lost_total",
+            "counter",
+            "CUDA stacks lost (ring buffer full) and calls not counted (totals map full).",
+            get(&self.cuda_events_lost),
+        );
+        metric(
+            "smolder_cuda_libraries",
+            "gauge",
+            "libcudart and libcuda files the CUDA probes are attached to.",
+            get(&self.cuda_libraries),
+        );
+        metric(
+            "smolder_cuda_launch_probe_percent",
+            "gauge",
+            "Percent of each window the launch probes are on for (100: always; less keeps them within profiling.cuda_max_overhead_percent).",
+            get(&self.cuda_launch_duty_percent),
         );
         metric(
             "smolder_spool_corrupt_total",

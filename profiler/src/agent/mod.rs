@@ -4,6 +4,7 @@
 
 mod collector;
 pub mod config;
+mod cuda_budget;
 mod delivery;
 mod file;
 mod go_labels;

@@ -12,7 +12,7 @@ use super::config::{AgentConfig, Auth, Sink};
 use super::delivery::{self, Pusher};
 use super::metrics::{self, Metrics};
 use crate::collect::{
-    BpfKernelSymbols, LoadError, Sampler, SamplerConfig, SamplerTargets, UnwindMode,
+    BpfKernelSymbols, CudaConfig, LoadError, Sampler, SamplerConfig, SamplerTargets, UnwindMode,
 };
 use crate::debuginfod::{Debuginfod, DebuginfodConfig};
 use crate::export::bounded_dir::DirError;
@@ -192,7 +192,9 @@ fn load_sampler(config: &AgentConfig) -> Result<Sampler, AgentError> {
             targets: SamplerTargets::All,
             self_tgid: std::process::id(),
             unwind: config.unwind,
-            cuda: None,
+            cuda: config.cuda.map(|c| CudaConfig {
+                stacks_per_second: c.stacks_per_second,
+            }),
         },
         false,
     )?;

@@ -68,7 +68,11 @@ struct Attached {
     /// Keeps the file open: the probes were attached through its fd.
     module: Arc<Module>,
     pids: HashSet<u32>,
-    links: Vec<(&'static str, UProbeLinkId)>,
+    /// The launch entry points (attached and detached as a budget says).
+    launch_points: Vec<(&'static CudaApi, u64)>,
+    launch_links: Vec<UProbeLinkId>,
+    /// The sync calls' entry and return probes (always on).
+    wait_links: Vec<(&'static str, UProbeLinkId)>,
     entry_points: usize,
 }
 
@@ -91,6 +95,8 @@ pub(super) struct CudaProbes {
     /// Files that failed once are not tried again.
     failed: HashSet<FileId>,
     taken_off: u64,
+    /// The launch probes are off (the agent's overhead budget).
+    launches_paused: bool,
 }
 
 impl CudaProbes {
@@ -111,23 +117,16 @@ impl CudaProbes {
             if self.failed.contains(&module.id) {
                 continue;
             }
-            match attach_file(ebpf, module, library) {
-                Ok(links) if !links.is_empty() => {
-                    let entry_points = links.iter().filter(|(n, _)| *n != WAIT_RETURN).count();
+            match self.attach_file(ebpf, module, library) {
+                Ok(mut attached) if attached.entry_points > 0 => {
                     tracing::info!(
-                        "CUDA: probing {entry_points} entry points of {} (pid {})",
+                        "CUDA: probing {} entry points of {} (pid {})",
+                        attached.entry_points,
                         module.path.display(),
                         maps.pid
                     );
-                    self.attached.insert(
-                        module.id,
-                        Attached {
-                            module: module.clone(),
-                            pids: HashSet::from([maps.pid]),
-                            links,
-                            entry_points,
-                        },
-                    );
+                    attached.pids.insert(maps.pid);
+                    self.attached.insert(module.id, attached);
                 }
                 Ok(_) => {
                     tracing::info!(
@@ -162,19 +161,50 @@ impl CudaProbes {
             let Some(attached) = self.attached.remove(&id) else {
                 continue;
             };
-            for (name, link) in attached.links {
-                let detached = program::<UProbe>(ebpf, name)
-                    .map_err(|e| e.to_string())
-                    .and_then(|p| p.detach(link).map_err(|e| e.to_string()));
-                if let Err(e) = detached {
-                    tracing::debug!("CUDA: detaching {name}: {e}");
-                }
-            }
+            let links = attached
+                .launch_links
+                .into_iter()
+                .map(|link| (LAUNCH, link))
+                .chain(attached.wait_links);
+            detach(ebpf, links);
             self.taken_off += 1;
             tracing::info!(
                 "CUDA: probes taken off {}: no process maps it any more",
                 attached.module.path.display()
             );
+        }
+    }
+
+    /// Takes the launch probes off every file (sync calls stay timed).
+    pub(super) fn pause_launches(&mut self, ebpf: &mut Ebpf) {
+        if self.launches_paused {
+            return;
+        }
+        self.launches_paused = true;
+        for attached in self.attached.values_mut() {
+            let links = std::mem::take(&mut attached.launch_links);
+            detach(ebpf, links.into_iter().map(|link| (LAUNCH, link)));
+        }
+    }
+
+    /// Puts the launch probes back on.
+    pub(super) fn resume_launches(&mut self, ebpf: &mut Ebpf) {
+        if !self.launches_paused {
+            return;
+        }
+        self.launches_paused = false;
+        for attached in self.attached.values_mut() {
+            let Some(path) = fd_path(&attached.module) else {
+                continue;
+            };
+            match attach_points(ebpf, &path, &attached.launch_points, &[LAUNCH]) {
+                Ok(links) => attached.launch_links = links.into_iter().map(|(_, l)| l).collect(),
+                Err(e) => tracing::warn!(
+                    "CUDA: cannot put the launch probes back on {}: {}",
+                    attached.module.path.display(),
+                    crate::unwind::error_chain(&e)
+                ),
+            }
         }
     }
 
@@ -185,6 +215,42 @@ impl CudaProbes {
             failures: self.failed.len() as u64,
             taken_off: self.taken_off,
         }
+    }
+
+    /// Attaches every probe `module` has an entry point for (the launch
+    /// probes unless paused).
+    fn attach_file(
+        &self,
+        ebpf: &mut Ebpf,
+        module: &Arc<Module>,
+        library: CudaLibrary,
+    ) -> Result<Attached, AttachError> {
+        let file = module.file().ok_or(AttachError::NotOpen)?;
+        let points = entry_points(file, library).map_err(AttachError::Symbols)?;
+        let path = fd_path(module).ok_or(AttachError::NotOpen)?;
+        let (launch_points, wait_points): (Vec<_>, Vec<_>) = points
+            .into_iter()
+            .partition(|(api, _)| api.kind != CallKind::Wait);
+        let wait_links = attach_points(ebpf, &path, &wait_points, &[WAIT_ENTER, WAIT_RETURN])?;
+        let launch_links = if self.launches_paused {
+            Vec::new()
+        } else {
+            match attach_points(ebpf, &path, &launch_points, &[LAUNCH]) {
+                Ok(links) => links.into_iter().map(|(_, link)| link).collect(),
+                Err(e) => {
+                    detach(ebpf, wait_links);
+                    return Err(e);
+                }
+            }
+        };
+        Ok(Attached {
+            module: module.clone(),
+            pids: HashSet::new(),
+            entry_points: launch_points.len() + wait_points.len(),
+            launch_points,
+            launch_links,
+            wait_links,
+        })
     }
 }
 
@@ -198,31 +264,30 @@ pub(super) enum AttachError {
     Attach(&'static str, #[source] Box<LoadError>),
 }
 
-/// Attaches every probe `module` has an entry point for; on a failure, the
-/// probes attached so far are taken off again.
-fn attach_file(
+/// A path to the module's open file. The kernel resolves it in smolder's
+/// own namespace: the open file is the same inode whatever mount namespace
+/// the process that mapped it lives in.
+fn fd_path(module: &Module) -> Option<String> {
+    Some(format!("/proc/self/fd/{}", module.file()?.as_raw_fd()))
+}
+
+/// Attaches each of `programs` at each of `points`; on a failure the probes
+/// attached so far are taken off again.
+fn attach_points(
     ebpf: &mut Ebpf,
-    module: &Arc<Module>,
-    library: CudaLibrary,
+    path: &str,
+    points: &[(&'static CudaApi, u64)],
+    programs: &[&'static str],
 ) -> Result<Vec<(&'static str, UProbeLinkId)>, AttachError> {
-    let file = module.file().ok_or(AttachError::NotOpen)?;
-    let points = entry_points(file, library).map_err(AttachError::Symbols)?;
-    // The kernel resolves the path in smolder's own namespace: the open
-    // file is the same inode whatever namespace the process lives in.
-    let path = format!("/proc/self/fd/{}", file.as_raw_fd());
     let mut links: Vec<(&'static str, UProbeLinkId)> = Vec::new();
-    for (api, offset) in points {
-        let programs: &[&'static str] = match api.kind {
-            CallKind::Launch | CallKind::GraphLaunch => &[LAUNCH],
-            CallKind::Wait => &[WAIT_ENTER, WAIT_RETURN],
-        };
+    for &(api, offset) in points {
         for &name in programs {
             let point = UProbeAttachPoint {
                 location: UProbeAttachLocation::AbsoluteOffset(offset),
                 cookie: Some(api.cookie()),
             };
             let attached = program::<UProbe>(ebpf, name).and_then(|p| {
-                p.attach(point, &path, UProbeScope::AllProcesses)
+                p.attach(point, path, UProbeScope::AllProcesses)
                     .map_err(|source| LoadError::Program {
                         name,
                         action: "attach",
@@ -232,17 +297,24 @@ fn attach_file(
             match attached {
                 Ok(link) => links.push((name, link)),
                 Err(e) => {
-                    for (name, link) in links {
-                        if let Ok(p) = program::<UProbe>(ebpf, name) {
-                            let _ = p.detach(link);
-                        }
-                    }
+                    detach(ebpf, links);
                     return Err(AttachError::Attach(api.name, Box::new(e)));
                 }
             }
         }
     }
     Ok(links)
+}
+
+fn detach(ebpf: &mut Ebpf, links: impl IntoIterator<Item = (&'static str, UProbeLinkId)>) {
+    for (name, link) in links {
+        let detached = program::<UProbe>(ebpf, name)
+            .map_err(|e| e.to_string())
+            .and_then(|p| p.detach(link).map_err(|e| e.to_string()));
+        if let Err(e) = detached {
+            tracing::debug!("CUDA: detaching {name}: {e}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -361,6 +361,8 @@ pub struct Sampler {
     cuda: CudaProbes,
     /// The CUDA totals as last read, to hand out what was added since.
     cuda_last: std::collections::HashMap<CudaKey, CudaTotal>,
+    /// The last totals of processes that exited, for the next read.
+    cuda_final: Vec<(CudaKey, CudaTotal)>,
     config: SamplerConfig,
     decode_errors: u64,
     decode_error_reported: bool,
@@ -528,6 +530,7 @@ impl Sampler {
             cuda_libraries,
             cuda: CudaProbes::default(),
             cuda_last: std::collections::HashMap::new(),
+            cuda_final: Vec::new(),
             config,
             decode_errors: 0,
             decode_error_reported: false,
@@ -704,6 +707,15 @@ impl Sampler {
         if let Some(map) = self.ebpf.map_mut("cuda_counts") {
             if let Ok(mut counts) = BpfHashMap::<_, CudaKey, CudaTotal>::try_from(map) {
                 for key in &dead {
+                    // The process is gone: its last calls, counted since
+                    // the last read, go with the next one.
+                    if let Ok(total) = counts.get(key, 0) {
+                        let earlier = self.cuda_last.get(key).copied().unwrap_or_default();
+                        let delta = total.since(&earlier);
+                        if delta.calls > 0 {
+                            self.cuda_final.push((*key, delta));
+                        }
+                    }
                     let _ = counts.remove(key);
                 }
             }
@@ -728,6 +740,19 @@ impl Sampler {
         pids.sort_unstable();
         pids.dedup();
         pids
+    }
+
+    /// Takes the launch probes off (`false`) or puts them back (`true`);
+    /// sync calls stay timed either way.
+    pub fn cuda_launch_probes(&mut self, on: bool) {
+        if self.cuda_events.is_none() {
+            return;
+        }
+        if on {
+            self.cuda.resume_launches(&mut self.ebpf);
+        } else {
+            self.cuda.pause_launches(&mut self.ebpf);
+        }
     }
 
     pub fn cuda_probe_stats(&self) -> CudaProbeStats {
@@ -759,7 +784,7 @@ impl Sampler {
                 source,
             }
         })?;
-        let mut added = Vec::new();
+        let mut added = std::mem::take(&mut self.cuda_final);
         for entry in counts.iter() {
             let Ok((key, total)) = entry else { continue };
             let earlier = self.cuda_last.get(&key).copied().unwrap_or_default();

@@ -102,7 +102,7 @@ pub fn follow<S: TableStore>(
 
 /// How long a drain waits for tables it asked for (the ring buffer holds
 /// four drain intervals, 400 ms).
-const NEW_TABLES_WAIT: Duration = Duration::from_millis(50);
+pub const NEW_TABLES_WAIT: Duration = Duration::from_millis(50);
 
 fn follow_one<S: TableStore>(
     tables: &mut UnwindTables<S>,

@@ -21,7 +21,7 @@ mod table;
 mod tables;
 
 pub use code_rules::CodeRulesStats;
-pub use follow::{all_pids, follow, preload, Seen, PRELOAD_WAIT};
+pub use follow::{all_pids, follow, preload, Seen, NEW_TABLES_WAIT, PRELOAD_WAIT};
 pub use layout::{
     CfaRule, MappingEntry, Page, ProcessEntry, RbpRule, Row, Rule, MAX_MAPPINGS, MAX_RULES,
     PAGE_SHIFT, PAGE_SIZE, ROW_PAIR_SIZE, ROW_SIZE, RULE_SIZE,

@@ -74,7 +74,7 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn wait_for_log(&self, text: &str, limit: Duration) {
+    pub(crate) fn wait_for_log(&self, text: &str, limit: Duration) {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if self.log_text().contains(text) {

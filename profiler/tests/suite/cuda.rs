@@ -9,10 +9,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::agent::{one_service_config, Agent};
 use crate::harness::{
     is_root, libcudart, machine_python, read_pprof, workload_without_frame_pointers, Recording,
     Running, Stack,
 };
+use crate::pyroscope::{now_ms, Pyroscope};
 
 const ALPHA: u64 = 3000;
 const BETA: u64 = 1500;
@@ -237,4 +239,78 @@ fn probes_follow_libraries_loaded_later_and_come_off_with_their_processes() {
         "{stderr}"
     );
     assert_eq!(count_at(&launches, "[cuda] kernel_beta"), BETA);
+    // Its unwind tables came in with the library: the stacks are whole.
+    let chain = ["main", "decode_step", "launch_alpha", "cudaLaunchKernel"];
+    let whole = whole_share(&launches, "[cuda] kernel_alpha", &chain);
+    assert!(whole >= 0.95, "{:.1}% whole: {launches:#?}", whole * 100.0);
+}
+
+const LAUNCH_TYPE: &str = "cuda_launch:launches:count:launches:count";
+const WAIT_TYPE: &str = "gpu_wait:gpu_wait:nanoseconds:gpu_wait:nanoseconds";
+
+/// `smolder agent` with `cuda = true` pushes both profiles to a real
+/// Pyroscope, launch counts exact, under the service of the process.
+#[test]
+fn the_agent_pushes_launches_and_waits_to_pyroscope() {
+    if !is_root() {
+        return;
+    }
+    let server = Pyroscope::start();
+    let begin = now_ms() - 1000;
+    let config = one_service_config(
+        &format!("url = \"{}\"", server.url()),
+        "window = \"2s\"\ncuda = true",
+        "smolder-test-cuda",
+        r#"exe = "/cuda_launches$""#,
+    );
+    let agent = Agent::start(&config);
+    let cudart = libcudart();
+    let (workload, mut go) = start_workload(&mut cuda_launches_c(&cudart));
+    let pid = workload.pid();
+    agent.wait_for_log(
+        &format!(
+            "CUDA: probing 14 entry points of {} (pid {pid})",
+            cudart.display()
+        ),
+        Duration::from_secs(30),
+    );
+    writeln!(go, "go").unwrap();
+    let output = workload.finish();
+    assert!(output.status.success());
+    agent.wait_metric(
+        "smolder_cuda_launches_total",
+        Duration::from_secs(30),
+        |v| v >= (ALPHA + BETA) as f64,
+    );
+    // Stopping delivers every window handed over (the last launches').
+    let (status, log) = agent.stop();
+    assert!(status.success(), "{log}");
+    let range = (begin, now_ms() + 1000);
+    let types = server.profile_types(range);
+    for kind in [LAUNCH_TYPE, WAIT_TYPE] {
+        assert!(types.iter().any(|t| t == kind), "{kind} not in {types:?}");
+    }
+    let selector = r#"{service_name="smolder-test-cuda"}"#;
+    let launches = server.stacks(LAUNCH_TYPE, selector, range);
+    assert_eq!(launches.total, (ALPHA + BETA) as i64, "{launches:?}");
+    // Whole stacks, from main, in the launches' proportions (at least 95%
+    // of each share under its full chain).
+    let whole = |caller: &str, leaf: &str| {
+        launches.share_with(&["main", "decode_step", caller, "cudaLaunchKernel", leaf])
+    };
+    let alpha = whole("launch_alpha", "[cuda] kernel_alpha");
+    let beta = whole("launch_beta", "[cuda] kernel_beta");
+    let expected = ALPHA as f64 / (ALPHA + BETA) as f64;
+    assert!(
+        alpha >= 0.95 * expected && alpha <= expected + 0.001,
+        "alpha {alpha:.3} of {expected:.3}: {launches:?}"
+    );
+    assert!(
+        beta >= 0.95 * (1.0 - expected) && beta <= 1.0 - expected + 0.001,
+        "beta {beta:.3}: {launches:?}"
+    );
+    let waits = server.stacks(WAIT_TYPE, selector, range);
+    for leaf in ["[gpu wait] cudaStreamSynchronize", "[gpu wait] cudaMemcpy"] {
+        assert!(waits.has_function(leaf), "{leaf} missing: {waits:?}");
+    }
 }

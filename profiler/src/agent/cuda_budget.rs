@@ -1,0 +1,97 @@
+//! Keeps what the CUDA launch probes add to the launching threads under the
+//! configured share of a core. A uprobe costs the calling thread a trap on
+//! every call; an eager decode loop launches tens of thousands of kernels a
+//! second. After each window the launch rate seen is priced at the measured
+//! cost of a probed call; when the price is over the budget, the launch
+//! probes are on for only that fraction of the next window (from its start),
+//! and its launch counts are scaled up by the inverse: estimates then, exact
+//! otherwise. Sync calls are rare and stay probed throughout.
+
+use std::time::Duration;
+
+/// What a probed launch costs the calling thread, trap and program (the
+/// `cuda` benchmark, docs/gpu.md, measured about 1.3 µs on these machines;
+/// rounded up).
+pub const PROBED_CALL_NS: f64 = 1500.0;
+
+/// The launch probes are on for at least this share of a window, so that
+/// every window has launch stacks.
+const MIN_DUTY: f64 = 0.02;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LaunchBudget {
+    /// Fraction of one core.
+    max_overhead: f64,
+    /// Fraction of the current window the launch probes are on for.
+    duty: f64,
+}
+
+impl LaunchBudget {
+    pub fn new(max_overhead: f64) -> Self {
+        Self {
+            max_overhead,
+            duty: 1.0,
+        }
+    }
+
+    /// The share of the current window the launch probes are on for.
+    pub fn duty(&self) -> f64 {
+        self.duty
+    }
+
+    /// How long into a window of `window` the launch probes stay on.
+    pub fn on_for(&self, window: Duration) -> Duration {
+        window.mul_f64(self.duty)
+    }
+
+    /// After a window whose launch probes were on for `probed` and counted
+    /// `launches`: sets the duty of the next window, and returns it.
+    pub fn next_window(&mut self, launches: u64, probed: Duration) -> f64 {
+        if probed.is_zero() {
+            return self.duty;
+        }
+        let rate = launches as f64 / probed.as_secs_f64();
+        let always_on = rate * PROBED_CALL_NS / 1e9;
+        self.duty = if always_on <= self.max_overhead {
+            1.0
+        } else {
+            (self.max_overhead / always_on).clamp(MIN_DUTY, 1.0)
+        };
+        self.duty
+    }
+
+    /// `launches` counted while the probes were on, scaled to the window.
+    pub fn scale(&self, launches: u64) -> u64 {
+        if self.duty >= 1.0 {
+            launches
+        } else {
+            (launches as f64 / self.duty).round() as u64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stays_on_under_the_budget_and_duty_cycles_over_it() {
+        let mut budget = LaunchBudget::new(0.01);
+        let second = Duration::from_secs(1);
+        // 1k launches/s at 1.5 us: 0.15% of a core.
+        assert_eq!(budget.next_window(1_000, second), 1.0);
+        assert_eq!(budget.scale(1_000), 1_000);
+        // 20k/s: 3% always on, so a third of each window.
+        let duty = budget.next_window(20_000, second);
+        assert!((duty - 1.0 / 3.0).abs() < 1e-9, "{duty}");
+        assert_eq!(budget.on_for(Duration::from_secs(15)).as_secs(), 5);
+        assert_eq!(budget.scale(100_000), 300_000);
+        // Measured over the part of the window it was on for.
+        let duty = budget.next_window(100_000, Duration::from_secs(5));
+        assert!((duty - 1.0 / 3.0).abs() < 1e-9, "{duty}");
+        // Never off for a whole window.
+        assert_eq!(budget.next_window(100_000_000, second), MIN_DUTY);
+        // Back on in full when the rate drops.
+        assert_eq!(budget.next_window(10, Duration::from_millis(300)), 1.0);
+    }
+}
