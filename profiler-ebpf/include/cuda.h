@@ -15,6 +15,7 @@
 #define CUDA_FUNC_IN_ARG2 (1u << 16)   /* launch: the function is the second argument */
 #define CUDA_DRIVER (1u << 17)	       /* a driver (libcuda) launch: skipped inside a runtime one */
 #define CUDA_COPY_KIND_ARG4 (1u << 18) /* cudaMemcpy: waits only for device-to-host copies */
+#define CUDA_ALIAS_OF_KERNEL (1u << 19) /* cuKernelGetFunction: the handle aliases a kernel's */
 
 /* smolder_cuda_event.kind */
 #define CUDA_EVENT_LAUNCH 1
@@ -56,7 +57,21 @@ struct smolder_cuda_event {
 
 #define SMOLDER_CUDA_EVENT_HEADER 32
 
+#define SMOLDER_CUDA_NAME_LEN 240
+
+/* A function handle handed out by the driver (cuModuleGetFunction,
+ * cuLibraryGetKernel: with its kernel's name; cuKernelGetFunction: the
+ * function of a kernel handle, `alias`). */
+struct smolder_cuda_name {
+	__u32 pid;
+	__u32 api;
+	__u64 handle;
+	__u64 alias;
+	char name[SMOLDER_CUDA_NAME_LEN];
+};
+
 _Static_assert(sizeof(struct smolder_cuda_key) == 16, "cuda_key layout");
+_Static_assert(sizeof(struct smolder_cuda_name) == 24 + SMOLDER_CUDA_NAME_LEN, "cuda_name layout");
 _Static_assert(sizeof(struct smolder_cuda_total) == 24, "cuda_total layout");
 _Static_assert(__builtin_offsetof(struct smolder_cuda_event, sample) == SMOLDER_CUDA_EVENT_HEADER,
 	       "cuda_event layout");

@@ -301,10 +301,89 @@ int cuda_wait_return(struct pt_regs *ctx)
 	return 0;
 }
 
+/* A call that hands out a function handle, between entry and return. */
+struct cuda_name_call {
+	__u64 out;    /* where the handle is written */
+	__u64 name;   /* the kernel's name (a user string), or 0 */
+	__u64 kernel; /* cuKernelGetFunction: the kernel handle */
+	__u64 sp;
+	__u32 api;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32); /* tid */
+	__type(value, struct cuda_name_call);
+} cuda_name_calls SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} cuda_names SEC(".maps");
+
+/* cuModuleGetFunction(CUfunction *out, CUmodule, const char *name),
+ * cuLibraryGetKernel(CUkernel *out, CUlibrary, const char *name),
+ * cuKernelGetFunction(CUfunction *out, CUkernel). */
+SEC("uprobe")
+int cuda_name_enter(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	if (!is_target(tgid))
+		return 0;
+	__u64 cookie = bpf_get_attach_cookie(ctx);
+	volatile __u64 arg2 = PT_REGS_PARM2(ctx);
+	volatile __u64 arg3 = PT_REGS_PARM3(ctx);
+	struct cuda_name_call call = {
+	    .out = PT_REGS_PARM1(ctx),
+	    .sp = PT_REGS_SP(ctx),
+	    .api = cookie & CUDA_API_MASK,
+	};
+	if (cookie & CUDA_ALIAS_OF_KERNEL)
+		call.kernel = arg2;
+	else
+		call.name = arg3;
+	bpf_map_update_elem(&cuda_name_calls, &tid, &call, BPF_ANY);
+	return 0;
+}
+
+SEC("uretprobe")
+int cuda_name_return(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	struct cuda_name_call *found = bpf_map_lookup_elem(&cuda_name_calls, &tid);
+	if (!found || found->sp + 8 != PT_REGS_SP(ctx))
+		return 0;
+	struct cuda_name_call call = *found;
+	bpf_map_delete_elem(&cuda_name_calls, &tid);
+	if (PT_REGS_RC(ctx) != 0)
+		return 0; /* CUDA_SUCCESS only */
+	__u64 handle = 0;
+	if (bpf_probe_read_user(&handle, sizeof(handle), (void *)call.out) != 0 || handle == 0)
+		return 0;
+	struct smolder_cuda_name *e = bpf_ringbuf_reserve(&cuda_names, sizeof(*e), 0);
+	if (!e) {
+		count(STAT_CUDA_EVENTS_FULL);
+		return 0;
+	}
+	e->pid = tgid;
+	e->api = call.api;
+	e->handle = handle;
+	e->alias = call.kernel;
+	e->name[0] = 0;
+	if (call.name)
+		bpf_probe_read_user_str(e->name, sizeof(e->name), (void *)call.name);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
 /* Whether the current thread is inside a timed sync call. */
 static __always_inline int in_gpu_wait(__u32 tid)
 {
-	return bpf_map_lookup_elem(&cuda_waiting, &tid) != NULL;
+	return cuda_watch && bpf_map_lookup_elem(&cuda_waiting, &tid) != NULL;
 }
 
 #endif

@@ -9,10 +9,16 @@ use crate::go::LabelSet;
 use crate::profile::GpuWait;
 
 /// What a stack has to do with the GPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum GpuMark {
-    /// A CUDA launch of `func` (leaf `[cuda] NAME`).
-    Launch { api: &'static CudaApi, func: u64 },
+    /// A CUDA launch of `func` (leaf `[cuda] NAME`); `name`: the kernel's
+    /// name where the driver handed out the handle (else `func` is named
+    /// as a function of the process, or by its value).
+    Launch {
+        api: &'static CudaApi,
+        func: u64,
+        name: Option<std::sync::Arc<str>>,
+    },
     /// Time in a sync call (leaf `[gpu wait] API`, label `gpu_wait`).
     Wait {
         api: &'static CudaApi,
@@ -24,10 +30,10 @@ pub enum GpuMark {
 
 impl GpuMark {
     /// The `gpu_wait` label of the stack.
-    pub fn wait(self) -> Option<GpuWait> {
+    pub fn wait(&self) -> Option<GpuWait> {
         match self {
             GpuMark::Launch { .. } => None,
-            GpuMark::Wait { part, .. } | GpuMark::Inside(part) => Some(part),
+            GpuMark::Wait { part, .. } | GpuMark::Inside(part) => Some(*part),
         }
     }
 }

@@ -5,8 +5,13 @@
 //! their own (`symbolizer::fuzzing`).
 
 /// An ELF file's `.eh_frame` (and `.debug_frame`) turned into unwind rows,
-/// then lookups across the table.
+/// then lookups across the table; and the CUDA entry points of its dynamic
+/// symbols, as the probes look for them.
 pub fn eh_frame(data: &[u8]) {
+    use crate::collect::{entry_points_in, CudaLibrary};
+    for library in [CudaLibrary::Runtime, CudaLibrary::Driver] {
+        let _ = entry_points_in(data, library);
+    }
     let Ok(info) = crate::unwind::parse_elf(data) else {
         return;
     };

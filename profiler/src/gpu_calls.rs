@@ -5,12 +5,15 @@
 //! profile's totals are the exact ones and the stacks are a sample.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use symbolizer::python::PythonFrame;
 use symbolizer::Symbolizer;
 
 use crate::aggregate::{Aggregate, GpuMark, StackKey, Weight};
-use crate::collect::{CallKind, CudaApi, CudaEvent, CudaKey, CudaTotal, Sampler};
+use crate::collect::{
+    CallKind, CudaApi, CudaEvent, CudaKey, CudaLibrary, CudaName, CudaTotal, Sampler,
+};
 use crate::go::LabelSet;
 use crate::profile::GpuWait;
 use crate::unwind;
@@ -74,6 +77,10 @@ struct SampledCall {
 /// as many).
 const MAX_REMEMBERED: usize = 16384;
 
+/// The most function handles named (a process with Triton has a few
+/// thousand).
+const MAX_NAMES: usize = 65536;
+
 #[derive(Debug, Default)]
 pub struct GpuCalls {
     /// Calls sampled since the last [`GpuCalls::share_out`], by key.
@@ -90,9 +97,42 @@ pub struct GpuCalls {
     mm_ids: HashMap<u32, u64>,
     /// Processes found gone at the last [`GpuCalls::reap`].
     gone: Vec<u32>,
+    /// Kernel names of the function handles the driver handed out, by
+    /// process and handle.
+    names: HashMap<(u32, u64), Arc<str>>,
+    /// Handles not named because `names` was full.
+    pub names_dropped: u64,
 }
 
 impl GpuCalls {
+    /// Learns the kernel name of a function handle the driver handed out.
+    pub fn learn_name(&mut self, name: CudaName) {
+        let known = if name.alias != 0 {
+            match self.names.get(&(name.pid, name.alias)) {
+                Some(known) => known.clone(),
+                None => return,
+            }
+        } else if name.name.is_empty() {
+            return;
+        } else {
+            Arc::from(name.name.as_str())
+        };
+        if self.names.len() >= MAX_NAMES && !self.names.contains_key(&(name.pid, name.handle)) {
+            self.names_dropped += 1;
+            return;
+        }
+        self.names.insert((name.pid, name.handle), known);
+    }
+
+    /// The kernel name of a driver launch's handle, if it was handed out
+    /// while smolder watched.
+    fn name_of(&self, api: &CudaApi, pid: u32, func: u64) -> Option<Arc<str>> {
+        if api.library != CudaLibrary::Driver || api.kind != CallKind::Launch {
+            return None;
+        }
+        self.names.get(&(pid, func)).cloned()
+    }
+
     /// Keeps a sampled call, its Python frames already named.
     pub fn add(&mut self, event: CudaEvent, python: Box<[PythonFrame]>, labels: Option<LabelSet>) {
         let sample = event.sample;
@@ -103,13 +143,14 @@ impl GpuCalls {
             func: event.func,
         };
         let gpu = match event.api.kind {
-            CallKind::Launch | CallKind::GraphLaunch => GpuMark::Launch {
-                api: event.api,
-                func: event.func,
-            },
             CallKind::Wait => GpuMark::Wait {
                 api: event.api,
                 part: GpuWait::Spin,
+            },
+            _ => GpuMark::Launch {
+                api: event.api,
+                func: event.func,
+                name: self.name_of(event.api, sample.pid, event.func),
             },
         };
         let stack = StackKey {
@@ -161,13 +202,15 @@ impl GpuCalls {
                     None => {
                         self.unsampled += total.calls;
                         let mm_id = self.mm_ids.get(&key.pid).copied().unwrap_or(0);
-                        vec![unsampled_call(key, mm_id, api)]
+                        let name = self.name_of(api, key.pid, key.func);
+                        vec![unsampled_call(key, mm_id, api, name)]
                     }
                 },
             };
             match api.kind {
                 CallKind::Launch | CallKind::GraphLaunch => share_launches(&calls, total, launches),
                 CallKind::Wait => share_waits(&calls, total, waits),
+                CallKind::HandOut => {}
             }
         }
         // Calls sampled but not in these totals (counted in the next
@@ -194,6 +237,7 @@ impl GpuCalls {
         self.last.retain(|k, _| !gone.contains(&k.pid));
         self.sampled.retain(|k, _| !gone.contains(&k.pid));
         self.mm_ids.retain(|pid, _| !gone.contains(pid));
+        self.names.retain(|(pid, _), _| !gone.contains(pid));
         let mut pids: Vec<u32> = self.mm_ids.keys().copied().collect();
         pids.extend(self.last.keys().map(|k| k.pid));
         pids.sort_unstable();
@@ -202,7 +246,12 @@ impl GpuCalls {
     }
 }
 
-fn unsampled_call(key: CudaKey, mm_id: u64, api: &'static CudaApi) -> SampledCall {
+fn unsampled_call(
+    key: CudaKey,
+    mm_id: u64,
+    api: &'static CudaApi,
+    name: Option<Arc<str>>,
+) -> SampledCall {
     let gpu = match api.kind {
         CallKind::Wait => GpuMark::Wait {
             api,
@@ -211,6 +260,7 @@ fn unsampled_call(key: CudaKey, mm_id: u64, api: &'static CudaApi) -> SampledCal
         _ => GpuMark::Launch {
             api,
             func: key.func,
+            name,
         },
     };
     SampledCall {
@@ -310,6 +360,40 @@ fn share_waits(calls: &[SampledCall], total: CudaTotal, waits: &mut Aggregate) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hand_out(pid: u32, handle: u64, name: &str, alias: u64) -> CudaName {
+        CudaName {
+            pid,
+            handle,
+            name: name.into(),
+            alias,
+        }
+    }
+
+    #[test]
+    fn driver_handles_are_named_through_their_kernels() {
+        let launch = CudaApi::by_id(20).unwrap(); // cuLaunchKernel
+        let runtime = CudaApi::by_id(1).unwrap(); // cudaLaunchKernel
+        let mut calls = GpuCalls::default();
+        calls.learn_name(hand_out(7, 0x10, "triton_poi_fused_add_0", 0));
+        calls.learn_name(hand_out(7, 0x20, "_Z6kernelPf", 0));
+        // cuKernelGetFunction: 0x30 is the function of kernel 0x20.
+        calls.learn_name(hand_out(7, 0x30, "", 0x20));
+        // An alias of a kernel never seen names nothing.
+        calls.learn_name(hand_out(7, 0x40, "", 0x99));
+        let name = |pid, func| calls.name_of(launch, pid, func).map(|n| n.to_string());
+        assert_eq!(name(7, 0x10).as_deref(), Some("triton_poi_fused_add_0"));
+        assert_eq!(name(7, 0x30).as_deref(), Some("_Z6kernelPf"));
+        assert_eq!(name(7, 0x40), None);
+        assert_eq!(name(8, 0x10), None, "handles are per process");
+        // Runtime launches are named by their host function instead.
+        assert_eq!(calls.name_of(runtime, 7, 0x10), None);
+        // Gone processes are forgotten (at the second reap).
+        calls.mm_ids.insert(7, 1);
+        calls.reap(|_| false);
+        calls.reap(|_| false);
+        assert!(calls.names.is_empty());
+    }
 
     #[test]
     fn shares_sum_to_the_total() {

@@ -417,6 +417,7 @@ fn drain(
     let mut seen: Vec<Seen> = Vec::new();
     let Followers { python, traces, go } = followers;
     gpu_calls::attach_announced(sampler, symbolizer);
+    sampler.drain_cuda_names(|name| gpu.learn_name(name));
     sampler.drain_cuda(|mut event| {
         processes.observe(event.sample.pid, event.sample.mm_id, symbolizer);
         seen.push(Seen::from(&event.sample));

@@ -135,7 +135,7 @@ pub fn symbolize(
                 trace: key.trace,
                 gil_wait: key.gil_wait,
                 labels: key.labels.clone(),
-                gpu_wait: key.gpu.and_then(GpuMark::wait),
+                gpu_wait: key.gpu.as_ref().and_then(GpuMark::wait),
             }
         })
         .collect();
@@ -185,9 +185,9 @@ impl Builder<'_> {
     /// Location ids of a stack, leaf first: kernel frames, then user frames.
     fn stack(&mut self, key: &StackKey, processes: &ProcessTracker) -> Vec<usize> {
         let mut ids = Vec::with_capacity(key.kernel.len() + key.user.len() + 2);
-        match key.gpu {
-            Some(GpuMark::Launch { api, func }) => {
-                ids.push(self.launch_location(key, api, func, processes));
+        match &key.gpu {
+            Some(GpuMark::Launch { api, func, name }) => {
+                ids.push(self.launch_location(key, api, *func, name.as_deref(), processes));
             }
             Some(GpuMark::Wait { api, .. }) => {
                 let name = format!("[gpu wait] {}", api.name);
@@ -280,6 +280,7 @@ impl Builder<'_> {
         key: &StackKey,
         api: &'static CudaApi,
         func: u64,
+        known: Option<&str>,
         processes: &ProcessTracker,
     ) -> usize {
         let location_key = LocationKey::CudaLaunch {
@@ -289,9 +290,10 @@ impl Builder<'_> {
             func,
         };
         self.location(location_key, |b| {
-            let name = match (api.kind, api.library) {
-                (CallKind::GraphLaunch, _) => format!("graph 0x{func:x}"),
-                (_, CudaLibrary::Driver) => format!("function 0x{func:x}"),
+            let name = match (api.kind, api.library, known) {
+                (CallKind::GraphLaunch, _, _) => format!("graph 0x{func:x}"),
+                (_, _, Some(name)) => symbolizer::demangle(name),
+                (_, CudaLibrary::Driver, None) => format!("function 0x{func:x}"),
                 _ => b.function_name(key, func, processes),
             };
             Location {

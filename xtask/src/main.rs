@@ -5,6 +5,7 @@
 
 mod bench;
 mod fuzz;
+mod gpu_check;
 mod image;
 mod otel;
 mod pyroscope;
@@ -32,6 +33,8 @@ commands:
            --runs N (default 3), --only symbolizer|overhead|offcpu|agent|unwind|...
   fuzz     the parsers of outside input under libFuzzer (`cargo xtask fuzz --help`)
   image    the agent's container image with podman (docs/deploy/Containerfile)
+  gpu-check  on a machine with an NVIDIA GPU: smolder's CUDA profiles of the PyTorch reference
+           model against torch.profiler's launch counts and the model's own wait timing
   soak     the release agent for 30 min against Pyroscope behind injected faults while
            processes churn; RSS, CPU, map occupancy, windows lost (`cargo xtask soak --help`)";
 
@@ -49,6 +52,7 @@ fn main() -> Result<()> {
         "bench" => bench::run(rest),
         "fuzz" => fuzz::run_command(rest),
         "soak" => soak::run(rest),
+        "gpu-check" => gpu_check::run(rest),
         "image" => image::run_command(rest),
         "pyroscope" => {
             println!("{}", pyroscope::ensure()?.display());

@@ -63,8 +63,9 @@ pub struct Collector {
     /// CUDA calls sampled this window, and the launch probes' budget.
     gpu: GpuCalls,
     launch_budget: Option<LaunchBudget>,
-    /// How long the launch probes were on this window, once they went off.
-    launches_probed_for: Option<Duration>,
+    /// When the launch probes were last put on, and taken off since.
+    launches_on_since: Instant,
+    launches_off_since: Option<Instant>,
     lost_before: u64,
     off_cpu_lost_before: u64,
 }
@@ -121,7 +122,8 @@ impl Collector {
             off_cpu: Aggregate::new(0),
             gpu: GpuCalls::default(),
             launch_budget,
-            launches_probed_for: None,
+            launches_on_since: Instant::now(),
+            launches_off_since: None,
             lost_before: 0,
             off_cpu_lost_before: 0,
         }
@@ -153,7 +155,7 @@ impl Collector {
         loop {
             std::thread::sleep(DRAIN_INTERVAL);
             self.drain();
-            self.keep_launch_budget(started.elapsed());
+            self.keep_launch_budget();
             let stopping = signals::stop_requested();
             if started.elapsed() < window && !stopping {
                 continue;
@@ -180,16 +182,18 @@ impl Collector {
     }
 
     /// Takes the launch probes off once the window's share of probing is
-    /// used up.
-    fn keep_launch_budget(&mut self, elapsed: Duration) {
+    /// used up (counted from when they were put on: the end of the last
+    /// window's work included).
+    fn keep_launch_budget(&mut self) {
         let Some(budget) = self.launch_budget else {
             return;
         };
-        if self.launches_probed_for.is_none() && elapsed >= budget.on_for(self.config.window) {
-            if budget.duty() < 1.0 {
-                self.sampler.cuda_launch_probes(false);
-            }
-            self.launches_probed_for = Some(elapsed);
+        if budget.duty() < 1.0
+            && self.launches_off_since.is_none()
+            && self.launches_on_since.elapsed() >= budget.on_for(self.config.window)
+        {
+            self.launches_off_since = Some(Instant::now());
+            self.sampler.cuda_launch_probes(false);
         }
     }
 
@@ -214,6 +218,7 @@ impl Collector {
         let mut seen: Vec<Seen> = Vec::new();
         if config.cuda.is_some() {
             gpu_calls::attach_announced(sampler, symbolizer);
+            sampler.drain_cuda_names(|name| gpu.learn_name(name));
             sampler.drain_cuda(|mut event| {
                 let sample = &event.sample;
                 if services
@@ -392,7 +397,7 @@ impl Collector {
     /// scaled up when their probes were on for part of the window only),
     /// shared out among the stacks sampled; then the launch probes' share
     /// of the next window.
-    fn finish_cuda_window(&mut self, duration: Duration) -> Option<(Aggregate, Aggregate)> {
+    fn finish_cuda_window(&mut self, window: Duration) -> Option<(Aggregate, Aggregate)> {
         let budget = self.launch_budget.as_mut()?;
         let totals = match self.sampler.take_cuda_totals() {
             Ok(totals) => totals,
@@ -401,22 +406,29 @@ impl Collector {
                 Vec::new()
             }
         };
-        let is_launch = |api: u32| CudaApi::by_id(api).is_some_and(|a| a.kind != CallKind::Wait);
+        // On from when they were put back until they were taken off.
+        let probed = match self.launches_off_since.take() {
+            Some(off) => off.saturating_duration_since(self.launches_on_since),
+            None => self.launches_on_since.elapsed(),
+        };
+        let is_launch = |api: u32| {
+            CudaApi::by_id(api)
+                .is_some_and(|a| matches!(a.kind, CallKind::Launch | CallKind::GraphLaunch))
+        };
         let mut counted = 0;
         let totals: Vec<_> = totals
             .into_iter()
             .map(|(key, mut total)| {
                 if is_launch(key.api) {
                     counted += total.calls;
-                    total.calls = budget.scale(total.calls);
+                    total.calls = LaunchBudget::scale(total.calls, probed, window);
                 }
                 (key, total)
             })
             .collect();
         add(&self.metrics.cuda_launches, counted);
-        let probed = self.launches_probed_for.take().unwrap_or(duration);
         let was = budget.duty();
-        let duty = budget.next_window(counted, probed.min(duration));
+        let duty = budget.next_window(counted, probed);
         set(
             &self.metrics.cuda_launch_duty_percent,
             (duty * 100.0).round() as u64,
@@ -427,7 +439,9 @@ impl Collector {
                 duty * 100.0
             );
         }
-        // Each window starts with the launch probes on.
+        // Each window starts with the launch probes on (counting from the
+        // first one put back).
+        self.launches_on_since = Instant::now();
         self.sampler.cuda_launch_probes(true);
         let mut launches = Aggregate::new(0);
         let mut waits = Aggregate::new(0);

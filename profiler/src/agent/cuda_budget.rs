@@ -60,12 +60,13 @@ impl LaunchBudget {
         self.duty
     }
 
-    /// `launches` counted while the probes were on, scaled to the window.
-    pub fn scale(&self, launches: u64) -> u64 {
-        if self.duty >= 1.0 {
+    /// `launches` counted while the probes were on for `probed` of a
+    /// window of `window`, scaled to the window.
+    pub fn scale(launches: u64, probed: Duration, window: Duration) -> u64 {
+        if probed >= window || probed.is_zero() {
             launches
         } else {
-            (launches as f64 / self.duty).round() as u64
+            (launches as f64 * window.as_secs_f64() / probed.as_secs_f64()).round() as u64
         }
     }
 }
@@ -80,12 +81,10 @@ mod tests {
         let second = Duration::from_secs(1);
         // 1k launches/s at 1.5 us: 0.15% of a core.
         assert_eq!(budget.next_window(1_000, second), 1.0);
-        assert_eq!(budget.scale(1_000), 1_000);
         // 20k/s: 3% always on, so a third of each window.
         let duty = budget.next_window(20_000, second);
         assert!((duty - 1.0 / 3.0).abs() < 1e-9, "{duty}");
         assert_eq!(budget.on_for(Duration::from_secs(15)).as_secs(), 5);
-        assert_eq!(budget.scale(100_000), 300_000);
         // Measured over the part of the window it was on for.
         let duty = budget.next_window(100_000, Duration::from_secs(5));
         assert!((duty - 1.0 / 3.0).abs() < 1e-9, "{duty}");
@@ -93,5 +92,15 @@ mod tests {
         assert_eq!(budget.next_window(100_000_000, second), MIN_DUTY);
         // Back on in full when the rate drops.
         assert_eq!(budget.next_window(10, Duration::from_millis(300)), 1.0);
+    }
+
+    #[test]
+    fn counts_scale_to_the_window_they_were_probed_in() {
+        let window = Duration::from_secs(15);
+        let scale = LaunchBudget::scale;
+        assert_eq!(scale(1_000, window, window), 1_000);
+        assert_eq!(scale(1_000, Duration::from_secs(16), window), 1_000);
+        assert_eq!(scale(100_000, Duration::from_secs(5), window), 300_000);
+        assert_eq!(scale(7, Duration::ZERO, window), 7);
     }
 }

@@ -10,6 +10,7 @@ use super::record::{DecodeError, Sample, RAW_SAMPLE_BASE_SIZE, RAW_SAMPLE_SIZE};
 const FUNC_IN_ARG2: u64 = 1 << 16;
 const DRIVER: u64 = 1 << 17;
 const COPY_KIND_ARG4: u64 = 1 << 18;
+const ALIAS_OF_KERNEL: u64 = 1 << 19;
 const API_MASK: u32 = 0xffff;
 
 const EVENT_LAUNCH: u32 = 1;
@@ -47,6 +48,9 @@ pub enum CallKind {
     GraphLaunch,
     /// Waits for the GPU: timed from entry to return.
     Wait,
+    /// Hands out a function handle (driver): learnt, to name the launches
+    /// of that handle.
+    HandOut,
 }
 
 /// One probed entry point.
@@ -62,6 +66,8 @@ pub struct CudaApi {
     func_in_arg2: bool,
     /// cudaMemcpy: a wait only for device-to-host copies.
     copy_kind_arg4: bool,
+    /// cuKernelGetFunction: hands out the function of a kernel handle.
+    alias_of_kernel: bool,
 }
 
 impl CudaApi {
@@ -76,6 +82,9 @@ impl CudaApi {
         }
         if self.copy_kind_arg4 {
             cookie |= COPY_KIND_ARG4;
+        }
+        if self.alias_of_kernel {
+            cookie |= ALIAS_OF_KERNEL;
         }
         cookie
     }
@@ -99,10 +108,11 @@ const fn api(
         kind,
         func_in_arg2,
         copy_kind_arg4: false,
+        alias_of_kernel: false,
     }
 }
 
-use CallKind::{GraphLaunch, Launch, Wait};
+use CallKind::{GraphLaunch, HandOut, Launch, Wait};
 use CudaLibrary::{Driver, Runtime};
 
 /// Every entry point probed. Launches through the runtime reach the
@@ -150,6 +160,12 @@ pub static CUDA_APIS: &[CudaApi] = &[
     api(63, "cuEventSynchronize", Driver, Wait, false),
     api(64, "cuMemcpyDtoH_v2", Driver, Wait, false),
     api(65, "cuMemcpyDtoH_v2_ptds", Driver, Wait, false),
+    api(80, "cuModuleGetFunction", Driver, HandOut, false),
+    api(81, "cuLibraryGetKernel", Driver, HandOut, false),
+    CudaApi {
+        alias_of_kernel: true,
+        ..api(82, "cuKernelGetFunction", Driver, HandOut, false)
+    },
 ];
 
 /// A sampled call, with the stack of the thread that made it.
@@ -197,6 +213,7 @@ impl TryFrom<&[u8]> for CudaEvent {
         let expected_kind = match api.kind {
             Launch | GraphLaunch => EVENT_LAUNCH,
             Wait => EVENT_WAIT,
+            HandOut => return Err(DecodeError::CudaApi(raw.api)),
         };
         if raw.kind != expected_kind {
             return Err(DecodeError::CudaApi(raw.api));
@@ -208,6 +225,56 @@ impl TryFrom<&[u8]> for CudaEvent {
             spin_ns: raw.spin_ns,
             blocked_ns: raw.blocked_ns,
             sample,
+        })
+    }
+}
+
+const NAME_LEN: usize = 240;
+
+/// A function handle the driver handed out (`struct smolder_cuda_name`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CudaName {
+    pub pid: u32,
+    pub handle: u64,
+    /// The kernel's name (empty for an alias).
+    pub name: String,
+    /// cuKernelGetFunction: the kernel handle `handle` is the function of.
+    pub alias: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawName {
+    pid: u32,
+    api: u32,
+    handle: u64,
+    alias: u64,
+    name: [u8; NAME_LEN],
+}
+
+const _: () = assert!(size_of::<RawName>() == 24 + NAME_LEN);
+
+impl TryFrom<&[u8]> for CudaName {
+    type Error = DecodeError;
+
+    fn try_from(bytes: &[u8]) -> Result<Self, Self::Error> {
+        if bytes.len() != size_of::<RawName>() {
+            return Err(DecodeError::Size {
+                got: bytes.len(),
+                expected: size_of::<RawName>(),
+            });
+        }
+        // SAFETY: the length was checked; RawName is plain old data.
+        let raw: RawName = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let api = CudaApi::by_id(raw.api & API_MASK).ok_or(DecodeError::CudaApi(raw.api))?;
+        if api.kind != HandOut {
+            return Err(DecodeError::CudaApi(raw.api));
+        }
+        Ok(Self {
+            pid: raw.pid,
+            handle: raw.handle,
+            name: super::record::c_string(&raw.name),
+            alias: if api.alias_of_kernel { raw.alias } else { 0 },
         })
     }
 }
@@ -279,6 +346,36 @@ mod tests {
         assert!(CudaEvent::try_from(&event(EVENT_WAIT, 1)[..]).is_err());
         assert!(CudaEvent::try_from(&event(EVENT_LAUNCH, 999)[..]).is_err());
         assert!(CudaEvent::try_from(&event(EVENT_LAUNCH, 1)[..40]).is_err());
+    }
+
+    fn name_record(api: u32, alias: u64, name: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&7u32.to_ne_bytes());
+        bytes.extend_from_slice(&api.to_ne_bytes());
+        bytes.extend_from_slice(&0x5000u64.to_ne_bytes());
+        bytes.extend_from_slice(&alias.to_ne_bytes());
+        let mut text = [0u8; NAME_LEN];
+        text[..name.len()].copy_from_slice(name);
+        bytes.extend_from_slice(&text);
+        bytes
+    }
+
+    #[test]
+    fn decodes_handed_out_names_and_aliases() {
+        let named = CudaName::try_from(&name_record(80, 0, b"triton_mm_1")[..]).unwrap();
+        assert_eq!(named.name, "triton_mm_1");
+        assert_eq!((named.pid, named.handle, named.alias), (7, 0x5000, 0));
+        // An alias only from cuKernelGetFunction.
+        let alias = CudaName::try_from(&name_record(82, 0x77, b"")[..]).unwrap();
+        assert_eq!(alias.alias, 0x77);
+        let not_alias = CudaName::try_from(&name_record(81, 0x77, b"k")[..]).unwrap();
+        assert_eq!(not_alias.alias, 0);
+        // Not a hand-out, or cut short.
+        assert!(CudaName::try_from(&name_record(1, 0, b"x")[..]).is_err());
+        assert!(CudaName::try_from(&name_record(80, 0, b"x")[..100]).is_err());
+        // A name that fills the buffer without a NUL still decodes.
+        let full = CudaName::try_from(&name_record(80, 0, &[b'a'; NAME_LEN])[..]).unwrap();
+        assert_eq!(full.name.len(), NAME_LEN);
     }
 
     #[test]

@@ -8,10 +8,12 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
+use aya::programs::uprobe::{
+    UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeLinkId, UProbeScope,
+};
 use aya::programs::UProbe;
 use aya::Ebpf;
-use object::{Object, ObjectSegment, ObjectSymbol, ReadCache};
+use object::{Object, ObjectSegment, ObjectSymbol, ReadCache, ReadRef};
 use symbolizer::{FileId, Module, ProcessMaps, RegionKind};
 
 use super::cuda::{CallKind, CudaApi, CudaLibrary, CUDA_APIS};
@@ -21,6 +23,8 @@ use super::LoadError;
 pub(super) const LAUNCH: &str = "cuda_launch";
 pub(super) const WAIT_ENTER: &str = "cuda_wait_enter";
 pub(super) const WAIT_RETURN: &str = "cuda_wait_return";
+pub(super) const NAME_ENTER: &str = "cuda_name_enter";
+pub(super) const NAME_RETURN: &str = "cuda_name_return";
 
 /// The file offsets of the probed entry points `file` exports (from its
 /// dynamic symbol table; versioned names such as
@@ -30,7 +34,16 @@ pub fn entry_points(
     library: CudaLibrary,
 ) -> Result<Vec<(&'static CudaApi, u64)>, object::Error> {
     let cache = ReadCache::new(file);
-    let elf = object::File::parse(&cache)?;
+    entry_points_in(&cache, library)
+}
+
+/// [`entry_points`] of an ELF image, however it is read (a file through a
+/// cache, bytes in memory).
+pub fn entry_points_in<'data, R: ReadRef<'data>>(
+    data: R,
+    library: CudaLibrary,
+) -> Result<Vec<(&'static CudaApi, u64)>, object::Error> {
+    let elf = object::File::parse(data)?;
     let wanted: HashMap<&str, &'static CudaApi> = CUDA_APIS
         .iter()
         .filter(|api| api.library == library)
@@ -71,7 +84,8 @@ struct Attached {
     /// The launch entry points (attached and detached as a budget says).
     launch_points: Vec<(&'static CudaApi, u64)>,
     launch_links: Vec<UProbeLinkId>,
-    /// The sync calls' entry and return probes (always on).
+    /// The sync calls' and the handle hand-outs' entry and return probes
+    /// (always on).
     wait_links: Vec<(&'static str, UProbeLinkId)>,
     entry_points: usize,
 }
@@ -181,10 +195,13 @@ impl CudaProbes {
             return;
         }
         self.launches_paused = true;
-        for attached in self.attached.values_mut() {
-            let links = std::mem::take(&mut attached.launch_links);
-            detach(ebpf, links.into_iter().map(|link| (LAUNCH, link)));
-        }
+        let links: Vec<(&'static str, UProbeLinkId)> = self
+            .attached
+            .values_mut()
+            .flat_map(|a| std::mem::take(&mut a.launch_links))
+            .map(|link| (LAUNCH, link))
+            .collect();
+        detach(ebpf, links);
     }
 
     /// Puts the launch probes back on.
@@ -228,10 +245,21 @@ impl CudaProbes {
         let file = module.file().ok_or(AttachError::NotOpen)?;
         let points = entry_points(file, library).map_err(AttachError::Symbols)?;
         let path = fd_path(module).ok_or(AttachError::NotOpen)?;
-        let (launch_points, wait_points): (Vec<_>, Vec<_>) = points
+        let entry_points = points.len();
+        let (launch_points, others): (Vec<_>, Vec<_>) = points
             .into_iter()
-            .partition(|(api, _)| api.kind != CallKind::Wait);
-        let wait_links = attach_points(ebpf, &path, &wait_points, &[WAIT_ENTER, WAIT_RETURN])?;
+            .partition(|(api, _)| matches!(api.kind, CallKind::Launch | CallKind::GraphLaunch));
+        let (wait_points, hand_outs): (Vec<_>, Vec<_>) = others
+            .into_iter()
+            .partition(|(api, _)| api.kind == CallKind::Wait);
+        let mut wait_links = attach_points(ebpf, &path, &wait_points, &[WAIT_ENTER, WAIT_RETURN])?;
+        match attach_points(ebpf, &path, &hand_outs, &[NAME_ENTER, NAME_RETURN]) {
+            Ok(links) => wait_links.extend(links),
+            Err(e) => {
+                detach(ebpf, wait_links);
+                return Err(e);
+            }
+        }
         let launch_links = if self.launches_paused {
             Vec::new()
         } else {
@@ -246,7 +274,7 @@ impl CudaProbes {
         Ok(Attached {
             module: module.clone(),
             pids: HashSet::new(),
-            entry_points: launch_points.len() + wait_points.len(),
+            entry_points,
             launch_points,
             launch_links,
             wait_links,
@@ -306,14 +334,33 @@ fn attach_points(
     Ok(links)
 }
 
+/// Takes probes off in the background. The kernel takes a uprobe's
+/// breakpoint out at once, then waits for RCU grace periods before the call
+/// returns (about 0.1 s each here, one after the other on one thread; 0.7 s
+/// for all at once), and the caller has ring buffers to drain meanwhile.
 fn detach(ebpf: &mut Ebpf, links: impl IntoIterator<Item = (&'static str, UProbeLinkId)>) {
+    let mut taken: Vec<UProbeLink> = Vec::new();
     for (name, link) in links {
-        let detached = program::<UProbe>(ebpf, name)
+        let link = program::<UProbe>(ebpf, name)
             .map_err(|e| e.to_string())
-            .and_then(|p| p.detach(link).map_err(|e| e.to_string()));
-        if let Err(e) = detached {
-            tracing::debug!("CUDA: detaching {name}: {e}");
+            .and_then(|p| p.take_link(link).map_err(|e| e.to_string()));
+        match link {
+            Ok(link) => taken.push(link),
+            Err(e) => tracing::debug!("CUDA: detaching {name}: {e}"),
         }
+    }
+    let spawned = std::thread::Builder::new()
+        .name("cuda-detach".into())
+        .spawn(move || {
+            // Each on a thread of its own: the grace periods overlap.
+            std::thread::scope(|scope| {
+                for link in taken {
+                    scope.spawn(move || drop(link));
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("CUDA: no thread to take probes off: {e}");
     }
 }
 

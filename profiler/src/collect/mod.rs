@@ -10,8 +10,10 @@ mod programs;
 mod record;
 mod sampler;
 
-pub use cuda::{CallKind, CudaApi, CudaEvent, CudaKey, CudaLibrary, CudaTotal, CUDA_APIS};
-pub use cuda_probes::{entry_points, CudaProbeStats};
+pub use cuda::{
+    CallKind, CudaApi, CudaEvent, CudaKey, CudaLibrary, CudaName, CudaTotal, CUDA_APIS,
+};
+pub use cuda_probes::{entry_points, entry_points_in, CudaProbeStats};
 pub use ksym::BpfKernelSymbols;
 pub use offcpu::{OffCpuConfig, OffCpuEntry, OffCpuPython, ThreadSeen};
 pub use programs::key_was_missing;

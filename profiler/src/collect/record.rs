@@ -234,7 +234,7 @@ fn frames(stack: &[u64], len: i32) -> Result<(Vec<u64>, Option<i32>), DecodeErro
     Ok((frames.to_vec(), None))
 }
 
-pub(super) fn c_string(bytes: &[u8]) -> String {
+pub(crate) fn c_string(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }

@@ -9,8 +9,10 @@ use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, S
 use aya::programs::{BtfTracePoint, PerfEvent, ProgramError, RawTracePoint, TracePoint, UProbe};
 use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 
-use super::cuda::{CudaEvent, CudaKey, CudaTotal};
-use super::cuda_probes::{CudaProbeStats, CudaProbes, LAUNCH, WAIT_ENTER, WAIT_RETURN};
+use super::cuda::{CudaEvent, CudaKey, CudaName, CudaTotal};
+use super::cuda_probes::{
+    CudaProbeStats, CudaProbes, LAUNCH, NAME_ENTER, NAME_RETURN, WAIT_ENTER, WAIT_RETURN,
+};
 use super::offcpu::{
     read_totals, remove_read, OffCpuConfig, OffCpuEntry, OffCpuPython, Orphans, ThreadSeen,
 };
@@ -357,6 +359,8 @@ pub struct Sampler {
     cuda_events: Option<RingBuf<MapData>>,
     /// `cuda_libraries`: pids that just mapped a CUDA library.
     cuda_libraries: Option<RingBuf<MapData>>,
+    /// `cuda_names`: function handles the driver handed out.
+    cuda_names: Option<RingBuf<MapData>>,
     /// The library files the CUDA probes are attached to.
     cuda: CudaProbes,
     /// The CUDA totals as last read, to hand out what was added since.
@@ -484,18 +488,12 @@ impl Sampler {
             Some(_) => Some(load_cuda(&mut ebpf)?),
             None => None,
         };
-        let cuda_libraries = match config.cuda {
-            Some(_) => Some(
-                RingBuf::try_from(
-                    ebpf.take_map("cuda_libraries")
-                        .ok_or(LoadError::Missing("cuda_libraries"))?,
-                )
-                .map_err(|source| LoadError::Map {
-                    name: "cuda_libraries",
-                    source,
-                })?,
+        let (cuda_libraries, cuda_names) = match config.cuda {
+            Some(_) => (
+                Some(take_ring(&mut ebpf, "cuda_libraries")?),
+                Some(take_ring(&mut ebpf, "cuda_names")?),
             ),
-            None => None,
+            None => (None, None),
         };
         if follow == 1 {
             let fork: &mut BtfTracePoint = program(&mut ebpf, "follow_fork")?;
@@ -528,6 +526,7 @@ impl Sampler {
             off_cpu_orphans: Orphans::default(),
             cuda_events,
             cuda_libraries,
+            cuda_names,
             cuda: CudaProbes::default(),
             cuda_last: std::collections::HashMap::new(),
             cuda_final: Vec::new(),
@@ -759,6 +758,15 @@ impl Sampler {
         self.cuda.stats()
     }
 
+    /// Hands every function handle the driver handed out to `sink` (to name
+    /// the launches of that handle).
+    pub fn drain_cuda_names(&mut self, sink: impl FnMut(CudaName)) {
+        if let Some(ring) = self.cuda_names.as_mut() {
+            let errors = (&mut self.decode_errors, &mut self.decode_error_reported);
+            drain_ring(ring, "CUDA function name", errors, sink);
+        }
+    }
+
     /// Hands every sampled CUDA launch and wait to `sink`.
     pub fn drain_cuda(&mut self, sink: impl FnMut(CudaEvent)) {
         if let Some(ring) = self.cuda_events.as_mut() {
@@ -866,7 +874,7 @@ impl Sampler {
                 }
             }
             if self.cuda_events.is_some() {
-                let infos: Vec<_> = [LAUNCH, WAIT_ENTER, WAIT_RETURN]
+                let infos: Vec<_> = [LAUNCH, WAIT_ENTER, WAIT_RETURN, NAME_ENTER, NAME_RETURN]
                     .iter()
                     .filter_map(|name| self.ebpf.program(name)?.info().ok())
                     .collect();
@@ -907,7 +915,7 @@ fn drain_ring<T>(
 /// Loads the CUDA probe programs (attached later, per library file) and
 /// takes their ring buffer.
 fn load_cuda(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, LoadError> {
-    for name in [LAUNCH, WAIT_ENTER, WAIT_RETURN] {
+    for name in [LAUNCH, WAIT_ENTER, WAIT_RETURN, NAME_ENTER, NAME_RETURN] {
         let probe: &mut UProbe = program(ebpf, name)?;
         probe.load().map_err(|source| LoadError::Program {
             name,
@@ -915,13 +923,12 @@ fn load_cuda(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, LoadError> {
             source,
         })?;
     }
-    let map = ebpf
-        .take_map("cuda_events")
-        .ok_or(LoadError::Missing("cuda_events"))?;
-    RingBuf::try_from(map).map_err(|source| LoadError::Map {
-        name: "cuda_events",
-        source,
-    })
+    take_ring(ebpf, "cuda_events")
+}
+
+fn take_ring(ebpf: &mut Ebpf, name: &'static str) -> Result<RingBuf<MapData>, LoadError> {
+    let map = ebpf.take_map(name).ok_or(LoadError::Missing(name))?;
+    RingBuf::try_from(map).map_err(|source| LoadError::Map { name, source })
 }
 
 /// Loads the sched_switch program: tp_btf where the kernel allows it, raw_tp

@@ -311,6 +311,34 @@ mod tests {
     }
 
     #[test]
+    fn launches_have_one_value_and_gpu_waits_a_label() {
+        let mut profile = small_profile();
+        profile.kind = ProfileKind::CudaLaunch;
+        let p = decode(&encode_pprof(&profile).unwrap());
+        let s = |i: i64| p.string_table[i as usize].clone();
+        let types: Vec<(String, String)> = p
+            .sample_type
+            .iter()
+            .map(|t| (s(t.r#type), s(t.unit)))
+            .collect();
+        assert_eq!(types, vec![("launches".to_string(), "count".to_string())]);
+        assert_eq!(p.sample[0].value, vec![3]);
+        assert_eq!(p.period, 1);
+
+        profile.kind = ProfileKind::GpuWait;
+        profile.samples[0].gpu_wait = Some(crate::profile::GpuWait::Blocked);
+        let p = decode(&encode_pprof(&profile).unwrap());
+        let s = |i: i64| p.string_table[i as usize].clone();
+        assert_eq!(s(p.sample_type[1].r#type), "gpu_wait");
+        assert_eq!(p.sample[0].value, vec![3, 30_000_000]);
+        let labels = string_labels(&p);
+        assert!(
+            labels.contains(&("gpu_wait".to_string(), "blocked".to_string())),
+            "{labels:?}"
+        );
+    }
+
+    #[test]
     fn round_trips_through_gzip_and_protobuf() {
         let bytes = encode_pprof(&small_profile()).unwrap();
         let p = decode(&bytes);

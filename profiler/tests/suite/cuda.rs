@@ -314,3 +314,67 @@ fn the_agent_pushes_launches_and_waits_to_pyroscope() {
         assert!(waits.has_function(leaf), "{leaf} missing: {waits:?}");
     }
 }
+
+/// Past its overhead budget the agent probes launches for part of each
+/// window only, and scales the counts up: at 20k launches a second against
+/// a budget of 0.5% of a core, most launches go unprobed and the totals in
+/// Pyroscope still come out near the real number.
+#[test]
+fn the_agent_keeps_launch_probes_within_their_budget() {
+    if !is_root() {
+        return;
+    }
+    const RATE: u64 = 20_000;
+    const CALLS: u64 = 8 * RATE;
+    let server = Pyroscope::start();
+    let begin = now_ms() - 1000;
+    let config = one_service_config(
+        &format!("url = \"{}\"", server.url()),
+        "window = \"2s\"\ncuda = true\ncuda_max_overhead_percent = 0.5",
+        "smolder-test-cuda-budget",
+        r#"exe = "/cuda_launch_bench$""#,
+    );
+    let agent = Agent::start(&config);
+    let cudart = libcudart();
+    let mut command = Command::new(workload_without_frame_pointers("cuda_launch_bench"));
+    command
+        .arg(&cudart)
+        .args(["launch", &CALLS.to_string(), &RATE.to_string()]);
+    let (workload, mut go) = start_workload(&mut command);
+    agent.wait_for_log(
+        &format!("(pid {})", workload.pid()),
+        Duration::from_secs(30),
+    );
+    writeln!(go, "go").unwrap();
+    let output = workload.finish();
+    assert!(output.status.success());
+    let duty = agent.metric("smolder_cuda_launch_probe_percent");
+    let probed = agent.metric("smolder_cuda_launches_total");
+    let (status, log) = agent.stop();
+    assert!(status.success(), "{log}");
+    // 20k/s at 1.5 us is 3% of a core: a sixth of that is 0.5%.
+    assert!(
+        (10.0..=30.0).contains(&duty),
+        "probes on {duty}% of a window\n{log}"
+    );
+    assert!(
+        probed < 0.6 * CALLS as f64,
+        "{probed} of {CALLS} launches probed: the probes stayed on\n{log}"
+    );
+    let range = (begin, now_ms() + 1000);
+    let launches = server.stacks(
+        LAUNCH_TYPE,
+        r#"{service_name="smolder-test-cuda-budget"}"#,
+        range,
+    );
+    let estimate = launches.total as f64 / CALLS as f64;
+    eprintln!(
+        "probes on {duty}% of each window, {probed} of {CALLS} launches probed, {} estimated",
+        launches.total
+    );
+    assert!(
+        (0.85..=1.15).contains(&estimate),
+        "{} launches estimated for {CALLS}\n{log}",
+        launches.total
+    );
+}

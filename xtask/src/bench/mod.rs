@@ -2,6 +2,7 @@
 //! Prints medians and ratios; see docs/benchmarks.md for how to read them.
 
 pub(crate) mod agent;
+mod cuda;
 mod offcpu;
 mod overhead;
 mod python;
@@ -19,11 +20,11 @@ pub struct Options {
     pub seconds: u64,
     pub runs: usize,
     /// Run only this benchmark (`symbolizer`, `overhead`, `offcpu`, `agent`, `unwind`, `python`,
-    /// `trace`, `pytorch`).
+    /// `trace`, `pytorch`, `cuda`).
     pub only: Option<String>,
 }
 
-const BENCHMARKS: [&str; 8] = [
+const BENCHMARKS: [&str; 9] = [
     "symbolizer",
     "overhead",
     "offcpu",
@@ -32,6 +33,7 @@ const BENCHMARKS: [&str; 8] = [
     "python",
     "trace",
     "pytorch",
+    "cuda",
 ];
 
 impl Options {
@@ -76,7 +78,7 @@ fn parse(args: &[String]) -> Result<Options> {
 const USAGE: &str = "cargo xtask bench [--only NAME] [--seconds N] [--runs N]
 
   --only NAME    one benchmark: symbolizer, overhead, offcpu, agent, unwind,
-                 python, trace or pytorch (default: all)
+                 python, trace, pytorch or cuda (default: all)
   --seconds N    measured window of the timed benchmarks (default 30)
   --runs N       runs per benchmark; medians are reported (default 3)";
 
@@ -123,6 +125,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if options.wants("pytorch") {
         reports.push(pytorch::measure(&options)?.to_string());
+    }
+    if options.wants("cuda") {
+        reports.push(cuda::measure(&options)?.to_string());
     }
     println!();
     for report in reports {

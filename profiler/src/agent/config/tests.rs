@@ -191,3 +191,34 @@ fn unwinding_defaults_to_dwarf_and_is_configurable() {
         .to_string();
     assert!(err.contains("profiling.unwind_table_mib"), "{err}");
 }
+
+#[test]
+fn cuda_is_off_by_default_and_its_budget_is_checked() {
+    assert!(load(None, &[]).unwrap().cuda.is_none());
+    let mut env = Overrides::default();
+    env.set("profiling.cuda", "true", "SMOLDER_CUDA");
+    let c = load(None, &[env]).unwrap();
+    let cuda = c.cuda.expect("on");
+    assert_eq!(cuda.stacks_per_second, 100);
+    assert!((cuda.max_overhead - 0.01).abs() < 1e-12);
+    let c = from(
+        "[profiling]\ncuda = true\ncuda_stacks_per_second = 20\ncuda_max_overhead_percent = 0.5\n",
+        &[],
+    )
+    .unwrap();
+    let cuda = c.cuda.expect("on");
+    assert_eq!(cuda.stacks_per_second, 20);
+    assert!((cuda.max_overhead - 0.005).abs() < 1e-12);
+    for bad in ["0", "-1", "101"] {
+        let err = from(
+            &format!("[profiling]\ncuda = true\ncuda_max_overhead_percent = {bad}\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("profiling.cuda_max_overhead_percent"),
+            "{err}"
+        );
+    }
+}
