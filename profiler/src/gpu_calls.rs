@@ -395,6 +395,125 @@ mod tests {
         assert!(calls.names.is_empty());
     }
 
+    fn event(api: u16, func: u64, user: &[u64], spin_ns: u64, blocked_ns: u64) -> CudaEvent {
+        CudaEvent {
+            api: CudaApi::by_id(u32::from(api)).unwrap(),
+            func,
+            spin_ns,
+            blocked_ns,
+            sample: crate::collect::Sample {
+                pid: 7,
+                tid: 8,
+                time_ns: 0,
+                mm_id: 1,
+                cpu: 0,
+                comm: "server".into(),
+                thread_name: "worker".into(),
+                kernel: Vec::new(),
+                user: user.to_vec(),
+                kernel_truncated: false,
+                user_truncated: false,
+                user_unwind_error: false,
+                user_unmapped: false,
+                kernel_error: None,
+                user_error: None,
+                python: Vec::new(),
+                python_status: Default::default(),
+                exec_vm: 0,
+                trace: None,
+                go_labels: 0,
+                in_gpu_wait: false,
+            },
+        }
+    }
+
+    fn total(calls: u64, spin_ns: u64, blocked_ns: u64) -> CudaTotal {
+        CudaTotal {
+            calls,
+            spin_ns,
+            blocked_ns,
+        }
+    }
+
+    fn key(api: u32, func: u64) -> CudaKey {
+        CudaKey { pid: 7, api, func }
+    }
+
+    /// Weights by user stack (empty: not sampled).
+    fn weights(aggregate: &Aggregate) -> Vec<(Vec<u64>, u64, u64)> {
+        let mut out: Vec<_> = aggregate
+            .stacks
+            .iter()
+            .map(|(k, w)| (k.user.to_vec(), w.count, w.nanos))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn exact_totals_are_shared_out_among_the_sampled_stacks() {
+        let mut calls = GpuCalls::default();
+        // Two launch sites of one kernel sampled, a third call of it, and a
+        // kernel never sampled.
+        calls.add(event(1, 0xa0, &[1, 2], 0, 0), Box::default(), None);
+        calls.add(event(1, 0xa0, &[1, 3], 0, 0), Box::default(), None);
+        calls.add(event(1, 0xa0, &[1, 3], 0, 0), Box::default(), None);
+        let (mut launches, mut waits) = (Aggregate::new(0), Aggregate::new(0));
+        let totals = vec![
+            (key(1, 0xa0), total(10, 0, 0)),
+            (key(1, 0xb0), total(4, 0, 0)),
+        ];
+        calls.share_out(totals, &mut launches, &mut waits);
+        assert_eq!(
+            weights(&launches),
+            vec![(vec![], 4, 0), (vec![1, 2], 3, 0), (vec![1, 3], 7, 0)]
+        );
+        assert_eq!(calls.unsampled, 4);
+        // A period without a sampled stack of its own: the last one.
+        let (mut launches, mut waits) = (Aggregate::new(0), Aggregate::new(0));
+        calls.share_out(
+            vec![(key(1, 0xa0), total(5, 0, 0))],
+            &mut launches,
+            &mut waits,
+        );
+        assert_eq!(weights(&launches), vec![(vec![1, 3], 5, 0)]);
+        assert_eq!(calls.carried_over, 5);
+
+        // Waits: calls with the spin part, time in proportion to each
+        // sampled call's own.
+        calls.add(event(41, 0, &[9], 100, 300), Box::default(), None);
+        calls.add(event(41, 0, &[8], 300, 100), Box::default(), None);
+        let (mut launches, mut waits) = (Aggregate::new(0), Aggregate::new(0));
+        calls.share_out(
+            vec![(key(41, 0), total(6, 4000, 4000))],
+            &mut launches,
+            &mut waits,
+        );
+        let mut parts: Vec<_> = waits
+            .stacks
+            .iter()
+            .map(|(k, w)| {
+                (
+                    k.user.to_vec(),
+                    k.gpu.as_ref().and_then(GpuMark::wait),
+                    w.count,
+                    w.nanos,
+                )
+            })
+            .collect();
+        parts.sort_by_key(|p| (p.0.clone(), p.1 == Some(GpuWait::Blocked)));
+        assert_eq!(
+            parts,
+            vec![
+                (vec![8], Some(GpuWait::Spin), 3, 3000),
+                (vec![8], Some(GpuWait::Blocked), 0, 1000),
+                (vec![9], Some(GpuWait::Spin), 3, 1000),
+                (vec![9], Some(GpuWait::Blocked), 0, 3000),
+            ]
+        );
+        assert_eq!(launches.samples, 0);
+    }
+
     #[test]
     fn shares_sum_to_the_total() {
         assert_eq!(shares(10, &[1, 1, 1]), vec![3, 3, 4]);

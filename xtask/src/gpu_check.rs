@@ -25,7 +25,7 @@ const USAGE: &str = "cargo xtask gpu-check [--requests N]
 
 Runs the PyTorch reference model on the GPU under `smolder record --cuda`,
 then under torch.profiler, and compares launch counts and wait time.
-Needs an NVIDIA GPU with its driver; exits 3 when none is usable.";
+Needs an NVIDIA GPU with its driver; says so and fails when none is usable.";
 
 struct Workload {
     child: Child,

@@ -5,7 +5,8 @@
 //! stands out): flat out for the time per call with and without
 //! `smolder record --cuda` attached; paced for the agent, whose CPU and BPF
 //! time are measured against the same agent without CUDA, and with the
-//! launching process's own CPU.
+//! launching process's own CPU, over three windows after two (the launch
+//! budget's steady state).
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Write};
@@ -23,9 +24,12 @@ use crate::wheels;
 /// Calls per flat-out run (about 30 ms unprobed, 3 s probed).
 const FLAT_OUT_CALLS: u64 = 2_000_000;
 const RATES: [u64; 2] = [1_000, 20_000];
-/// Agent windows are 15 s: the paced runs span a few.
+/// Agent windows are 15 s: the paced runs span three, measured once the
+/// launch budget has settled (its first window probes every launch: the
+/// rate is not known before it).
 const PACED_SECONDS: u64 = 45;
 const WARMUP: Duration = Duration::from_secs(5);
+const PACED_WARMUP: Duration = Duration::from_secs(35);
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Paced {
@@ -159,12 +163,12 @@ fn paced_once(binary: &Path, cudart: &Path, rate: u64, cuda: bool) -> Result<Pac
     }
     let mut agent = agent.spawn()?;
     std::thread::sleep(WARMUP);
-    let calls = rate * (PACED_SECONDS + WARMUP.as_secs() + 5);
+    let calls = rate * (PACED_SECONDS + PACED_WARMUP.as_secs() + 5);
     let args = ["launch".to_owned(), calls.to_string(), rate.to_string()];
     let mut bench = Bench::start(binary, cudart, &args)?;
     let pid = bench.child.id();
     bench.go()?;
-    std::thread::sleep(WARMUP);
+    std::thread::sleep(PACED_WARMUP);
     let (w0, a0, b0) = (process_cpu_ms(pid)?, process_cpu_ms(agent.id())?, bpf_ms()?);
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(PACED_SECONDS));
@@ -235,7 +239,7 @@ impl fmt::Display for Report {
         }
         writeln!(
             f,
-            "  agent at its defaults (19 Hz) without and with profiling.cuda (launch budget 1% of a core), CPU ms per second:"
+            "  agent at its defaults (19 Hz) without and with profiling.cuda (launch budget 1% of a core), CPU ms per second, steady state:"
         )?;
         for (rate, without, with) in &self.paced {
             writeln!(
