@@ -72,15 +72,14 @@ static __always_inline void cuda_count(__u32 tgid, __u32 api, __u64 func, __u64 
 	struct smolder_cuda_key key = {.pid = tgid, .api = api, .func = func};
 	struct smolder_cuda_total *total = bpf_map_lookup_elem(&cuda_counts, &key);
 	if (!total) {
+		/* First call: make the entry (or find the one another CPU made). */
 		struct smolder_cuda_total zero = {};
-		if (bpf_map_update_elem(&cuda_counts, &key, &zero, BPF_NOEXIST) != 0 &&
-		    bpf_map_lookup_elem(&cuda_counts, &key) == NULL) {
+		bpf_map_update_elem(&cuda_counts, &key, &zero, BPF_NOEXIST);
+		total = bpf_map_lookup_elem(&cuda_counts, &key);
+		if (!total) {
 			count(STAT_CUDA_COUNTS_FULL);
 			return;
 		}
-		total = bpf_map_lookup_elem(&cuda_counts, &key);
-		if (!total)
-			return;
 	}
 	__sync_fetch_and_add(&total->calls, 1);
 	if (spin_ns)
@@ -164,27 +163,13 @@ static __always_inline void cuda_event(struct pt_regs *regs, __u32 kind, __u32 a
 	if (!e)
 		return;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	__u64 id = bpf_get_current_pid_tgid();
 	struct smolder_sample *s = &e->sample;
 	e->kind = kind;
 	e->api = api;
 	e->func = func;
 	e->spin_ns = spin_ns;
 	e->blocked_ns = blocked_ns;
-	s->pid = id >> 32;
-	s->tid = (__u32)id;
-	s->time_ns = bpf_ktime_get_ns();
-	s->cpu = bpf_get_smp_processor_id();
-	s->flags = 0;
-	s->kernel_len = 0;
-	bpf_get_current_comm(s->thread_comm, sizeof(s->thread_comm));
-	BPF_CORE_READ_STR_INTO(&s->comm, task, group_leader, comm);
-	struct mm_struct *mm = BPF_CORE_READ(task, mm);
-	s->mm_id = (__u64)mm;
-	s->exec_vm = BPF_CORE_READ(mm, exec_vm);
-	s->python_len = 0;
-	s->python_status = PY_STATUS_NONE;
-	s->go_labels = 0;
+	begin_sample(s, task);
 	cuda_user_stack(regs, s);
 	if (entry && s->user_len >= 0) {
 		/* Make room for the API function at the leaf. */

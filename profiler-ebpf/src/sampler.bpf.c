@@ -63,6 +63,31 @@ static __always_inline int is_target(__u32 tgid)
 	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
 }
 
+/* Fills what every sample record starts with, for the current thread of
+ * `task`: ids, time, CPU, names, address space; no stacks yet (lengths 0).
+ * Returns the address space (NULL for a kernel thread). */
+static __always_inline struct mm_struct *begin_sample(struct smolder_sample *s,
+						      struct task_struct *task)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	s->pid = id >> 32;
+	s->tid = (__u32)id;
+	s->time_ns = bpf_ktime_get_ns();
+	s->cpu = bpf_get_smp_processor_id();
+	s->flags = 0;
+	s->kernel_len = 0;
+	s->user_len = 0;
+	s->python_len = 0;
+	s->python_status = PY_STATUS_NONE;
+	s->go_labels = 0;
+	bpf_get_current_comm(s->thread_comm, sizeof(s->thread_comm));
+	BPF_CORE_READ_STR_INTO(&s->comm, task, group_leader, comm);
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	s->mm_id = (__u64)mm;
+	s->exec_vm = mm ? BPF_CORE_READ(mm, exec_vm) : 0;
+	return mm;
+}
+
 #include "unwind_user.h"
 /* Defines `sample_scratch`, where each sample is built before it is copied
  * into the ring buffer (the walkers fill it from bpf_loop callbacks). */
@@ -131,14 +156,7 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	if (!s)
 		return 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-
-	s->pid = tgid;
-	s->tid = (__u32)id;
-	s->time_ns = bpf_ktime_get_ns();
-	s->cpu = bpf_get_smp_processor_id();
-	s->flags = 0;
-	bpf_get_current_comm(s->thread_comm, sizeof(s->thread_comm));
-	BPF_CORE_READ_STR_INTO(&s->comm, task, group_leader, comm);
+	struct mm_struct *mm = begin_sample(s, task);
 
 	long klen = bpf_get_stack(ctx, s->kernel_stack, sizeof(s->kernel_stack), 0);
 	if (klen < 0) {
@@ -151,15 +169,7 @@ int sample_cpu(struct bpf_perf_event_data *ctx)
 	}
 
 	/* Kernel threads have no user stack. */
-	struct mm_struct *mm = BPF_CORE_READ(task, mm);
-	s->mm_id = (__u64)mm;
-	s->user_len = 0;
-	s->python_len = 0;
-	s->python_status = PY_STATUS_NONE;
-	s->exec_vm = 0;
-	s->go_labels = 0;
 	if (mm != NULL) {
-		s->exec_vm = BPF_CORE_READ(mm, exec_vm);
 		user_stack(ctx, s);
 		python_stack(s, task);
 		count_python(s->python_status);

@@ -10,8 +10,8 @@ use symbolizer::{Symbolizer, SymbolizerConfig, SymbolizerStats};
 
 use crate::aggregate::Aggregate;
 use crate::collect::{
-    BpfKernelSymbols, CudaProbeStats, LoadError, Sampler, SamplerConfig, SamplerStats, UnwindMode,
-    DRAIN_INTERVAL,
+    BpfKernelSymbols, CudaProbeStats, LoadError, Sample, Sampler, SamplerConfig, SamplerStats,
+    UnwindMode, DRAIN_INTERVAL,
 };
 use crate::config::{OutputFormat, RecordConfig};
 use crate::debuginfod::{Debuginfod, DebuginfodConfig, DebuginfodStats};
@@ -417,26 +417,25 @@ fn drain(
     let mut seen: Vec<Seen> = Vec::new();
     let Followers { python, traces, go } = followers;
     gpu_calls::attach_announced(sampler, symbolizer);
-    sampler.drain_cuda_names(|name| gpu.learn_name(name));
-    sampler.drain_cuda(|mut event| {
-        processes.observe(event.sample.pid, event.sample.mm_id, symbolizer);
-        seen.push(Seen::from(&event.sample));
-        let frames = python.resolve(&event.sample);
-        if let Some(name) = python.thread_name(event.sample.pid, event.sample.tid) {
-            event.sample.thread_name = name.to_owned();
-        }
-        let labels = go.labels(&event.sample);
-        gpu.add(event, frames, labels);
-    });
-    sampler.drain(|mut sample| {
+    // What a sample needs besides its addresses: its process's maps read,
+    // its Python frames and thread name, its goroutine's labels.
+    let mut follow = |sample: &mut Sample| {
         processes.observe(sample.pid, sample.mm_id, symbolizer);
-        seen.push(Seen::from(&sample));
-        let frames = python.resolve(&sample);
+        seen.push(Seen::from(&*sample));
+        let frames = python.resolve(sample);
         if let Some(name) = python.thread_name(sample.pid, sample.tid) {
             sample.thread_name = name.to_owned();
         }
-        let labels = go.labels(&sample);
+        (frames, go.labels(sample))
+    };
+    sampler.drain(|mut sample| {
+        let (frames, labels) = follow(&mut sample);
         on_cpu.add(sample, frames, labels);
+    });
+    sampler.drain_cuda_names(|name| gpu.learn_name(name));
+    sampler.drain_cuda(|mut event| {
+        let (frames, labels) = follow(&mut event.sample);
+        gpu.add(event, frames, labels);
     });
     sampler.drain_python_stacks(|stack| python.learn_off_cpu(&stack));
     sampler.drain_threads(|mut thread| {

@@ -19,7 +19,7 @@ use super::service_cache::ServiceCache;
 use super::services::Service;
 use crate::aggregate::Aggregate;
 use crate::collect::{CallKind, CudaApi};
-use crate::collect::{LoadError, Sampler, DRAIN_INTERVAL};
+use crate::collect::{LoadError, Sample, Sampler, DRAIN_INTERVAL};
 use crate::encode::{encode_pprof_labelled, SampleLabels};
 use crate::go::GoTracker;
 use crate::gpu_calls::{self, GpuCalls};
@@ -218,46 +218,37 @@ impl Collector {
         let mut seen: Vec<Seen> = Vec::new();
         if config.cuda.is_some() {
             gpu_calls::attach_announced(sampler, symbolizer);
-            sampler.drain_cuda_names(|name| gpu.learn_name(name));
-            sampler.drain_cuda(|mut event| {
-                let sample = &event.sample;
-                if services
-                    .resolve(sample.pid, sample.mm_id, &sample.comm, config)
-                    .is_none()
-                {
-                    return;
-                }
-                processes.observe(sample.pid, sample.mm_id, symbolizer);
-                seen.push(Seen::from(sample));
-                let mut frames = Box::default();
-                if let Some(python) = python.as_mut() {
-                    frames = python.resolve(&event.sample);
-                    if let Some(name) = python.thread_name(event.sample.pid, event.sample.tid) {
-                        event.sample.thread_name = name.to_owned();
-                    }
-                }
-                let labels = go.as_mut().and_then(|go| go.labels(&event.sample));
-                gpu.add(event, frames, go_labels.apply(labels));
-            });
         }
-        sampler.drain(|mut sample| {
-            if services
-                .resolve(sample.pid, sample.mm_id, &sample.comm, config)
-                .is_some()
-            {
-                processes.observe(sample.pid, sample.mm_id, symbolizer);
-                seen.push(Seen::from(&sample));
-                let mut frames = Box::default();
-                if let Some(python) = python.as_mut() {
-                    frames = python.resolve(&sample);
-                    if let Some(name) = python.thread_name(sample.pid, sample.tid) {
-                        sample.thread_name = name.to_owned();
-                    }
+        // A sample of a process the agent profiles: its maps read, its
+        // Python frames and thread name, its goroutine's allowed labels.
+        // None for processes left out.
+        let mut follow = |sample: &mut Sample| {
+            services.resolve(sample.pid, sample.mm_id, &sample.comm, config)?;
+            processes.observe(sample.pid, sample.mm_id, symbolizer);
+            seen.push(Seen::from(&*sample));
+            let mut frames = Box::default();
+            if let Some(python) = python.as_mut() {
+                frames = python.resolve(sample);
+                if let Some(name) = python.thread_name(sample.pid, sample.tid) {
+                    sample.thread_name = name.to_owned();
                 }
-                let labels = go.as_mut().and_then(|go| go.labels(&sample));
-                on_cpu.add(sample, frames, go_labels.apply(labels));
+            }
+            let labels = go.as_mut().and_then(|go| go.labels(sample));
+            Some((frames, go_labels.apply(labels)))
+        };
+        sampler.drain(|mut sample| {
+            if let Some((frames, labels)) = follow(&mut sample) {
+                on_cpu.add(sample, frames, labels);
             }
         });
+        if config.cuda.is_some() {
+            sampler.drain_cuda_names(|name| gpu.learn_name(name));
+            sampler.drain_cuda(|mut event| {
+                if let Some((frames, labels)) = follow(&mut event.sample) {
+                    gpu.add(event, frames, labels);
+                }
+            });
+        }
         match python.as_mut() {
             Some(python) => sampler.drain_python_stacks(|stack| python.learn_off_cpu(&stack)),
             None => sampler.drain_python_stacks(|_| {}),

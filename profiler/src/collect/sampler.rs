@@ -416,30 +416,9 @@ impl Sampler {
             .override_global("cuda_watch", &cuda_watch, true)
             .load(SAMPLER_OBJECT)
             .map_err(LoadError::Load)?;
-        let ring = RingBuf::try_from(
-            ebpf.take_map("samples")
-                .ok_or(LoadError::Missing("samples"))?,
-        )
-        .map_err(|source| LoadError::Map {
-            name: "samples",
-            source,
-        })?;
-        let threads = RingBuf::try_from(
-            ebpf.take_map("offcpu_threads")
-                .ok_or(LoadError::Missing("offcpu_threads"))?,
-        )
-        .map_err(|source| LoadError::Map {
-            name: "offcpu_threads",
-            source,
-        })?;
-        let python_stacks = RingBuf::try_from(
-            ebpf.take_map("offcpu_python_new")
-                .ok_or(LoadError::Missing("offcpu_python_new"))?,
-        )
-        .map_err(|source| LoadError::Map {
-            name: "offcpu_python_new",
-            source,
-        })?;
+        let ring = take_ring(&mut ebpf, "samples")?;
+        let threads = take_ring(&mut ebpf, "offcpu_threads")?;
+        let python_stacks = take_ring(&mut ebpf, "offcpu_python_new")?;
         let unwind = if dwarf {
             let mut take = |name: &'static str| ebpf.take_map(name).ok_or(LoadError::Missing(name));
             let maps = BpfMaps {
